@@ -1,0 +1,102 @@
+//! `docker-archive` output: the tarball `docker load` reads (manifest.json, config, layers).
+
+use crate::digest::HashReader;
+use crate::publish::{Built, Destination, Written};
+use crate::store::{temp_path, Store};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::fs::{self, File};
+use std::io::{self, BufWriter};
+use std::path::PathBuf;
+
+pub struct ArchiveDest {
+    pub file: PathBuf,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Item {
+    config: String,
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
+impl Destination for ArchiveDest {
+    fn describe(&self) -> String {
+        format!("docker-archive:{}", self.file.display())
+    }
+
+    fn write(&self, img: &Built, store: &Store) -> Result<Written> {
+        let dir = self
+            .file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = temp_path(dir, "archive");
+        let res = write_archive(img, store, &tmp).and_then(|_| Ok(fs::rename(&tmp, &self.file)?));
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res.with_context(|| format!("writing {}", self.describe()))?;
+        let size = fs::metadata(&self.file)?.len();
+        Ok(Written {
+            reference: self.describe(),
+            uploaded_bytes: size,
+            skipped_blobs: 0,
+        })
+    }
+}
+
+fn write_archive(img: &Built, store: &Store, path: &std::path::Path) -> Result<()> {
+    let f = BufWriter::new(File::create(path)?);
+    let mut tar = tar::Builder::new(f);
+    let config = &img.manifest.config;
+    let config_name = format!("{}.json", config.digest.hex());
+    let mut layers = Vec::new();
+    let mut files = vec![(config_name.clone(), config.digest.clone(), config.size)];
+    for l in &img.manifest.layers {
+        let ext = match crate::compress::Compression::from_media_type(&l.media_type) {
+            Some(crate::compress::Compression::Gzip) => "tar.gz",
+            Some(crate::compress::Compression::Zstd) => "tar.zst",
+            _ => "tar",
+        };
+        let name = format!("{}.{ext}", l.digest.hex());
+        if !layers.contains(&name) {
+            files.push((name.clone(), l.digest.clone(), l.size));
+        }
+        layers.push(name);
+    }
+    let tag = match &img.repository {
+        Some(r) => format!("{r}:latest"),
+        None => format!("{}:latest", img.name),
+    };
+    let manifest = serde_json::to_vec(&[Item {
+        config: config_name,
+        repo_tags: vec![tag],
+        layers,
+    }])?;
+    let mut header = |size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_mtime(0);
+        h
+    };
+    for (name, digest, size) in files {
+        let mut r = HashReader::new(store.open_blob(&digest)?);
+        tar.append_data(&mut header(size), &name, &mut r)?;
+        let (got, n) = r.finish();
+        if got != digest || n != size {
+            bail!("stored blob {digest} is corrupt; run `imgbuild store fsck`");
+        }
+    }
+    tar.append_data(
+        &mut header(manifest.len() as u64),
+        "manifest.json",
+        io::Cursor::new(&manifest),
+    )?;
+    let f = tar.into_inner()?;
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}

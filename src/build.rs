@@ -1,0 +1,456 @@
+//! `imgbuild build`: base → layers (cached) → verification → image → destination.
+
+use crate::base::{self, BaseImage};
+use crate::cache::{self, CachedLayer, StatCache};
+use crate::compress::Compression;
+use crate::digest::Digest;
+use crate::image::{
+    self, Descriptor, History, ImageConfig, Manifest, Platform, MT_CONFIG, MT_MANIFEST,
+};
+use crate::layer::{self, LayerBlob};
+use crate::plan::{self, BaseView, Ctx, Problem, Project};
+use crate::progress::Progress;
+use crate::publish::{Built, Destination, Output};
+use crate::rootfs::{Listing, Rootfs};
+use crate::store::{write_atomic, Store};
+use crate::usage;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Default)]
+pub struct Options {
+    pub output: Option<String>,
+    pub compression: Option<Compression>,
+    pub verbose: bool,
+}
+
+/// One layer in the summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub cached: bool,
+}
+
+/// The `--json` summary (DESIGN.md).
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Summary {
+    pub image: String,
+    pub digest: Option<Digest>,
+    pub repository: Option<String>,
+    pub reference: String,
+    pub layers: Vec<LayerReport>,
+    pub uploaded_bytes: u64,
+    pub skipped_blobs: usize,
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// Builds image `name` of `project` and writes it to its destination.
+pub fn build(
+    project: &Project,
+    name: &str,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<(Built, Summary)> {
+    let t0 = Instant::now();
+    let mut timings = BTreeMap::new();
+    let img = project.spec.image(name, &project.spec_path)?.clone();
+    let store = project.store()?;
+    let compression = match opts.compression {
+        Some(c) => c,
+        None => {
+            let s = img
+                .compression
+                .as_deref()
+                .or(project.spec.defaults.compression.as_deref())
+                .unwrap_or("gzip");
+            Compression::parse(s).ok_or_else(|| {
+                usage!(
+                    "compression `{s}` in {}: use gzip, zstd or none",
+                    project.spec_path.display()
+                )
+            })?
+        }
+    };
+    let pstr = img
+        .platform
+        .as_deref()
+        .or(project.spec.defaults.platform.as_deref());
+    let platform = match pstr {
+        Some(p) => Platform::parse(p).ok_or_else(|| {
+            usage!(
+                "platform `{p}` in {}: expected os/arch, e.g. linux/amd64",
+                project.spec_path.display()
+            )
+        })?,
+        None => base::host_platform(),
+    };
+    let cx = Ctx {
+        root: project.root.clone(),
+        stat: StatCache::load(&store, &project.root),
+        store,
+        source_date: plan::source_date(&project.root)?,
+        revision: plan::revision(&project.root),
+        compression,
+        platform,
+        image: img.clone(),
+        image_name: name.to_string(),
+    };
+    let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
+    let base = base::resolve(&base_name, &project.root, &cx.platform, &cx.store)?;
+    timings.insert("base".into(), t0.elapsed().as_secs_f64());
+
+    let t1 = Instant::now();
+    let mut recipes = plan::recipes(&cx)?;
+    let view = BaseView::new(&base, &cx.store);
+    let mut layers: Vec<(LayerBlob, bool)> = Vec::new();
+    for r in recipes.iter_mut() {
+        layers.push(build_layer(&cx, r.as_mut(), &view, opts, progress)?);
+    }
+    cx.stat.save()?;
+    timings.insert("layers".into(), t1.elapsed().as_secs_f64());
+
+    let t2 = Instant::now();
+    let config = image_config(&cx, &base, &recipes, &layers)?;
+    verify(&cx, &view, &recipes, &layers, &config)?;
+    timings.insert("verify".into(), t2.elapsed().as_secs_f64());
+
+    let t3 = Instant::now();
+    let mut descs = base.layers.clone();
+    descs.extend(layers.iter().map(|(b, _)| descriptor(b)));
+    let mut ann = BTreeMap::new();
+    ann.insert(
+        image::ANN_CREATED.to_string(),
+        image::rfc3339(cx.source_date),
+    );
+    if let Some(r) = &cx.revision {
+        ann.insert(image::ANN_REVISION.to_string(), r.clone());
+    }
+    if let Some(d) = &base.digest {
+        ann.insert(image::ANN_BASE_DIGEST.to_string(), d.to_string());
+        ann.insert(image::ANN_BASE_NAME.to_string(), base.name.clone());
+    }
+    let built = assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
+    let dest: Box<dyn Destination> = match &opts.output {
+        Some(o) => Output::parse(o, name, &std::env::current_dir()?)?.destination(),
+        None => Output::Layout {
+            dir: project.state_dir().join("oci"),
+            tag: name.to_string(),
+        }
+        .destination(),
+    };
+    let written = dest.write(&built, &cx.store)?;
+    record_build(project, &built)?;
+    timings.insert("write".into(), t3.elapsed().as_secs_f64());
+    timings.insert("total".into(), t0.elapsed().as_secs_f64());
+
+    let summary = Summary {
+        image: name.to_string(),
+        digest: Some(built.digest.clone()),
+        repository: img.repository.clone(),
+        reference: written.reference,
+        layers: recipes
+            .iter()
+            .zip(&layers)
+            .map(|(r, (b, cached))| LayerReport {
+                name: r.name().to_string(),
+                digest: b.digest.clone(),
+                diff_id: b.diff_id.clone(),
+                size: b.size,
+                cached: *cached,
+            })
+            .collect(),
+        uploaded_bytes: written.uploaded_bytes,
+        skipped_blobs: written.skipped_blobs,
+        timings,
+    };
+    Ok((built, summary))
+}
+
+fn descriptor(b: &LayerBlob) -> Descriptor {
+    Descriptor {
+        media_type: b.media_type.clone(),
+        digest: b.digest.clone(),
+        size: b.size,
+        platform: None,
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// A layer from the cache when its inputs are unchanged, else written anew.
+fn build_layer(
+    cx: &Ctx,
+    r: &mut dyn plan::Recipe,
+    base: &BaseView,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<(LayerBlob, bool)> {
+    let name = r.name().to_string();
+    let inputs = r
+        .inputs(cx, base)
+        .with_context(|| format!("layer `{name}`"))?;
+    let material = serde_json::json!({
+        "tar_format": layer::TAR_FORMAT,
+        "compression": cx.compression.as_str(),
+        "mtime": cx.source_date,
+        "platform": cx.platform.to_string(),
+        "inputs": inputs,
+    });
+    let key = cache::layer_key(&material);
+    let scope = format!("{}\0{}\0{}", cx.root.display(), cx.image_name, name);
+    if let Some(hit) = cache::get_layer(&cx.store, &key) {
+        if opts.verbose {
+            progress.note(&format!(
+                "layer {name}: cached ({} inputs unchanged)",
+                inputs.len()
+            ));
+        }
+        return Ok((hit.blob, true));
+    }
+    if opts.verbose {
+        let why = match cache::last_inputs(&cx.store, &scope) {
+            Some(old) => {
+                let mut d = cache::explain_change(&old, &inputs);
+                if d.is_empty() {
+                    d.push(
+                        "build settings changed (compression, source date, platform or format)"
+                            .into(),
+                    );
+                }
+                if d.len() > 8 {
+                    let n = d.len() - 8;
+                    d.truncate(8);
+                    d.push(format!("… and {n} more"));
+                }
+                d.join("; ")
+            }
+            None => "first build".into(),
+        };
+        progress.note(&format!("layer {name}: rebuilding: {why}"));
+    }
+    let entries = layer::normalise(
+        r.entries(cx, base)
+            .with_context(|| format!("layer `{name}`"))?,
+    )
+    .with_context(|| format!("layer `{name}`"))?;
+    let total: u64 = entries
+        .iter()
+        .map(|e| {
+            if let layer::Body::File { size, .. } = e.body {
+                size
+            } else {
+                0
+            }
+        })
+        .sum();
+    let bar = progress.layer(&name, total);
+    let (blob, listing) = layer::write(&entries, cx.source_date, cx.compression, &cx.store, &|n| {
+        bar.inc(n)
+    })
+    .with_context(|| format!("layer `{name}`"))?;
+    bar.finish();
+    cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
+    cache::put_layer(
+        &cx.store,
+        &key,
+        &CachedLayer {
+            blob: blob.clone(),
+            inputs: BTreeMap::new(),
+        },
+    )?;
+    cache::put_last_inputs(&cx.store, &scope, &inputs)?;
+    Ok((blob, false))
+}
+
+/// The image config: the base's, overridden by the image section, with one history entry per layer.
+fn image_config(
+    cx: &Ctx,
+    base: &BaseImage,
+    recipes: &[Box<dyn plan::Recipe>],
+    layers: &[(LayerBlob, bool)],
+) -> Result<ImageConfig> {
+    let img = &cx.image;
+    let mut c = base.config.clone();
+    let created = image::rfc3339(cx.source_date);
+    c.created = Some(created.clone());
+    c.architecture = cx.platform.architecture.clone();
+    c.os = cx.platform.os.clone();
+    c.variant = cx.platform.variant.clone();
+    let rc = &mut c.config;
+    if rc.env_var("PATH").is_none() {
+        rc.set_env("PATH", base::DEFAULT_PATH);
+    }
+    for (k, v) in &img.env {
+        rc.set_env(k, v);
+    }
+    if let Some(w) = &img.workdir {
+        rc.working_dir = Some(w.clone());
+    }
+    if let Some(u) = &img.user {
+        rc.user = Some(u.clone());
+    }
+    if let Some(e) = &img.entrypoint {
+        rc.entrypoint = Some(e.clone());
+        rc.cmd = None; // as in a Dockerfile: a new ENTRYPOINT resets the base's CMD
+    }
+    if let Some(cmd) = &img.cmd {
+        rc.cmd = Some(cmd.clone());
+    }
+    for p in &img.ports {
+        let p = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("{p}/tcp")
+        };
+        rc.exposed_ports
+            .get_or_insert_with(BTreeMap::new)
+            .insert(p, serde_json::json!({}));
+    }
+    for (k, v) in &img.labels {
+        rc.labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.clone(), v.clone());
+    }
+    c.rootfs.kind = "layers".into();
+    for ((blob, _), r) in layers.iter().zip(recipes) {
+        c.rootfs.diff_ids.push(blob.diff_id.clone());
+        c.history.push(History {
+            created: Some(created.clone()),
+            created_by: Some(r.created_by()),
+            comment: Some("imgbuild".into()),
+            empty_layer: None,
+        });
+    }
+    Ok(c)
+}
+
+/// Runs every layer's checks on the merged filesystem; fails listing all problems.
+fn verify(
+    cx: &Ctx,
+    base: &BaseView,
+    recipes: &[Box<dyn plan::Recipe>],
+    layers: &[(LayerBlob, bool)],
+    config: &ImageConfig,
+) -> Result<()> {
+    let mut fs: Rootfs = base
+        .rootfs()
+        .context("reading the base image's layers for verification")?
+        .clone();
+    let offset = base.base.layers.len();
+    for (i, (blob, _)) in layers.iter().enumerate() {
+        let listing: Listing = cache::get_listing(&cx.store, &blob.diff_id)
+            .map(Ok)
+            .unwrap_or_else(|| base::listing(&cx.store, &descriptor(blob), &blob.diff_id))?;
+        fs.apply(offset + i, &listing);
+    }
+    let mut problems: Vec<Problem> = Vec::new();
+    for (i, r) in recipes.iter().enumerate() {
+        r.check(&fs, config, offset + i, &mut problems);
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "image `{}` failed verification ({} problem{}):",
+        cx.image_name,
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in &problems {
+        msg.push_str(&format!("\n  - layer `{}`: {}", p.layer, p.message));
+    }
+    bail!(msg)
+}
+
+/// Stores the config and manifest; returns the image.
+pub fn assemble(
+    name: &str,
+    repository: Option<String>,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+    annotations: BTreeMap<String, String>,
+    store: &Store,
+) -> Result<Built> {
+    let config_bytes = image::to_bytes(config);
+    let config_digest = store.put(&config_bytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MT_MANIFEST.into()),
+        config: Descriptor {
+            media_type: MT_CONFIG.into(),
+            digest: config_digest,
+            size: config_bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        },
+        layers,
+        annotations,
+    };
+    let manifest_bytes = image::to_bytes(&manifest);
+    let digest = store.put(&manifest_bytes)?;
+    Ok(Built {
+        name: name.to_string(),
+        repository,
+        manifest,
+        manifest_bytes,
+        digest,
+    })
+}
+
+/// The last build of an image, for `push` and `pin`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub image: String,
+    pub repository: Option<String>,
+    pub digest: Digest,
+    #[serde(default)]
+    pub pushed: Vec<String>,
+}
+
+pub fn record_path(project: &Project, name: &str) -> PathBuf {
+    project
+        .state_dir()
+        .join("builds")
+        .join(format!("{name}.json"))
+}
+
+fn record_build(project: &Project, built: &Built) -> Result<()> {
+    let rec = BuildRecord {
+        image: built.name.clone(),
+        repository: built.repository.clone(),
+        digest: built.digest.clone(),
+        pushed: vec![],
+    };
+    write_atomic(
+        &record_path(project, &built.name),
+        &serde_json::to_vec_pretty(&rec)?,
+    )
+}
+
+/// Reads the last build of `name`, reconstructing the image from the store.
+pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)> {
+    let p = record_path(project, name);
+    let bytes = std::fs::read(&p).map_err(|_| {
+        usage!("image `{name}` has not been built yet; run `imgbuild build {name}` first")
+    })?;
+    let rec: BuildRecord =
+        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))?;
+    let store = project.store()?;
+    let manifest_bytes = store.read(&rec.digest).with_context(|| {
+        format!("the last build of `{name}` is no longer in the store; rebuild it")
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)?;
+    let built = Built {
+        name: name.into(),
+        repository: rec.repository.clone(),
+        manifest,
+        manifest_bytes,
+        digest: rec.digest.clone(),
+    };
+    Ok((rec, built))
+}

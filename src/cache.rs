@@ -1,0 +1,177 @@
+//! Build caches: the stat cache (file identity → content hash) and the layer cache
+//! (input key → layer blob), both stored as records in the blob store's directory.
+
+use crate::digest::{sha256_hex, Digest};
+use crate::layer::LayerBlob;
+use crate::rootfs::Listing;
+use crate::store::{write_atomic, Store};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct StatEntry {
+    size: u64,
+    mtime: i64,
+    mtime_ns: i64,
+    ino: u64,
+    sha256: String,
+}
+
+/// Remembers content hashes by (path, size, mtime, inode) so an unchanged file is never re-read.
+pub struct StatCache {
+    file: PathBuf,
+    entries: Mutex<BTreeMap<String, StatEntry>>,
+    dirty: Mutex<bool>,
+}
+
+impl StatCache {
+    /// Loads the stat cache of the project at `root`.
+    pub fn load(store: &Store, root: &Path) -> StatCache {
+        let file = store.root().join("stat").join(format!(
+            "{}.json",
+            &sha256_hex(root.as_os_str().as_encoded_bytes())[..16]
+        ));
+        let entries = fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        StatCache {
+            file,
+            entries: Mutex::new(entries),
+            dirty: Mutex::new(false),
+        }
+    }
+
+    /// The sha256 (hex) of the file at `path` with metadata `md`, reading it only when needed.
+    pub fn hash(&self, path: &Path, md: &fs::Metadata) -> io::Result<String> {
+        let key = path.to_string_lossy().into_owned();
+        let probe = StatEntry {
+            size: md.len(),
+            mtime: md.mtime(),
+            mtime_ns: md.mtime_nsec(),
+            ino: md.ino(),
+            sha256: String::new(),
+        };
+        if let Some(e) = self.entries.lock().unwrap().get(&key) {
+            if e.size == probe.size
+                && e.mtime == probe.mtime
+                && e.mtime_ns == probe.mtime_ns
+                && e.ino == probe.ino
+            {
+                return Ok(e.sha256.clone());
+            }
+        }
+        let sha = hash_file(path)?;
+        // A file modified in the last two seconds may change again within the same mtime tick
+        // ("racy" entry, as git calls it): do not remember it.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if now - probe.mtime > 2 {
+            self.entries.lock().unwrap().insert(
+                key,
+                StatEntry {
+                    sha256: sha.clone(),
+                    ..probe
+                },
+            );
+            *self.dirty.lock().unwrap() = true;
+        }
+        Ok(sha)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        if *self.dirty.lock().unwrap() {
+            let entries = self.entries.lock().unwrap();
+            write_atomic(&self.file, &serde_json::to_vec(&*entries)?)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// What the layer cache remembers for an input key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CachedLayer {
+    pub blob: LayerBlob,
+    /// Human summary of the inputs, used by `-v` to explain a miss.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// The key of a layer: sha256 over its canonical input description.
+pub fn layer_key(material: &serde_json::Value) -> String {
+    sha256_hex(&serde_json::to_vec(material).expect("json"))
+}
+
+pub fn get_layer(store: &Store, key: &str) -> Option<CachedLayer> {
+    let c: CachedLayer = store.get_record("layers", key)?;
+    // Only a hit when the blob is really there, with the recorded size.
+    (store.size(&c.blob.digest) == Some(c.blob.size)).then_some(c)
+}
+
+pub fn put_layer(store: &Store, key: &str, c: &CachedLayer) -> Result<()> {
+    store.put_record("layers", key, c)
+}
+
+/// The listing (paths and content hashes) of a layer, by diff_id.
+pub fn get_listing(store: &Store, diff_id: &Digest) -> Option<Listing> {
+    store.get_record("listings", diff_id.hex())
+}
+
+pub fn put_listing(store: &Store, diff_id: &Digest, l: &Listing) -> Result<()> {
+    store.put_record("listings", diff_id.hex(), l)
+}
+
+/// The last inputs seen for a layer name, to explain cache misses.
+pub fn last_inputs(store: &Store, scope: &str) -> Option<BTreeMap<String, String>> {
+    store.get_record("last-inputs", &sha256_hex(scope.as_bytes())[..16])
+}
+
+pub fn put_last_inputs(
+    store: &Store,
+    scope: &str,
+    inputs: &BTreeMap<String, String>,
+) -> Result<()> {
+    store.put_record("last-inputs", &sha256_hex(scope.as_bytes())[..16], inputs)
+}
+
+/// Describes how two input summaries differ, for `-v`.
+pub fn explain_change(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in new {
+        match old.get(k) {
+            None => out.push(format!("added {k}")),
+            Some(o) if o != v => out.push(format!("changed {k}")),
+            _ => {}
+        }
+    }
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(format!("removed {k}"));
+    }
+    out
+}

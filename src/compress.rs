@@ -1,0 +1,373 @@
+//! Layer compression: parallel single-member gzip, multithreaded zstd, or none.
+//!
+//! The gzip writer cuts the stream into fixed 1 MiB blocks and deflates each on a worker thread
+//! with the previous block's last 32 KiB as dictionary (as pigz does). Block boundaries depend only
+//! on the input bytes, so the output is identical for any thread count.
+
+use flate2::{Compress, Compression as Level, FlushCompress, Status};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn parse(s: &str) -> Option<Compression> {
+        match s {
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            "none" => Some(Compression::None),
+            _ => None,
+        }
+    }
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+    pub fn from_media_type(mt: &str) -> Option<Compression> {
+        if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") || mt.ends_with("tar.gzip") {
+            Some(Compression::Gzip)
+        } else if mt.ends_with("+zstd") {
+            Some(Compression::Zstd)
+        } else if mt.ends_with(".tar") || mt.ends_with("rootfs.diff.tar") {
+            Some(Compression::None)
+        } else if mt == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
+            Some(Compression::Gzip)
+        } else {
+            None
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+/// A compressing writer; `finish` flushes the trailer and returns the inner writer.
+pub trait Encoder<W>: Write {
+    fn finish(self: Box<Self>) -> io::Result<W>;
+}
+
+pub fn encoder<W: Write + Send + 'static>(
+    c: Compression,
+    out: W,
+) -> io::Result<Box<dyn Encoder<W> + Send>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Ok(match c {
+        Compression::Gzip => Box::new(ParGz::new(out, threads, 6)),
+        Compression::Zstd => {
+            let mut z = zstd::stream::Encoder::new(out, 3)?;
+            // Output is identical for any worker count >= 1 (but not for 0).
+            z.multithread(threads.max(1) as u32)?;
+            Box::new(Zstd(z))
+        }
+        Compression::None => Box::new(Plain(out)),
+    })
+}
+
+/// A decompressing reader for a layer blob.
+pub fn decoder<'a>(c: Compression, r: impl io::Read + 'a) -> io::Result<Box<dyn io::Read + 'a>> {
+    Ok(match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(r))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        Compression::None => Box::new(r),
+    })
+}
+
+struct Plain<W>(W);
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+impl<W: Write> Encoder<W> for Plain<W> {
+    fn finish(self: Box<Self>) -> io::Result<W> {
+        Ok(self.0)
+    }
+}
+
+struct Zstd<W: Write>(zstd::stream::Encoder<'static, W>);
+impl<W: Write> Write for Zstd<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+impl<W: Write> Encoder<W> for Zstd<W> {
+    fn finish(self: Box<Self>) -> io::Result<W> {
+        self.0.finish()
+    }
+}
+
+const BLOCK: usize = 1 << 20;
+const DICT: usize = 32 * 1024;
+
+struct Job {
+    dict: Option<Arc<Vec<u8>>>,
+    data: Arc<Vec<u8>>,
+    last: bool,
+    reply: Sender<io::Result<Vec<u8>>>,
+}
+
+/// Parallel gzip writing one gzip member.
+pub struct ParGz<W: Write> {
+    out: Option<W>,
+    buf: Vec<u8>,
+    prev: Option<Arc<Vec<u8>>>,
+    crc: crc32fast::Hasher,
+    total: u64,
+    jobs: Option<Sender<Job>>,
+    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    max_pending: usize,
+    workers: Vec<JoinHandle<()>>,
+    /// An output error seen outside `write`, reported by the next call.
+    err: Option<io::Error>,
+}
+
+impl<W: Write> ParGz<W> {
+    pub fn new(mut out: W, threads: usize, level: u32) -> ParGz<W> {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..threads.max(1))
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || loop {
+                    let job = match rx.lock().unwrap().recv() {
+                        Ok(j) => j,
+                        Err(_) => return,
+                    };
+                    let r = deflate_block(&job, level);
+                    let _ = job.reply.send(r);
+                })
+            })
+            .collect();
+        // gzip header: no name, mtime 0, no extra flags, OS "unknown" — fixed bytes.
+        let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        let err = out.write_all(&header).err();
+        ParGz {
+            out: Some(out),
+            buf: Vec::with_capacity(BLOCK),
+            prev: None,
+            crc: crc32fast::Hasher::new(),
+            total: 0,
+            jobs: Some(tx),
+            pending: VecDeque::new(),
+            max_pending: 2 * threads.max(1),
+            workers,
+            err,
+        }
+    }
+
+    fn submit(&mut self, last: bool) -> io::Result<()> {
+        let data = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK)));
+        self.crc.update(&data);
+        self.total += data.len() as u64;
+        let (reply, rx) = channel();
+        let job = Job {
+            dict: self.prev.take(),
+            data: data.clone(),
+            last,
+            reply,
+        };
+        self.prev = Some(data);
+        self.jobs
+            .as_ref()
+            .expect("writer finished")
+            .send(job)
+            .map_err(io::Error::other)?;
+        self.pending.push_back(rx);
+        while self.pending.len() > self.max_pending || (last && !self.pending.is_empty()) {
+            self.drain_one()?;
+        }
+        Ok(())
+    }
+
+    fn drain_one(&mut self) -> io::Result<()> {
+        if let Some(rx) = self.pending.pop_front() {
+            let bytes = rx.recv().map_err(io::Error::other)??;
+            self.out
+                .as_mut()
+                .expect("writer finished")
+                .write_all(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn deflate_block(job: &Job, level: u32) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(Level::new(level), false);
+    if let Some(d) = &job.dict {
+        let tail = &d[d.len().saturating_sub(DICT)..];
+        c.set_dictionary(tail).map_err(io::Error::other)?;
+    }
+    let flush = if job.last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let input = &job.data[..];
+    let mut out = Vec::with_capacity(input.len() / 2 + 1024);
+    loop {
+        if out.capacity() - out.len() < 64 * 1024 {
+            out.reserve(64 * 1024);
+        }
+        let consumed = c.total_in() as usize;
+        let status = c
+            .compress_vec(&input[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        if status == Status::StreamEnd {
+            break;
+        }
+        // A sync flush is complete once all input is consumed and the output did not fill up.
+        if !job.last && c.total_in() as usize == input.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+impl<W: Write> Write for ParGz<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        let room = BLOCK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == BLOCK {
+            self.submit(false)?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Encoder<W> for ParGz<W> {
+    fn finish(mut self: Box<Self>) -> io::Result<W> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        self.submit(true)?;
+        let crc = std::mem::take(&mut self.crc).finalize();
+        let isize = (self.total & 0xffff_ffff) as u32;
+        let mut out = self.out.take().expect("writer finished");
+        out.write_all(&crc.to_le_bytes())?;
+        out.write_all(&isize.to_le_bytes())?;
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        Ok(out)
+    }
+}
+
+impl<W: Write> Drop for ParGz<W> {
+    fn drop(&mut self) {
+        self.jobs = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::sync::Mutex as M;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<M<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut x: u32 = 1;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+                if i % 7 < 4 {
+                    b"abcdefgh"[i % 8]
+                } else {
+                    (x >> 24) as u8
+                }
+            })
+            .collect()
+    }
+
+    fn gz(data: &[u8], threads: usize, chunk: usize) -> Vec<u8> {
+        let sink = Shared::default();
+        let mut w = Box::new(ParGz::new(sink.clone(), threads, 6));
+        for c in data.chunks(chunk.max(1)) {
+            w.write_all(c).unwrap();
+        }
+        Encoder::finish(w).unwrap();
+        let v = sink.0.lock().unwrap().clone();
+        v
+    }
+
+    #[test]
+    fn gzip_round_trips_as_one_member() {
+        for len in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 12345] {
+            let data = sample(len);
+            let out = gz(&data, 2, 8192);
+            let mut back = Vec::new();
+            // A single-member decoder must read everything: proves one gzip member.
+            flate2::read::GzDecoder::new(&out[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "length {len}");
+        }
+    }
+
+    #[test]
+    fn gzip_bytes_do_not_depend_on_threads_or_write_sizes() {
+        let data = sample(2 * BLOCK + 777);
+        let a = gz(&data, 1, 1 << 16);
+        let b = gz(&data, 4, 777);
+        let c = gz(&data, 2, 3 * BLOCK);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn zstd_output_is_the_same_for_any_worker_count() {
+        let data = sample(3 * BLOCK);
+        let run = |n: u32| {
+            let mut z = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+            z.multithread(n).unwrap();
+            z.write_all(&data).unwrap();
+            z.finish().unwrap()
+        };
+        assert_eq!(run(1), run(2));
+    }
+}

@@ -1,0 +1,321 @@
+//! File layers: project files and directories mapped into the image, with excludes,
+//! guaranteed directories and owner/mode overrides.
+
+use crate::cache::StatCache;
+use crate::layer::{check_path, Body, Entry, Source};
+use crate::usage;
+use anyhow::{bail, Context, Result};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// One `{ from, to }` mapping, resolved.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    pub from: PathBuf,
+    /// Absolute path in the image, normalised.
+    pub to: String,
+    pub mode: Option<u32>,
+    pub owner: Option<(u32, u32)>,
+    pub optional: bool,
+    /// The `from` as the user wrote it, for messages.
+    pub written: String,
+}
+
+/// Collects entries from disk.
+pub struct Collector {
+    pub exclude: GlobSet,
+    /// Keep uid/gid from disk (base import) instead of root.
+    pub keep_owner: bool,
+    /// Skip device nodes, FIFOs and sockets with a note instead of failing.
+    pub skip_special: bool,
+    pub entries: Vec<Entry>,
+    /// Content hash of each regular file entry, by path, for the cache key.
+    pub hashes: HashMap<Vec<u8>, String>,
+    pub skipped: Vec<String>,
+    inodes: HashMap<(u64, u64), Vec<u8>>,
+    origin: HashMap<Vec<u8>, String>,
+}
+
+pub fn globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| usage!("invalid exclude pattern `{p}`: {e}"))?);
+    }
+    Ok(b.build()?)
+}
+
+/// Parses `uid:gid` (numbers only: names would need the image's /etc/passwd).
+pub fn parse_owner(s: &str) -> Result<(u32, u32)> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(usage!(
+            "owner `{s}` must be numeric `uid:gid`, e.g. \"1000:1000\""
+        )),
+    }
+}
+
+pub fn parse_mode(s: &str) -> Result<u32> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| usage!("mode `{s}` must be octal permission bits, e.g. \"0644\""))
+}
+
+/// Normalises an absolute image path (`/app/./src/` → `app/src`), refusing `..`.
+pub fn image_path(p: &str) -> Result<String> {
+    if !p.starts_with('/') {
+        return Err(usage!("image path `{p}` must be absolute"));
+    }
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                return Err(usage!(
+                    "image path `{p}` contains `..`; write the path it means instead"
+                ))
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Resolves a `from` against `base`, refusing anything (symlinks included) that leaves `root`.
+pub fn resolve_from(root: &Path, base: &Path, from: &str) -> Result<Option<PathBuf>> {
+    let p = base.join(from);
+    let canon_root = root
+        .canonicalize()
+        .with_context(|| format!("resolving project root {}", root.display()))?;
+    match p.canonicalize() {
+        Ok(c) if c.starts_with(&canon_root) => Ok(Some(c)),
+        Ok(c) => Err(usage!(
+            "`from = \"{from}\"` resolves to {}, outside the project {}; imgbuild only reads files inside the project",
+            c.display(),
+            canon_root.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(&p).is_ok() {
+                return Err(usage!("`from = \"{from}\"` is a symlink whose target does not exist ({})", p.display()));
+            }
+            Ok(None)
+        }
+        Err(e) => Err(usage!("`from = \"{from}\"` cannot be resolved ({}): {e}", p.display())),
+    }
+}
+
+impl Collector {
+    pub fn new(exclude: GlobSet) -> Collector {
+        Collector {
+            exclude,
+            keep_owner: false,
+            skip_special: false,
+            entries: Vec::new(),
+            hashes: HashMap::new(),
+            skipped: Vec::new(),
+            inodes: HashMap::new(),
+            origin: HashMap::new(),
+        }
+    }
+
+    /// Adds a mapping: a file becomes the entry `to`; a directory becomes `to` and everything under it.
+    pub fn add(&mut self, m: &Mapping, stat: &StatCache) -> Result<()> {
+        let md = fs::symlink_metadata(&m.from)
+            .with_context(|| format!("reading {}", m.from.display()))?;
+        let to = m.to.clone().into_bytes();
+        if md.is_dir() {
+            self.walk(m, stat, &m.from, &to, Path::new(""))
+        } else {
+            self.push_path(m, stat, &m.from, &md, to)
+        }
+    }
+
+    fn excluded(&self, rel: &Path) -> bool {
+        !rel.as_os_str().is_empty() && self.exclude.is_match(rel)
+    }
+
+    fn walk(
+        &mut self,
+        m: &Mapping,
+        stat: &StatCache,
+        dir: &Path,
+        to: &[u8],
+        rel: &Path,
+    ) -> Result<()> {
+        let md = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        if !to.is_empty() {
+            self.push_path(m, stat, dir, &md, to.to_vec())?;
+        }
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("listing {}", dir.display()))?;
+        names.sort();
+        for name in names {
+            let child = dir.join(&name);
+            let child_rel = rel.join(&name);
+            if self.excluded(&child_rel) {
+                continue;
+            }
+            let mut child_to = to.to_vec();
+            if !child_to.is_empty() {
+                child_to.push(b'/');
+            }
+            child_to.extend_from_slice(name.as_bytes());
+            let cmd = fs::symlink_metadata(&child)
+                .with_context(|| format!("reading {}", child.display()))?;
+            if cmd.is_dir() {
+                self.walk(m, stat, &child, &child_to, &child_rel)?;
+            } else {
+                self.push_path(m, stat, &child, &cmd, child_to)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push_path(
+        &mut self,
+        m: &Mapping,
+        stat: &StatCache,
+        src: &Path,
+        md: &fs::Metadata,
+        path: Vec<u8>,
+    ) -> Result<()> {
+        check_path(&path).map_err(|e| usage!("{e} (from {})", src.display()))?;
+        let (uid, gid) = match m.owner {
+            Some(o) => o,
+            None if self.keep_owner => (md.uid(), md.gid()),
+            None => (0, 0),
+        };
+        let ft = md.file_type();
+        let mut mode = md.mode() & 0o7777;
+        let body = if ft.is_dir() {
+            Body::Dir
+        } else if ft.is_symlink() {
+            let t =
+                fs::read_link(src).with_context(|| format!("reading link {}", src.display()))?;
+            Body::Symlink(t.as_os_str().as_bytes().to_vec())
+        } else if ft.is_file() {
+            if let Some(mm) = m.mode {
+                mode = mm;
+            }
+            let id = (md.dev(), md.ino());
+            if md.nlink() > 1 {
+                if let Some(first) = self.inodes.get(&id) {
+                    let first = first.clone();
+                    return self.push(
+                        Entry {
+                            path,
+                            body: Body::Link(first),
+                            mode,
+                            uid,
+                            gid,
+                        },
+                        src,
+                    );
+                }
+                self.inodes.insert(id, path.clone());
+            }
+            let sha = stat
+                .hash(src, md)
+                .with_context(|| format!("reading {}", src.display()))?;
+            self.hashes.insert(path.clone(), sha);
+            Body::File {
+                src: Source::Disk(src.to_path_buf()),
+                size: md.len(),
+            }
+        } else if self.skip_special || ft.is_socket() {
+            self.skipped.push(src.display().to_string());
+            return Ok(());
+        } else {
+            let what = if ft.is_fifo() {
+                "a FIFO"
+            } else {
+                "a device node"
+            };
+            bail!(usage!(
+                "{} is {what}; file layers hold only files, directories and links",
+                src.display()
+            ));
+        };
+        self.push(
+            Entry {
+                path,
+                body,
+                mode,
+                uid,
+                gid,
+            },
+            src,
+        )
+    }
+
+    fn push(&mut self, e: Entry, src: &Path) -> Result<()> {
+        if let Some(prev) = self
+            .origin
+            .insert(e.path.clone(), src.display().to_string())
+        {
+            if !matches!(e.body, Body::Dir)
+                || !self
+                    .entries
+                    .iter()
+                    .any(|x| x.path == e.path && matches!(x.body, Body::Dir))
+            {
+                return Err(usage!(
+                    "{} is written twice in one layer: from {prev} and from {}",
+                    e.display(),
+                    src.display()
+                ));
+            }
+            return Ok(()); // the same directory reached by two mappings
+        }
+        self.entries.push(e);
+        Ok(())
+    }
+
+    /// Directories that must exist even when no source provides them.
+    pub fn ensure_dir(&mut self, path: &str, owner: Option<(u32, u32)>) -> Result<()> {
+        let p = image_path(path)?.into_bytes();
+        if p.is_empty() || self.origin.contains_key(&p) {
+            return Ok(());
+        }
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        self.origin.insert(p.clone(), "ensure_dirs".into());
+        self.entries.push(Entry {
+            path: p,
+            body: Body::Dir,
+            mode: 0o755,
+            uid,
+            gid,
+        });
+        Ok(())
+    }
+
+    /// Per-path input summary (kind, mode, owner, size, hash or link) for cache keys and `-v`.
+    pub fn summary(&self) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let what = match &e.body {
+                    Body::Dir => "dir".to_string(),
+                    Body::File { size, .. } => format!(
+                        "file {size} {}",
+                        self.hashes.get(&e.path).map(|s| s.as_str()).unwrap_or("")
+                    ),
+                    Body::Symlink(t) => format!("symlink {}", String::from_utf8_lossy(t)),
+                    Body::Link(t) => format!("link {}", String::from_utf8_lossy(t)),
+                };
+                (
+                    e.display(),
+                    format!("{what} {:o} {}:{}", e.mode, e.uid, e.gid),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,278 @@
+//! OCI image documents: descriptors, manifests, indexes and the image config.
+//!
+//! Own serde types rather than a generic crate: maps are ordered (BTreeMap) so the same inputs
+//! always serialise to the same bytes, and fields we do not model are kept (`extra`).
+
+use crate::digest::Digest;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANN_CREATED: &str = "org.opencontainers.image.created";
+pub const ANN_REVISION: &str = "org.opencontainers.image.revision";
+pub const ANN_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+pub const ANN_BASE_NAME: &str = "org.opencontainers.image.base.name";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Parses `os/arch[/variant]`, e.g. `linux/amd64`, `linux/arm64/v8`.
+    pub fn parse(s: &str) -> Option<Platform> {
+        let mut it = s.split('/');
+        let os = it.next()?.to_string();
+        let architecture = it.next()?.to_string();
+        let variant = it.next().map(String::from);
+        if os.is_empty() || architecture.is_empty() || it.next().is_some() {
+            return None;
+        }
+        Some(Platform {
+            architecture,
+            os,
+            variant,
+        })
+    }
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_none() || other.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The image config (`application/vnd.oci.image.config.v1+json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct ImageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub config: RunConfig,
+    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null_map"
+    )]
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null_map"
+    )]
+    pub volumes: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "null_map"
+    )]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn null_map<'de, D, T>(d: D) -> Result<Option<BTreeMap<String, T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<BTreeMap<String, T>>::deserialize(d)?.filter(|m| !m.is_empty()))
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub diff_ids: Vec<Digest>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_layer: Option<bool>,
+}
+
+impl RunConfig {
+    /// The value of `key` in Env.
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env
+            .as_ref()?
+            .iter()
+            .rev()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+    /// Sets `key=value` in Env, replacing an earlier value in place.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        let env = self.env.get_or_insert_with(Vec::new);
+        let item = format!("{key}={value}");
+        match env
+            .iter_mut()
+            .find(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key) || kv.as_str() == key)
+        {
+            Some(slot) => *slot = item,
+            None => env.push(item),
+        }
+    }
+    /// Directories of the PATH variable, in order.
+    pub fn path_dirs(&self) -> Vec<String> {
+        self.env_var("PATH")
+            .unwrap_or("")
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// RFC 3339 UTC timestamp for seconds since the epoch (as `date -u +%FT%TZ`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Serialises a document the one way imgbuild always does (compact, field order as declared).
+pub fn to_bytes<T: Serialize>(doc: &T) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("image documents serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn config_keeps_unknown_fields_and_drops_null_maps() {
+        let raw = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Labels":null,"Healthcheck":{"Test":["NONE"]}},"rootfs":{"type":"layers","diff_ids":[]},"author":"me"}"#;
+        let c: ImageConfig = serde_json::from_str(raw).unwrap();
+        assert_eq!(c.extra["author"], "me");
+        assert!(c.config.extra.contains_key("Healthcheck"));
+        assert_eq!(c.config.labels, None);
+        assert_eq!(c.config.path_dirs(), vec!["/bin"]);
+    }
+
+    #[test]
+    fn set_env_replaces_in_place() {
+        let mut rc = RunConfig {
+            env: Some(vec!["A=1".into(), "PATH=/bin".into()]),
+            ..Default::default()
+        };
+        rc.set_env("PATH", "/usr/bin");
+        rc.set_env("B", "2");
+        assert_eq!(rc.env.unwrap(), vec!["A=1", "PATH=/usr/bin", "B=2"]);
+    }
+}

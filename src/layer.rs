@@ -1,0 +1,363 @@
+//! Deterministic layer tars: entries in, one content-addressed blob out.
+//!
+//! Rules (DESIGN.md "Layers"): entries sorted by path bytes (parents first), uid/gid as given
+//! (0 by default), no user names, one fixed mtime, modes kept including setuid, symlinks and hard
+//! links stored as links, long names as GNU `././@LongLink` records. The tar, its diff_id and the
+//! compressed digest are produced in one pass.
+
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, HashWriter};
+use crate::rootfs::{Kind, Listing, Node};
+use crate::store::Store;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Bump when the bytes written for the same entries change; part of every cache key.
+pub const TAR_FORMAT: u32 = 1;
+
+/// Where a regular file's bytes come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Disk(PathBuf),
+    Bytes(Arc<[u8]>),
+    /// Member `index` of a zip archive (a wheel).
+    Zip {
+        archive: Arc<PathBuf>,
+        index: usize,
+    },
+    /// Bytes at `offset` of a file (a member of an uncompressed tar).
+    Range {
+        file: Arc<PathBuf>,
+        offset: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum Body {
+    Dir,
+    File {
+        src: Source,
+        size: u64,
+    },
+    Symlink(Vec<u8>),
+    /// A hard link to an earlier path of the same layer.
+    Link(Vec<u8>),
+}
+
+/// One tar entry. `path` is relative to `/`, without leading or trailing slash.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub path: Vec<u8>,
+    pub body: Body,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Entry {
+    pub fn dir(path: impl Into<Vec<u8>>, mode: u32) -> Entry {
+        Entry {
+            path: path.into(),
+            body: Body::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+    pub fn bytes(path: impl Into<Vec<u8>>, mode: u32, data: impl Into<Arc<[u8]>>) -> Entry {
+        let data: Arc<[u8]> = data.into();
+        let size = data.len() as u64;
+        Entry {
+            path: path.into(),
+            body: Body::File {
+                src: Source::Bytes(data),
+                size,
+            },
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+    pub fn display(&self) -> String {
+        format!("/{}", String::from_utf8_lossy(&self.path))
+    }
+}
+
+/// Checks that a layer path is relative, normalised and free of `..`.
+pub fn check_path(p: &[u8]) -> Result<(), String> {
+    let s = String::from_utf8_lossy(p);
+    if p.is_empty() {
+        return Err("empty path".into());
+    }
+    if p.starts_with(b"/") {
+        return Err(format!("absolute path `{s}`"));
+    }
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" => return Err(format!("path `{s}` has an empty component")),
+            b"." | b".." => {
+                return Err(format!(
+                    "path `{s}` has a `{}` component",
+                    String::from_utf8_lossy(c)
+                ))
+            }
+            _ if c.contains(&0) => return Err(format!("path `{s}` contains a NUL byte")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Sorts entries by path bytes and adds any missing parent directories (mode 0755, root).
+/// Two entries with the same path are an error naming it.
+pub fn normalise(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
+    let mut have: std::collections::HashSet<Vec<u8>> =
+        entries.iter().map(|e| e.path.clone()).collect();
+    let mut parents = Vec::new();
+    for e in &entries {
+        let mut p = e.path.as_slice();
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = &p[..i];
+            if have.insert(p.to_vec()) {
+                parents.push(Entry::dir(p.to_vec(), 0o755));
+            }
+        }
+    }
+    entries.extend(parents);
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    for w in entries.windows(2) {
+        if w[0].path == w[1].path {
+            bail!(
+                "two entries for the same path {} in one layer",
+                w[0].display()
+            );
+        }
+    }
+    relink(&mut entries)?;
+    Ok(entries)
+}
+
+/// Makes every hard link point at the first path of its group in tar order, moving the file
+/// body there: a tar reader can only link to a path it has already extracted.
+fn relink(entries: &mut [Entry]) -> Result<()> {
+    let pos: HashMap<Vec<u8>, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.clone(), i))
+        .collect();
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Body::Link(t) = &e.body {
+            let Some(&ti) = pos.get(t) else {
+                bail!(
+                    "hard link {} points at {}, which is not in the layer",
+                    e.display(),
+                    String::from_utf8_lossy(t)
+                );
+            };
+            if !matches!(entries[ti].body, Body::File { .. }) {
+                bail!(
+                    "hard link {} points at {}, which is not a regular file",
+                    e.display(),
+                    entries[ti].display()
+                );
+            }
+            groups.entry(ti).or_default().push(i);
+        }
+    }
+    for (target, links) in groups {
+        let first = *links.iter().min().unwrap();
+        if first > target {
+            continue;
+        }
+        let file = std::mem::replace(&mut entries[target].body, Body::Dir);
+        entries[first].body = file;
+        let first_path = entries[first].path.clone();
+        for i in links
+            .into_iter()
+            .chain(std::iter::once(target))
+            .filter(|&i| i != first)
+        {
+            entries[i].body = Body::Link(first_path.clone());
+        }
+    }
+    Ok(())
+}
+
+/// What a written layer is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerBlob {
+    pub diff_id: Digest,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Observer of bytes written, for progress bars.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Writes `entries` (already `normalise`d) as a layer into the store.
+/// Returns the blob facts and the layer's listing (every path with its content hash).
+pub fn write(
+    entries: &[Entry],
+    mtime: u64,
+    compression: Compression,
+    store: &Store,
+    progress: Progress,
+) -> Result<(LayerBlob, Listing)> {
+    let tmp = store.writer()?;
+    let compressed = HashWriter::new(tmp);
+    let enc = compress::encoder(compression, compressed)?;
+    let mut tar = tar::Builder::new(HashWriter::new(enc));
+    tar.follow_symlinks(false);
+    tar.sparse(false);
+    let mut zips = ZipCache::default();
+    let mut listing = Vec::with_capacity(entries.len());
+    for e in entries {
+        check_path(&e.path).map_err(|m| anyhow::anyhow!("refusing layer entry: {m}"))?;
+        let node = append(&mut tar, e, mtime, &mut zips)
+            .with_context(|| format!("writing {}", e.display()))?;
+        progress(node.size);
+        listing.push(node);
+    }
+    let raw = tar.into_inner()?; // writes the two zero blocks
+    let (enc, diff_id, _) = raw.finish();
+    let compressed = enc.finish()?;
+    let (tmp, digest, size) = compressed.finish();
+    let digest = tmp.commit(&digest)?;
+    let blob = LayerBlob {
+        diff_id,
+        digest,
+        size,
+        media_type: compression.layer_media_type().to_string(),
+    };
+    Ok((blob, Listing { nodes: listing }))
+}
+
+fn header(e: &Entry, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(e.mode & 0o7777);
+    h.set_uid(e.uid as u64);
+    h.set_gid(e.gid as u64);
+    h.set_mtime(mtime);
+    h.set_size(0);
+    h
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    e: &Entry,
+    mtime: u64,
+    zips: &mut ZipCache,
+) -> Result<Node> {
+    let mut h = header(e, mtime);
+    let path = OsStr::from_bytes(&e.path);
+    let mut node = Node {
+        path: String::from_utf8_lossy(&e.path).into_owned(),
+        kind: Kind::Dir,
+        mode: e.mode & 0o7777,
+        size: 0,
+        sha256: None,
+        target: None,
+    };
+    match &e.body {
+        Body::Dir => {
+            h.set_entry_type(tar::EntryType::Directory);
+            let mut p = e.path.clone();
+            p.push(b'/');
+            tar.append_data(&mut h, OsStr::from_bytes(&p), io::empty())?;
+        }
+        Body::File { src, size } => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(*size);
+            let reader = zips.open(src)?;
+            let mut hashing = Checked {
+                inner: reader,
+                hasher: Sha256::new(),
+                n: 0,
+            };
+            tar.append_data(&mut h, path, (&mut hashing).take(*size))?;
+            if hashing.n != *size || hashing.inner.read(&mut [0u8; 1])? != 0 {
+                bail!("file changed while it was being read (expected {size} bytes)");
+            }
+            node.kind = Kind::File;
+            node.size = *size;
+            node.sha256 = Some(hex::encode(hashing.hasher.finalize()));
+        }
+        Body::Symlink(target) => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            tar.append_link(&mut h, path, OsStr::from_bytes(target))?;
+            node.kind = Kind::Symlink;
+            node.target = Some(String::from_utf8_lossy(target).into_owned());
+        }
+        Body::Link(target) => {
+            h.set_entry_type(tar::EntryType::Link);
+            tar.append_link(&mut h, path, OsStr::from_bytes(target))?;
+            node.kind = Kind::Link;
+            node.target = Some(String::from_utf8_lossy(target).into_owned());
+        }
+    }
+    Ok(node)
+}
+
+/// Hashes file contents on their way into the tar.
+struct Checked<R> {
+    inner: R,
+    hasher: Sha256,
+    n: u64,
+}
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Keeps wheel archives open while their members are streamed in path order.
+#[derive(Default)]
+struct ZipCache {
+    open: HashMap<Arc<PathBuf>, zip::ZipArchive<File>>,
+}
+
+impl ZipCache {
+    fn open<'a>(&'a mut self, src: &'a Source) -> Result<Box<dyn Read + 'a>> {
+        Ok(match src {
+            Source::Disk(p) => {
+                Box::new(File::open(p).with_context(|| format!("opening {}", p.display()))?)
+            }
+            Source::Bytes(b) => Box::new(&b[..]),
+            Source::Range { file, offset } => {
+                use std::io::Seek;
+                let mut f = File::open(file.as_path())
+                    .with_context(|| format!("opening {}", file.display()))?;
+                f.seek(io::SeekFrom::Start(*offset))?;
+                Box::new(f)
+            }
+            Source::Zip { archive, index } => {
+                if !self.open.contains_key(archive) {
+                    let f = File::open(archive.as_path())
+                        .with_context(|| format!("opening {}", archive.display()))?;
+                    let z = zip::ZipArchive::new(f)
+                        .with_context(|| format!("reading zip {}", archive.display()))?;
+                    self.open.insert(archive.clone(), z);
+                }
+                let z = self.open.get_mut(archive).unwrap();
+                Box::new(
+                    z.by_index(*index).with_context(|| {
+                        format!("reading member {index} of {}", archive.display())
+                    })?,
+                )
+            }
+        })
+    }
+}

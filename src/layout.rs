@@ -1,0 +1,237 @@
+//! OCI image layouts on disk (`oci-layout`, `index.json`, `blobs/sha256/…`): read bases from
+//! them and write built images into them.
+
+use crate::digest::{Digest, HashReader};
+use crate::image::{
+    self, Descriptor, Index, Manifest, Platform, ANN_REF_NAME, MT_DOCKER_LIST, MT_INDEX,
+};
+use crate::store::{temp_path, write_atomic, Store};
+use crate::usage;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+/// Splits `DIR[:TAG]` (the part after `oci:`); a tag has no `/`.
+pub fn split_ref(s: &str) -> (PathBuf, Option<String>) {
+    match s.rsplit_once(':') {
+        Some((d, t)) if !t.contains('/') && !d.is_empty() => {
+            (PathBuf::from(d), Some(t.to_string()))
+        }
+        _ => (PathBuf::from(s), None),
+    }
+}
+
+impl Layout {
+    /// Opens an existing layout for reading.
+    pub fn open(dir: &Path) -> Result<Layout> {
+        if !dir.join("index.json").is_file() {
+            bail!(usage!(
+                "{} is not an OCI image layout (no index.json)",
+                dir.display()
+            ));
+        }
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens or creates a layout for writing.
+    pub fn create(dir: &Path) -> Result<Layout> {
+        fs::create_dir_all(dir.join("blobs/sha256"))
+            .with_context(|| format!("creating OCI layout {}", dir.display()))?;
+        let marker = dir.join("oci-layout");
+        if !marker.is_file() {
+            write_atomic(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        if !dir.join("index.json").is_file() {
+            let empty = Index {
+                schema_version: 2,
+                media_type: Some(MT_INDEX.into()),
+                manifests: vec![],
+                annotations: BTreeMap::new(),
+            };
+            write_atomic(&dir.join("index.json"), &image::to_bytes(&empty))?;
+        }
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn index(&self) -> Result<Index> {
+        let p = self.dir.join("index.json");
+        let bytes = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| usage!("{} is not a valid OCI index: {e}", p.display()))
+    }
+
+    /// Reads a blob, checking its digest (and size, when a descriptor gives one).
+    pub fn read_blob(&self, d: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
+        let p = self.blob_path(d);
+        let bytes = fs::read(&p)
+            .with_context(|| format!("blob {d} is missing from layout {}", self.dir.display()))?;
+        if let Some(s) = size {
+            if bytes.len() as u64 != s {
+                bail!(
+                    "blob {d} in {} has {} bytes, but its descriptor says {s}",
+                    self.dir.display(),
+                    bytes.len()
+                );
+            }
+        }
+        let got = Digest::of(&bytes);
+        if &got != d {
+            bail!(
+                "blob {d} in {} does not match its digest (content hashes to {got})",
+                self.dir.display()
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// Finds the manifest tagged `tag` (or the only one), descending into an index for `platform`.
+    pub fn resolve(
+        &self,
+        tag: Option<&str>,
+        platform: &Platform,
+    ) -> Result<(Descriptor, Manifest)> {
+        let index = self.index()?;
+        let desc = match tag {
+            Some(t) => index
+                .manifests
+                .iter()
+                .find(|m| m.annotations.get(ANN_REF_NAME).map(|s| s.as_str()) == Some(t)),
+            None if index.manifests.len() == 1 => index.manifests.first(),
+            None => None,
+        };
+        let Some(desc) = desc.cloned() else {
+            let tags: Vec<&str> = index
+                .manifests
+                .iter()
+                .filter_map(|m| m.annotations.get(ANN_REF_NAME))
+                .map(|s| s.as_str())
+                .collect();
+            return Err(usage!(
+                "no image {} in OCI layout {} (tags there: {})",
+                tag.map(|t| format!("tagged `{t}`"))
+                    .unwrap_or_else(|| "without a tag".into()),
+                self.dir.display(),
+                if tags.is_empty() {
+                    "none".to_string()
+                } else {
+                    tags.join(", ")
+                }
+            ));
+        };
+        self.manifest_for(desc, platform)
+    }
+
+    fn manifest_for(
+        &self,
+        desc: Descriptor,
+        platform: &Platform,
+    ) -> Result<(Descriptor, Manifest)> {
+        let bytes = self.read_blob(&desc.digest, Some(desc.size))?;
+        if desc.media_type == MT_INDEX || desc.media_type == MT_DOCKER_LIST {
+            let idx: Index = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing index {}", desc.digest))?;
+            let Some(m) = idx
+                .manifests
+                .iter()
+                .find(|m| m.platform.as_ref().is_some_and(|p| p.matches(platform)))
+            else {
+                let have: Vec<String> = idx
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .map(|p| p.to_string())
+                    .collect();
+                bail!(usage!(
+                    "image index {} has no manifest for {platform} (it has: {})",
+                    desc.digest,
+                    have.join(", ")
+                ));
+            };
+            return self.manifest_for(m.clone(), platform);
+        }
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing manifest {}", desc.digest))?;
+        Ok((desc, m))
+    }
+
+    /// Copies a blob from the store unless the layout already has it with the right size.
+    /// The store copy is re-hashed on its way out.
+    pub fn put_from_store(&self, store: &Store, d: &Digest, size: u64) -> Result<()> {
+        let dest = self.blob_path(d);
+        if fs::metadata(&dest)
+            .map(|m| m.len() == size)
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let tmp = temp_path(&self.dir.join("blobs/sha256"), "blob");
+        let res = (|| -> Result<()> {
+            let mut r = HashReader::new(store.open_blob(d)?);
+            let mut f = File::create(&tmp)?;
+            io::copy(&mut r, &mut f)?;
+            f.sync_all()?;
+            let (got, n) = r.finish();
+            if &got != d || n != size {
+                bail!("stored blob {d} is corrupt (hashes to {got}, {n} bytes); run `imgbuild store fsck`");
+            }
+            fs::rename(&tmp, &dest)?;
+            Ok(())
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res.with_context(|| format!("writing blob {d} into {}", self.dir.display()))
+    }
+
+    /// Points `tag` at `desc` in index.json (atomically, under a lock).
+    pub fn tag(&self, tag: &str, desc: &Descriptor) -> Result<()> {
+        let lock = File::create(self.dir.join(".index.lock"))?;
+        // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error()).context("locking index.json");
+        }
+        let mut index = self.index()?;
+        index
+            .manifests
+            .retain(|m| m.annotations.get(ANN_REF_NAME).map(|s| s.as_str()) != Some(tag));
+        let mut d = desc.clone();
+        d.annotations.insert(ANN_REF_NAME.into(), tag.into());
+        index.manifests.push(d);
+        index.manifests.sort_by(|a, b| {
+            a.annotations
+                .get(ANN_REF_NAME)
+                .cmp(&b.annotations.get(ANN_REF_NAME))
+        });
+        write_atomic(&self.dir.join("index.json"), &image::to_bytes(&index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_ref_takes_the_tag_after_the_last_colon() {
+        assert_eq!(
+            split_ref("dir/x:3.11"),
+            (PathBuf::from("dir/x"), Some("3.11".into()))
+        );
+        assert_eq!(split_ref("dir/x"), (PathBuf::from("dir/x"), None));
+        assert_eq!(split_ref("a:b/c"), (PathBuf::from("a:b/c"), None));
+    }
+}

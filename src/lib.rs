@@ -1,0 +1,28 @@
+//! imgbuild: reproducible, verified OCI images for Python and Node projects, without a Docker engine.
+//!
+//! Data flow: `spec` (imgbuild.toml) → `plan` (recipes per layer) → `layer` (deterministic tar,
+//! `compress`) from `files` or `python` → `verify` (on the merged `rootfs`) → `image` (config,
+//! manifest) → `store` (content-addressed blobs, `cache`) → `publish` (`layout`, `archive`,
+//! `registry`) → `pin` (compose files).
+
+pub mod archive;
+pub mod base;
+pub mod build;
+pub mod cache;
+pub mod cli;
+pub mod compress;
+pub mod digest;
+pub mod error;
+pub mod files;
+pub mod image;
+pub mod layer;
+pub mod layout;
+pub mod plan;
+pub mod preset;
+pub mod progress;
+pub mod publish;
+pub mod python;
+pub mod rootfs;
+pub mod spec;
+pub mod store;
+pub mod verify;

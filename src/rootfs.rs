@@ -1,0 +1,346 @@
+//! The filesystem a container sees: per-layer listings merged with whiteouts applied.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    #[serde(rename = "d")]
+    Dir,
+    #[serde(rename = "f")]
+    File,
+    #[serde(rename = "l")]
+    Symlink,
+    #[serde(rename = "h")]
+    Link,
+    #[serde(rename = "o")]
+    Other,
+}
+
+/// One path of one layer. `path` has no leading slash.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Node {
+    #[serde(rename = "p")]
+    pub path: String,
+    #[serde(rename = "k")]
+    pub kind: Kind,
+    #[serde(rename = "m")]
+    pub mode: u32,
+    #[serde(rename = "s", default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Every path of one layer, in tar order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Listing {
+    pub nodes: Vec<Node>,
+}
+
+/// Options for reading a layer tar that did not come from imgbuild.
+pub struct ReadLimits {
+    /// Refuse device nodes and FIFOs instead of listing them as `Other`.
+    pub refuse_devices: bool,
+}
+
+impl Listing {
+    /// Reads an uncompressed layer tar, hashing every regular file. Entries with absolute paths
+    /// or `..` are refused: a layer must never address anything outside the root.
+    pub fn from_tar(r: impl Read, limits: &ReadLimits) -> Result<Listing> {
+        let mut ar = tar::Archive::new(r);
+        let mut nodes = Vec::new();
+        for entry in ar.entries().context("reading layer tar")? {
+            let mut e = entry.context("reading layer tar entry")?;
+            let raw = e.path_bytes().into_owned();
+            let path = clean_tar_path(&raw)?;
+            let kind = match e.header().entry_type() {
+                tar::EntryType::Directory => Kind::Dir,
+                tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+                tar::EntryType::Symlink => Kind::Symlink,
+                tar::EntryType::Link => Kind::Link,
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+                t if limits.refuse_devices
+                    && (t.is_block_special() || t.is_character_special() || t.is_fifo()) =>
+                {
+                    bail!("layer entry /{path} is a device node or FIFO; refusing it")
+                }
+                _ => Kind::Other,
+            };
+            let mode = e.header().mode().unwrap_or(0) & 0o7777;
+            let target = match kind {
+                Kind::Symlink | Kind::Link => {
+                    let t = e
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    if kind == Kind::Link {
+                        Some(clean_tar_path(t.as_bytes())?)
+                    } else {
+                        Some(t)
+                    }
+                }
+                _ => None,
+            };
+            let (size, sha256) = if kind == Kind::File {
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut n = 0u64;
+                loop {
+                    let k = e
+                        .read(&mut buf)
+                        .with_context(|| format!("reading /{path} from layer"))?;
+                    if k == 0 {
+                        break;
+                    }
+                    h.update(&buf[..k]);
+                    n += k as u64;
+                }
+                (n, Some(hex::encode(h.finalize())))
+            } else {
+                (0, None)
+            };
+            nodes.push(Node {
+                path,
+                kind,
+                mode,
+                size,
+                sha256,
+                target,
+            });
+        }
+        Ok(Listing { nodes })
+    }
+}
+
+/// Normalises a tar path (`./a/b/` → `a/b`); refuses absolute paths and `..`.
+pub fn clean_tar_path(raw: &[u8]) -> Result<String> {
+    let s = String::from_utf8_lossy(raw);
+    if s.starts_with('/') {
+        bail!("layer entry `{s}` has an absolute path; refusing it");
+    }
+    let mut parts = Vec::new();
+    for c in s.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => bail!("layer entry `{s}` has a `..` component; refusing it"),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// The merged view of several layers: path → (node, index of the layer that wrote it).
+#[derive(Default, Clone)]
+pub struct Rootfs {
+    pub files: BTreeMap<String, (Node, usize)>,
+}
+
+const WH: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+impl Rootfs {
+    /// Applies one layer on top, honouring whiteouts and opaque directories.
+    pub fn apply(&mut self, layer: usize, listing: &Listing) {
+        for n in &listing.nodes {
+            let (dir, name) = match n.path.rfind('/') {
+                Some(i) => (&n.path[..i], &n.path[i + 1..]),
+                None => ("", n.path.as_str()),
+            };
+            if name == OPAQUE {
+                let prefix = if dir.is_empty() {
+                    String::new()
+                } else {
+                    format!("{dir}/")
+                };
+                let lower: Vec<String> = self
+                    .files
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .filter(|(_, (_, l))| *l < layer)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in lower {
+                    self.files.remove(&k);
+                }
+            } else if let Some(victim) = name.strip_prefix(WH) {
+                let victim = if dir.is_empty() {
+                    victim.to_string()
+                } else {
+                    format!("{dir}/{victim}")
+                };
+                self.remove_tree(&victim);
+            } else {
+                if n.kind != Kind::Dir {
+                    // A non-directory replaces a directory with everything under it.
+                    self.remove_tree(&n.path);
+                }
+                self.files.insert(n.path.clone(), (n.clone(), layer));
+            }
+        }
+    }
+
+    fn remove_tree(&mut self, path: &str) {
+        self.files.remove(path);
+        let prefix = format!("{path}/");
+        let under: Vec<String> = self
+            .files
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in under {
+            self.files.remove(&k);
+        }
+    }
+
+    /// Resolves `path` (absolute or relative to `/`) following symlinks in every component,
+    /// as the kernel would inside the container. Returns the final path and its node.
+    pub fn resolve(&self, path: &str) -> Option<(String, &Node)> {
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(String::from)
+            .collect();
+        let mut cur: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "." => continue,
+                ".." => {
+                    cur.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(c);
+            let joined = cur.join("/");
+            let (node, _) = self.files.get(&joined)?;
+            if node.kind == Kind::Symlink {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let t = node.target.clone().unwrap_or_default();
+                cur.pop();
+                if t.starts_with('/') {
+                    cur.clear();
+                }
+                for part in t.split('/').filter(|c| !c.is_empty()).rev() {
+                    todo.push(part.to_string());
+                }
+            }
+        }
+        let joined = cur.join("/");
+        if joined.is_empty() {
+            return None;
+        }
+        let (node, _) = self.files.get(&joined)?;
+        let node = if node.kind == Kind::Link {
+            &self.files.get(node.target.as_deref().unwrap_or(""))?.0
+        } else {
+            node
+        };
+        Some((joined, node))
+    }
+
+    /// True when `path` exists in the merged view (following symlinks), or is `/`.
+    pub fn exists(&self, path: &str) -> bool {
+        path.trim_matches('/').is_empty() || self.resolve(path).is_some()
+    }
+
+    /// The layer index that last wrote `path` (no symlink resolution).
+    pub fn owner(&self, path: &str) -> Option<usize> {
+        self.files
+            .get(path.trim_start_matches('/'))
+            .map(|(_, l)| *l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &str, kind: Kind, target: Option<&str>) -> Node {
+        Node {
+            path: path.into(),
+            kind,
+            mode: 0o755,
+            size: 0,
+            sha256: None,
+            target: target.map(String::from),
+        }
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_hide_lower_layers() {
+        let mut fs = Rootfs::default();
+        fs.apply(
+            0,
+            &Listing {
+                nodes: vec![
+                    node("a", Kind::Dir, None),
+                    node("a/x", Kind::File, None),
+                    node("a/y", Kind::File, None),
+                    node("b", Kind::Dir, None),
+                    node("b/z", Kind::File, None),
+                ],
+            },
+        );
+        fs.apply(
+            1,
+            &Listing {
+                nodes: vec![
+                    node("a/.wh.x", Kind::File, None),
+                    node("b/.wh..wh..opq", Kind::File, None),
+                    node("b/new", Kind::File, None),
+                ],
+            },
+        );
+        assert!(!fs.exists("/a/x"));
+        assert!(fs.exists("/a/y"));
+        assert!(!fs.exists("/b/z"));
+        assert!(fs.exists("/b/new"));
+        assert_eq!(fs.owner("/b/new"), Some(1));
+    }
+
+    #[test]
+    fn resolve_follows_relative_and_absolute_symlinks() {
+        let mut fs = Rootfs::default();
+        fs.apply(
+            0,
+            &Listing {
+                nodes: vec![
+                    node("bin", Kind::Symlink, Some("usr/bin")),
+                    node("usr", Kind::Dir, None),
+                    node("usr/bin", Kind::Dir, None),
+                    node("usr/bin/python3", Kind::Symlink, Some("python3.11")),
+                    node("usr/bin/python3.11", Kind::File, None),
+                    node("loop", Kind::Symlink, Some("/loop")),
+                ],
+            },
+        );
+        assert_eq!(fs.resolve("/bin/python3").unwrap().0, "usr/bin/python3.11");
+        assert!(
+            fs.resolve("/loop").is_none(),
+            "symlink loops resolve to nothing"
+        );
+    }
+
+    #[test]
+    fn tar_paths_with_dotdot_or_absolute_are_refused() {
+        assert!(clean_tar_path(b"../etc/passwd").is_err());
+        assert!(clean_tar_path(b"/etc/passwd").is_err());
+        assert_eq!(clean_tar_path(b"./usr/bin/").unwrap(), "usr/bin");
+    }
+}

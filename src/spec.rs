@@ -1,0 +1,264 @@
+//! `imgbuild.toml`: the user's description of their images, parsed strictly.
+//!
+//! Unknown keys and wrong types are errors naming the file, line, key and the closest valid key.
+
+use crate::error::UsageError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "imgbuild.toml";
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageSpec>,
+    /// Registries reached over plain HTTP although not on loopback.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub compression: Option<String>,
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub repository: Option<String>,
+    pub base: Option<String>,
+    pub workdir: Option<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub smoke: Vec<String>,
+    pub compression: Option<String>,
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub layers: Vec<LayerSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    pub name: String,
+    /// A built-in preset from `layers/` whose fields this layer may override.
+    pub preset: Option<String>,
+    /// Directory (relative to the project) that relative `from` paths start from.
+    pub root: Option<String>,
+    pub files: Option<Vec<FileSpec>>,
+    pub exclude: Option<Vec<String>>,
+    pub ensure_dirs: Option<Vec<String>>,
+    pub expect: Option<Vec<String>>,
+    /// `uid:gid` for every entry of the layer.
+    pub owner: Option<String>,
+    pub python: Option<PythonSpec>,
+    /// Printed when an expected path is missing: how it is usually produced.
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub from: String,
+    pub to: String,
+    /// Octal permission bits for regular files, e.g. "0644".
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+    /// A missing source is skipped instead of failing the build.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PythonSpec {
+    /// `uv.lock`, `pylock.toml` or a hashed `requirements.txt`.
+    pub lock: String,
+    #[serde(default)]
+    pub require: Vec<String>,
+    #[serde(default)]
+    pub scripts: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub extras: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub index_url: Option<String>,
+    pub find_links: Option<String>,
+    /// Overrides of what is detected from the base image.
+    pub interpreter: Option<String>,
+    pub python_version: Option<String>,
+    pub site_dir: Option<String>,
+    pub owner: Option<String>,
+}
+
+impl Spec {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Spec, UsageError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError::new(format!("cannot read {}: {e}", path.display()))
+                .hint("run imgbuild in a project with an imgbuild.toml, or pass --config FILE")
+        })?;
+        Spec::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Spec, UsageError> {
+        let spec: Spec = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+        for (name, img) in &spec.images {
+            let mut seen = std::collections::HashSet::new();
+            for l in &img.layers {
+                if !seen.insert(l.name.as_str()) {
+                    return Err(UsageError::new(format!(
+                        "{}: image `{name}` has two layers named `{}`",
+                        path.display(),
+                        l.name
+                    )));
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The image called `name`, or an error listing the images there are.
+    pub fn image(&self, name: &str, path: &Path) -> Result<&ImageSpec, UsageError> {
+        self.images.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.images.keys().map(|s| s.as_str()).collect();
+            let mut e = UsageError::new(format!("no image `{name}` in {}", path.display()));
+            e = if names.is_empty() {
+                e.hint("define one under [images.NAME]")
+            } else {
+                e.hint(format!("images defined there: {}", names.join(", ")))
+            };
+            if let Some(c) = closest(name, &names) {
+                e = e.hint(format!("did you mean `{c}`?"));
+            }
+            e
+        })
+    }
+}
+
+/// Turns a toml/serde error into `file:line:col: message`, with a did-you-mean for unknown keys.
+pub fn toml_error(text: &str, path: &Path, e: &toml::de::Error) -> UsageError {
+    let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    let msg = e.message().trim().to_string();
+    let mut out = UsageError::new(format!(
+        "{}:{line}:{col}: {}",
+        path.display(),
+        msg.replace("field", "key")
+    ));
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (key, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        if let Some(c) = closest(key, &valid) {
+            out = out.hint(format!("did you mean `{c}`?"));
+        } else if !valid.is_empty() {
+            out = out.hint(format!("valid keys here: {}", valid.join(", ")));
+        }
+    }
+    if line > 0 {
+        if let Some(src) = text.lines().nth(line - 1) {
+            out = out.context(format!("{line:>4} | {src}"));
+        }
+    }
+    out
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// The candidate closest to `word`, if it is close enough to be a typo.
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Finds `imgbuild.toml` in `start` or its ancestors.
+pub fn find(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|d| d.join(FILE_NAME))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_line_and_closest_key() {
+        let text = "[images.api]\nrepositry = \"x\"\n";
+        let e = Spec::parse(text, Path::new("imgbuild.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("imgbuild.toml:2:1"), "{e}");
+        assert!(e.contains("unknown key `repositry`"), "{e}");
+        assert!(e.contains("did you mean `repository`?"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let text = "[images.api]\ncmd = \"uvicorn\"\n";
+        let e = Spec::parse(text, Path::new("imgbuild.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("imgbuild.toml:2:7"), "{e}");
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+[defaults]
+compression = "gzip"
+platform = "linux/amd64"
+[images.api]
+repository = "registry.example.com/acme/job-agent-api"
+base = "oci:fixtures/base/python:3.11"
+workdir = "/app"
+cmd = ["uvicorn", "src.main:app"]
+env = { PYTHONUNBUFFERED = "1" }
+user = "1000:1000"
+ports = ["8000/tcp"]
+smoke = ["alembic --help"]
+[[images.api.layers]]
+name = "python-deps"
+python = { lock = "uv.lock", require = ["alembic.config"], scripts = ["alembic"] }
+[[images.api.layers]]
+name = "app"
+files = [{ from = "src", to = "/app/src" }]
+exclude = ["**/__pycache__"]
+"#;
+        let s = Spec::parse(text, Path::new("imgbuild.toml")).unwrap();
+        assert_eq!(s.images["api"].layers.len(), 2);
+        assert_eq!(
+            s.images["api"].layers[0].python.as_ref().unwrap().scripts,
+            vec!["alembic"]
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! The content-addressed blob store and the small JSON records kept beside it.
+//!
+//! Blobs live at `blobs/sha256/<hex>`. Every write goes to a unique temporary file that is
+//! renamed into place only after its digest checks, so a killed build leaves no half blob and
+//! two builds can share the store. Records (`layers/`, `listings/`, ...) are written the same way.
+
+use crate::digest::{Digest, HashReader};
+use anyhow::{bail, Context, Result};
+use serde::{de::DeserializeOwned, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A unique temporary path inside `dir` (same filesystem, so rename is atomic).
+pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    dir.join(format!(".{stem}.{}.{n}.{nanos}.tmp", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = temp_path(dir, "write");
+    let res = (|| -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        for d in ["blobs/sha256", "tmp"] {
+            fs::create_dir_all(root.join(d))
+                .with_context(|| format!("creating store at {}", root.display()))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn has(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Size of a stored blob, if present.
+    pub fn size(&self, d: &Digest) -> Option<u64> {
+        fs::metadata(self.blob_path(d)).ok().map(|m| m.len())
+    }
+
+    /// A writer whose bytes become a blob on `commit`.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        let path = temp_path(&self.root.join("tmp"), "blob");
+        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            path,
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+        })
+    }
+
+    /// Stores bytes, returning their digest.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        if !self.has(&d) {
+            let mut w = self.writer()?;
+            w.write_all(bytes)?;
+            w.commit(&d)?;
+        }
+        Ok(d)
+    }
+
+    /// Copies a blob in from a reader, checking it against `expected` digest and size.
+    pub fn put_reader(&self, r: impl Read, expected: &Digest, size: Option<u64>) -> Result<()> {
+        if self.has(expected) {
+            return Ok(());
+        }
+        let mut w = self.writer()?;
+        let mut hr = HashReader::new(r);
+        io::copy(&mut hr, &mut w)?;
+        let (got, n) = hr.finish();
+        if let Some(s) = size {
+            if n != s {
+                bail!("blob {expected} has {n} bytes, but {s} were declared");
+            }
+        }
+        if &got != expected {
+            bail!("blob content does not match its digest: expected {expected}, got {got}");
+        }
+        w.commit(expected)?;
+        Ok(())
+    }
+
+    /// Reads a whole blob, re-checking its digest.
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
+        let bytes =
+            fs::read(self.blob_path(d)).with_context(|| format!("blob {d} is not in the store"))?;
+        let got = Digest::of(&bytes);
+        if &got != d {
+            bail!("stored blob {d} is corrupt (its content hashes to {got}); run `imgbuild store fsck`");
+        }
+        Ok(bytes)
+    }
+
+    /// Opens a blob for streaming; the caller checks the digest as it reads (see `digest::HashReader`).
+    pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        File::open(self.blob_path(d)).with_context(|| format!("blob {d} is not in the store"))
+    }
+
+    /// Re-hashes a stored blob.
+    pub fn check(&self, d: &Digest) -> Result<u64> {
+        let (got, n) = HashReader::new(self.open_blob(d)?).drain()?;
+        if &got != d {
+            bail!("stored blob {d} is corrupt (its content hashes to {got}); run `imgbuild store fsck`");
+        }
+        Ok(n)
+    }
+
+    fn record_path(&self, kind: &str, key: &str) -> PathBuf {
+        self.root.join(kind).join(format!("{key}.json"))
+    }
+
+    /// A small JSON record (cache entry) by kind and key; `None` when absent or unreadable.
+    pub fn get_record<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
+        let bytes = fs::read(self.record_path(kind, key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn put_record<T: Serialize>(&self, kind: &str, key: &str, value: &T) -> Result<()> {
+        write_atomic(&self.record_path(kind, key), &serde_json::to_vec(value)?)
+    }
+}
+
+/// A blob being written; dropped without `commit` it leaves nothing behind.
+pub struct BlobWriter {
+    store: Store,
+    path: PathBuf,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl BlobWriter {
+    /// Moves the blob into place under `digest`, which the caller computed over the same bytes.
+    pub fn commit(mut self, digest: &Digest) -> Result<Digest> {
+        let f = self.file.take().expect("committed twice");
+        let f = f.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        let dest = self.store.blob_path(digest);
+        fs::rename(&self.path, &dest).with_context(|| format!("storing blob {digest}"))?;
+        Ok(digest.clone())
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("committed").write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("committed").flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_reader_refuses_content_that_does_not_match_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let wrong = Digest::of(b"something else");
+        let err = s.put_reader(&b"hello"[..], &wrong, None).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert!(!s.has(&wrong));
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn read_detects_a_corrupted_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let d = s.put(b"hello").unwrap();
+        fs::write(s.blob_path(&d), b"jello").unwrap();
+        assert!(s.read(&d).unwrap_err().to_string().contains("corrupt"));
+    }
+}

@@ -1,0 +1,228 @@
+//! `imgbuild verify`: re-checks an image that exists — blob digests and sizes, config,
+//! diff_ids — and runs the layer checks on its merged filesystem.
+
+use crate::base::read_layer;
+use crate::digest::Digest;
+use crate::image::{ImageConfig, Manifest, Platform};
+use crate::layout::Layout;
+use crate::rootfs::Rootfs;
+use crate::store::Store;
+use crate::usage;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Where an image's blobs are read from.
+pub trait Blobs {
+    fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>>;
+    fn read(&self, d: &Digest, size: u64) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.open(d)?.read_to_end(&mut v)?;
+        if v.len() as u64 != size {
+            bail!(
+                "blob {d} has {} bytes, but its descriptor says {size}",
+                v.len()
+            );
+        }
+        let got = Digest::of(&v);
+        if &got != d {
+            bail!("blob {d} does not match its digest (content hashes to {got})");
+        }
+        Ok(v)
+    }
+}
+
+impl Blobs for Layout {
+    fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>> {
+        Ok(Box::new(BufReader::new(
+            File::open(self.blob_path(d))
+                .with_context(|| format!("blob {d} is missing from {}", self.dir.display()))?,
+        )))
+    }
+}
+
+impl Blobs for Store {
+    fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>> {
+        Ok(Box::new(BufReader::new(self.open_blob(d)?)))
+    }
+}
+
+/// A docker-archive tarball: members found once, then read by offset.
+pub struct Archive {
+    file: PathBuf,
+    members: HashMap<String, (u64, u64)>,
+    pub manifest: Manifest,
+}
+
+impl Archive {
+    pub fn open(file: &Path) -> Result<Archive> {
+        let mut ar = tar::Archive::new(BufReader::new(
+            File::open(file).map_err(|e| usage!("cannot open {}: {e}", file.display()))?,
+        ));
+        let mut members = HashMap::new();
+        for e in ar.entries()? {
+            let e = e?;
+            members.insert(
+                e.path()?.to_string_lossy().into_owned(),
+                (e.raw_file_position(), e.size()),
+            );
+        }
+        let mut a = Archive {
+            file: file.to_path_buf(),
+            members,
+            manifest: Manifest {
+                schema_version: 2,
+                media_type: None,
+                config: dummy(),
+                layers: vec![],
+                annotations: Default::default(),
+            },
+        };
+        let mut text = Vec::new();
+        a.member("manifest.json")?.read_to_end(&mut text)?;
+        let items: Vec<serde_json::Value> = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: bad manifest.json", file.display()))?;
+        let item = items
+            .first()
+            .ok_or_else(|| usage!("{}: manifest.json lists no image", file.display()))?;
+        let name_of = |v: &serde_json::Value| {
+            v.as_str()
+                .map(String::from)
+                .ok_or_else(|| usage!("{}: malformed manifest.json", file.display()))
+        };
+        let config_name = name_of(&item["Config"])?;
+        let mut desc = |name: &str, media_type: String| -> Result<crate::image::Descriptor> {
+            let (_, size) = *a
+                .members
+                .get(name)
+                .ok_or_else(|| usage!("{}: member {name} is missing", file.display()))?;
+            let hex = name
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("blobs/sha256/");
+            let digest = Digest::parse(&format!("sha256:{hex}"))
+                .map_err(|e| usage!("{}: {e}", file.display()))?;
+            Ok(crate::image::Descriptor {
+                media_type,
+                digest,
+                size,
+                platform: None,
+                annotations: Default::default(),
+            })
+        };
+        let config = desc(&config_name, crate::image::MT_CONFIG.into())?;
+        let mut layers = Vec::new();
+        for l in item["Layers"].as_array().cloned().unwrap_or_default() {
+            let n = name_of(&l)?;
+            let c = if n.ends_with(".gz") {
+                crate::compress::Compression::Gzip
+            } else if n.ends_with(".zst") {
+                crate::compress::Compression::Zstd
+            } else {
+                crate::compress::Compression::None
+            };
+            layers.push(desc(&n, c.layer_media_type().into())?);
+        }
+        a.manifest = Manifest {
+            schema_version: 2,
+            media_type: None,
+            config,
+            layers,
+            annotations: Default::default(),
+        };
+        Ok(a)
+    }
+
+    fn member(&self, name: &str) -> Result<Box<dyn Read + '_>> {
+        let (off, size) = *self
+            .members
+            .get(name)
+            .ok_or_else(|| usage!("{}: member {name} is missing", self.file.display()))?;
+        let mut f = File::open(&self.file)?;
+        f.seek(SeekFrom::Start(off))?;
+        Ok(Box::new(BufReader::new(f).take(size)))
+    }
+}
+
+fn dummy() -> crate::image::Descriptor {
+    crate::image::Descriptor {
+        media_type: String::new(),
+        digest: Digest::of(b""),
+        size: 0,
+        platform: None,
+        annotations: Default::default(),
+    }
+}
+
+impl Blobs for Archive {
+    fn open(&self, d: &Digest) -> Result<Box<dyn Read + '_>> {
+        let name = self
+            .members
+            .keys()
+            .find(|k| k.trim_start_matches("blobs/sha256/").split('.').next() == Some(d.hex()))
+            .ok_or_else(|| anyhow::anyhow!("blob {d} is missing from {}", self.file.display()))?
+            .clone();
+        self.member(&name)
+    }
+}
+
+/// What verification found: the merged filesystem and the config, for further checks.
+pub struct Checked {
+    pub config: ImageConfig,
+    pub fs: Rootfs,
+    pub layers: usize,
+    pub bytes: u64,
+}
+
+/// Checks every blob of `manifest` and builds the merged filesystem.
+pub fn check_image(
+    blobs: &dyn Blobs,
+    manifest: &Manifest,
+    platform: Option<&Platform>,
+) -> Result<Checked> {
+    let config_bytes = blobs
+        .read(&manifest.config.digest, manifest.config.size)
+        .context("image config")?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).context("parsing the image config")?;
+    if let Some(p) = platform {
+        if !config.architecture.is_empty()
+            && (config.architecture != p.architecture || config.os != p.os)
+        {
+            bail!(
+                "image is for {}/{}, expected {p}",
+                config.os,
+                config.architecture
+            );
+        }
+    }
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "the config lists {} diff_ids but the manifest has {} layers",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        );
+    }
+    let mut fs = Rootfs::default();
+    let mut bytes = config_bytes.len() as u64;
+    for (i, (l, diff)) in manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .enumerate()
+    {
+        let listing = read_layer(blobs.open(&l.digest)?, l, diff)
+            .with_context(|| format!("layer {} of {}", i + 1, manifest.layers.len()))?;
+        fs.apply(i, &listing);
+        bytes += l.size;
+    }
+    Ok(Checked {
+        config,
+        fs,
+        layers: manifest.layers.len(),
+        bytes,
+    })
+}
