@@ -76,7 +76,7 @@ fn write_archive(img: &Built, store: &Store, path: &std::path::Path) -> Result<(
         repo_tags: vec![tag],
         layers,
     }])?;
-    let mut header = |size: u64| {
+    let header = |size: u64| {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(size);

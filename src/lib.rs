@@ -14,6 +14,7 @@ pub mod compress;
 pub mod digest;
 pub mod error;
 pub mod files;
+pub mod http;
 pub mod image;
 pub mod layer;
 pub mod layout;

@@ -93,7 +93,7 @@ impl Archive {
                 .ok_or_else(|| usage!("{}: malformed manifest.json", file.display()))
         };
         let config_name = name_of(&item["Config"])?;
-        let mut desc = |name: &str, media_type: String| -> Result<crate::image::Descriptor> {
+        let desc = |name: &str, media_type: String| -> Result<crate::image::Descriptor> {
             let (_, size) = *a
                 .members
                 .get(name)
