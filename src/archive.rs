@@ -43,7 +43,7 @@ impl Destination for ArchiveDest {
         Ok(Written {
             reference: self.describe(),
             uploaded_bytes: size,
-            skipped_blobs: 0,
+            ..Default::default()
         })
     }
 }

@@ -9,6 +9,7 @@ use crate::image::{self, Descriptor, ImageConfig, Platform, RootFs, RunConfig};
 use crate::layer::{self, Body, Entry, Source};
 use crate::layout::{self, Layout};
 use crate::publish::{Built, Output};
+use crate::registry;
 use crate::rootfs::{clean_tar_path, Listing, ReadLimits};
 use crate::store::Store;
 use crate::usage;
@@ -127,7 +128,7 @@ pub fn check_base(
 }
 
 /// Docker media types for layers become their OCI equivalents (the bytes are the same).
-fn normalise_layer(d: &Descriptor) -> Result<Descriptor> {
+pub fn normalise_layer(d: &Descriptor) -> Result<Descriptor> {
     let c = Compression::from_media_type(&d.media_type).ok_or_else(|| {
         usage!(
             "layer {} has media type `{}`, which imgbuild cannot read",
@@ -396,12 +397,30 @@ pub fn host_platform() -> Platform {
     }
 }
 
-/// Resolves a base written in imgbuild.toml. Registry references are handled in `registry`.
+/// Resolves a base written in imgbuild.toml with default registry settings.
 pub fn resolve(
     written: &str,
     root: &Path,
     platform: &Platform,
     store: &Store,
+) -> Result<BaseImage> {
+    resolve_with(
+        written,
+        root,
+        platform,
+        store,
+        &registry::Options::default(),
+    )
+}
+
+/// Resolves a base: `scratch`, `oci:DIR[:TAG]`, or a registry reference (pulled by digest and
+/// pinned in `imgbuild.lock`, see `registry::pull_base`).
+pub fn resolve_with(
+    written: &str,
+    root: &Path,
+    platform: &Platform,
+    store: &Store,
+    reg: &registry::Options,
 ) -> Result<BaseImage> {
     if written == "scratch" {
         return Ok(BaseImage::scratch(platform));
@@ -409,7 +428,5 @@ pub fn resolve(
     if let Some(rest) = written.strip_prefix("oci:") {
         return from_layout(written, rest, root, platform, store);
     }
-    Err(usage!(
-        "base `{written}`: registry bases are not supported yet; use `scratch` or `oci:DIR[:TAG]`"
-    ))
+    registry::pull_base(written, root, platform, store, reg)
 }

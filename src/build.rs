@@ -10,7 +10,8 @@ use crate::image::{
 use crate::layer::{self, LayerBlob};
 use crate::plan::{self, BaseView, Ctx, Problem, Project};
 use crate::progress::Progress;
-use crate::publish::{Built, Destination, Output};
+use crate::publish::{Built, Destination, Output, Written};
+use crate::registry::{self, RegistryDest};
 use crate::rootfs::{Listing, Rootfs};
 use crate::store::{write_atomic, Store};
 use crate::usage;
@@ -25,6 +26,11 @@ pub struct Options {
     pub output: Option<String>,
     pub compression: Option<Compression>,
     pub verbose: bool,
+    /// Also publish to the image's `repository` (`--push`), with these tags (`--tag`).
+    pub push: bool,
+    pub tags: Vec<String>,
+    /// Registry settings (insecure hosts, credentials) for bases and `--push`.
+    pub registry: registry::Options,
 }
 
 /// One layer in the summary.
@@ -47,6 +53,9 @@ pub struct Summary {
     pub layers: Vec<LayerReport>,
     pub uploaded_bytes: u64,
     pub skipped_blobs: usize,
+    /// Of the skipped blobs, those mounted from another repository of the registry.
+    #[serde(default)]
+    pub mounted_blobs: usize,
     pub timings: BTreeMap<String, f64>,
 }
 
@@ -77,19 +86,7 @@ pub fn build(
             })?
         }
     };
-    let pstr = img
-        .platform
-        .as_deref()
-        .or(project.spec.defaults.platform.as_deref());
-    let platform = match pstr {
-        Some(p) => Platform::parse(p).ok_or_else(|| {
-            usage!(
-                "platform `{p}` in {}: expected os/arch, e.g. linux/amd64",
-                project.spec_path.display()
-            )
-        })?,
-        None => base::host_platform(),
-    };
+    let platform = image_platform(project, &img)?;
     let cx = Ctx {
         root: project.root.clone(),
         stat: StatCache::load(&store, &project.root),
@@ -102,7 +99,13 @@ pub fn build(
         image_name: name.to_string(),
     };
     let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
-    let base = base::resolve(&base_name, &project.root, &cx.platform, &cx.store)?;
+    let base = base::resolve_with(
+        &base_name,
+        &project.root,
+        &cx.platform,
+        &cx.store,
+        &opts.registry,
+    )?;
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
@@ -144,9 +147,14 @@ pub fn build(
         }
         .destination(),
     };
-    let written = dest.write(&built, &cx.store)?;
+    let mut written = dest.write(&built, &cx.store)?;
     record_build(project, &built)?;
     timings.insert("write".into(), t3.elapsed().as_secs_f64());
+    if opts.push {
+        let t4 = Instant::now();
+        written = push(project, &built, &opts.tags, &opts.registry, &cx.store)?;
+        timings.insert("push".into(), t4.elapsed().as_secs_f64());
+    }
     timings.insert("total".into(), t0.elapsed().as_secs_f64());
 
     let summary = Summary {
@@ -167,9 +175,27 @@ pub fn build(
             .collect(),
         uploaded_bytes: written.uploaded_bytes,
         skipped_blobs: written.skipped_blobs,
+        mounted_blobs: written.mounted_blobs,
         timings,
     };
     Ok((built, summary))
+}
+
+/// The platform an image is built for: its own, the defaults', or this machine's.
+pub fn image_platform(project: &Project, img: &crate::spec::ImageSpec) -> Result<Platform> {
+    let pstr = img
+        .platform
+        .as_deref()
+        .or(project.spec.defaults.platform.as_deref());
+    Ok(match pstr {
+        Some(p) => Platform::parse(p).ok_or_else(|| {
+            usage!(
+                "platform `{p}` in {}: expected os/arch, e.g. linux/amd64",
+                project.spec_path.display()
+            )
+        })?,
+        None => base::host_platform(),
+    })
 }
 
 fn descriptor(b: &LayerBlob) -> Descriptor {
@@ -420,16 +446,60 @@ pub fn record_path(project: &Project, name: &str) -> PathBuf {
 }
 
 fn record_build(project: &Project, built: &Built) -> Result<()> {
+    // Pushes of the same digest stay valid when the image is rebuilt unchanged.
+    let pushed = std::fs::read(record_path(project, &built.name))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BuildRecord>(&b).ok())
+        .filter(|r| r.digest == built.digest)
+        .map(|r| r.pushed)
+        .unwrap_or_default();
     let rec = BuildRecord {
         image: built.name.clone(),
         repository: built.repository.clone(),
         digest: built.digest.clone(),
-        pushed: vec![],
+        pushed,
     };
     write_atomic(
         &record_path(project, &built.name),
         &serde_json::to_vec_pretty(&rec)?,
     )
+}
+
+/// Publishes a built image to its `repository` and records the pushed `repo@digest`
+/// in the build record (for `pin`).
+pub fn push(
+    project: &Project,
+    built: &Built,
+    tags: &[String],
+    reg: &registry::Options,
+    store: &crate::store::Store,
+) -> Result<Written> {
+    let repository = built.repository.as_deref().ok_or_else(|| {
+        usage!(
+            "image `{}` has no `repository` in {}; add one (e.g. repository = \"registry.example.com/team/{}\") to push it",
+            built.name,
+            project.spec_path.display(),
+            built.name
+        )
+    })?;
+    let dest = RegistryDest::new(repository, tags, reg)?;
+    let written = dest.write(built, store)?;
+    let p = record_path(project, &built.name);
+    let mut rec = std::fs::read(&p)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BuildRecord>(&b).ok())
+        .filter(|r| r.digest == built.digest)
+        .unwrap_or_else(|| BuildRecord {
+            image: built.name.clone(),
+            repository: built.repository.clone(),
+            digest: built.digest.clone(),
+            pushed: vec![],
+        });
+    if !rec.pushed.contains(&written.reference) {
+        rec.pushed.push(written.reference.clone());
+    }
+    write_atomic(&p, &serde_json::to_vec_pretty(&rec)?)?;
+    Ok(written)
 }
 
 /// Reads the last build of `name`, reconstructing the image from the store.

@@ -9,6 +9,7 @@ use crate::layout::{self, Layout};
 use crate::plan::Project;
 use crate::progress::Progress;
 use crate::publish::Output;
+use crate::registry;
 use crate::store::Store;
 use crate::usage;
 use crate::verify;
@@ -21,10 +22,17 @@ Examples:
   imgbuild api                          build image `api` from ./imgbuild.toml into .imgbuild/oci
   imgbuild build api --output docker-archive:api.tar
   imgbuild verify oci:.imgbuild/oci:api re-check every blob, diff_id and layer check
+  imgbuild build api --push --tag 1.4   build, then publish to the image's repository
+  imgbuild push api                     publish the last build of `api`
+  imgbuild verify registry.example.com/acme/api@sha256:…   pull by digest and verify
+  imgbuild lock --update                re-resolve the registry bases pinned in imgbuild.lock
+  imgbuild login registry.example.com --username ci --password-stdin < pw.txt
   imgbuild base import rootfs/ --output oci:base:latest
 
 Exit codes: 0 success, 1 build or verification failure, 2 usage or configuration error.
-Environment: IMGBUILD_CACHE (blob store and caches), SOURCE_DATE_EPOCH (timestamps).";
+Environment: IMGBUILD_CACHE (blob store and caches), SOURCE_DATE_EPOCH (timestamps),
+IMGBUILD_REGISTRY_USER/IMGBUILD_REGISTRY_PASSWORD (registry login; IMGBUILD_REGISTRY_HOST limits
+them to one registry), REGISTRY_AUTH_FILE, DOCKER_CONFIG.";
 
 #[derive(Parser, Debug)]
 #[command(name = "imgbuild", version, about = "Build reproducible, verified OCI images for Python and Node projects — no Docker engine needed.", after_help = AFTER_HELP)]
@@ -38,6 +46,9 @@ pub struct Cli {
     /// Print nothing on stderr but errors
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// A registry reached over plain HTTP (loopback hosts always are); repeatable
+    #[arg(long, global = true, value_name = "HOST")]
+    insecure: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,8 +57,19 @@ pub struct Cli {
 enum Command {
     /// Build images from imgbuild.toml (`imgbuild IMAGE` is short for this)
     Build(BuildArgs),
+    /// Publish the last build of images to their repositories
+    Push(PushArgs),
     /// Re-check an image: blobs, diff_ids, and every layer check
     Verify(VerifyArgs),
+    /// Resolve registry bases and pin them in imgbuild.lock
+    Lock(LockArgs),
+    /// Store credentials for a registry (in docker's config.json or its credential helper)
+    Login(LoginArgs),
+    /// Remove stored credentials for a registry
+    Logout {
+        /// Registry host, e.g. registry.example.com or 127.0.0.1:5000
+        host: String,
+    },
     /// Base images
     #[command(subcommand)]
     Base(BaseCommand),
@@ -65,14 +87,54 @@ struct BuildArgs {
     /// Layer compression (overrides imgbuild.toml)
     #[arg(long, value_parser = ["gzip", "zstd", "none"])]
     compression: Option<String>,
+    /// Also publish each image to its `repository` from imgbuild.toml
+    #[arg(long)]
+    push: bool,
+    /// Tag to push (repeatable; default: the repository's tag, else `latest`)
+    #[arg(long = "tag", value_name = "T", requires = "push")]
+    tags: Vec<String>,
     /// Print one JSON summary per image on stdout
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Args, Debug)]
+struct PushArgs {
+    /// Image names from imgbuild.toml (default: all)
+    images: Vec<String>,
+    /// Tag to push (repeatable; default: the repository's tag, else `latest`)
+    #[arg(long = "tag", value_name = "T")]
+    tags: Vec<String>,
+    /// Print one JSON summary per image on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct LockArgs {
+    /// Image names from imgbuild.toml (default: all)
+    images: Vec<String>,
+    /// Re-resolve the tags even where imgbuild.lock pins them
+    #[arg(long)]
+    update: bool,
+}
+
+#[derive(Args, Debug)]
+struct LoginArgs {
+    /// Registry host, e.g. registry.example.com or 127.0.0.1:5000
+    host: String,
+    /// User name (default: $IMGBUILD_REGISTRY_USER)
+    #[arg(long, short = 'u')]
+    username: Option<String>,
+    /// Read the password (or token) from standard input
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
 struct VerifyArgs {
-    /// An image name from imgbuild.toml, oci:DIR[:TAG], or docker-archive:FILE
+    /// An image name from imgbuild.toml, a registry reference (host/repo@sha256:… or :tag),
+    /// oci:DIR[:TAG], or docker-archive:FILE
     target: String,
     #[arg(long)]
     json: bool,
@@ -97,7 +159,9 @@ enum BaseCommand {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "verify", "base", "presets", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "build", "push", "verify", "lock", "login", "logout", "base", "presets", "help",
+];
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
@@ -109,7 +173,7 @@ pub fn main() -> i32 {
         .position(|a| !a.starts_with('-'))
         .map(|i| i + 1)
     {
-        let prev_takes_value = args[first - 1] == "--config";
+        let prev_takes_value = args[first - 1] == "--config" || args[first - 1] == "--insecure";
         if !prev_takes_value && !SUBCOMMANDS.contains(&args[first].as_str()) {
             args.insert(first, "build".into());
         }
@@ -166,6 +230,9 @@ fn run(cli: Cli) -> Result<i32> {
                 output: a.output.clone(),
                 compression: a.compression.as_deref().and_then(Compression::parse),
                 verbose: cli.verbose,
+                push: a.push,
+                tags: a.tags.clone(),
+                registry: registry::options_for(&project.spec.insecure_registries, &cli.insecure),
             };
             for name in &names {
                 let (built, summary) = build::build(&project, name, &opts, &progress)?;
@@ -179,12 +246,30 @@ fn run(cli: Cli) -> Result<i32> {
                         summary.reference,
                         summary.timings.get("total").copied().unwrap_or(0.0)
                     ));
-                    println!("{}", built.digest);
+                    if a.push {
+                        progress.note(&push_note(&summary));
+                        println!("{}", summary.reference);
+                    } else {
+                        println!("{}", built.digest);
+                    }
                 }
             }
             Ok(0)
         }
-        Command::Verify(a) => verify_cmd(&cwd, cli.config.as_deref(), &a, &progress),
+        Command::Push(ref a) => push_cmd(&cwd, &cli, a, &progress),
+        Command::Lock(ref a) => lock_cmd(&cwd, &cli, a, &progress),
+        Command::Login(ref a) => login_cmd(&cli, a, &progress),
+        Command::Logout { host } => {
+            let registry = login_host(&host)?;
+            let env = registry::credentials::Env::default();
+            if registry::credentials::erase(&env, &registry)? {
+                progress.note(&format!("removed the stored credentials for {registry}"));
+            } else {
+                progress.note(&format!("no stored credentials for {registry}"));
+            }
+            Ok(0)
+        }
+        Command::Verify(a) => verify_cmd(&cwd, cli.config.as_deref(), &cli.insecure, &a, &progress),
         Command::Base(BaseCommand::Import {
             rootfs,
             output,
@@ -246,6 +331,7 @@ fn run(cli: Cli) -> Result<i32> {
 fn verify_cmd(
     cwd: &std::path::Path,
     config: Option<&std::path::Path>,
+    insecure: &[String],
     a: &VerifyArgs,
     progress: &Progress,
 ) -> Result<i32> {
@@ -272,6 +358,32 @@ fn verify_cmd(
         let ar = verify::Archive::open(&cwd.join(rest))?;
         let m = ar.manifest.clone();
         (verify::check_image(&ar, &m, None)?, t.clone())
+    } else if looks_like_reference(t)
+        && !Project::load(cwd, config).is_ok_and(|p| p.spec.images.contains_key(t))
+    {
+        let project = Project::load(cwd, config).ok();
+        let spec_insecure = project
+            .as_ref()
+            .map(|p| p.spec.insecure_registries.clone())
+            .unwrap_or_default();
+        let opts = registry::options_for(&spec_insecure, insecure);
+        let store = match &project {
+            Some(p) => p.store()?,
+            None => Store::open(default_store_dir(cwd))?,
+        };
+        let platform = match project
+            .as_ref()
+            .and_then(|p| p.spec.defaults.platform.clone())
+        {
+            Some(p) => Platform::parse(&p)
+                .ok_or_else(|| usage!("platform `{p}`: expected os/arch, e.g. linux/amd64"))?,
+            None => base::host_platform(),
+        };
+        let (r, digest, manifest) = registry::pull_image(t, &platform, &store, &opts)?;
+        (
+            verify::check_image(&store, &manifest, None)?,
+            r.with_digest(&digest),
+        )
     } else {
         let project = Project::load(cwd, config)?;
         project.spec.image(t, &project.spec_path)?;
@@ -293,5 +405,228 @@ fn verify_cmd(
             checked.layers, checked.bytes
         ));
     }
+    Ok(0)
+}
+
+/// A registry reference rather than an image name: it has a `/`, `:` or `@`.
+fn looks_like_reference(t: &str) -> bool {
+    t.contains(['/', ':', '@'])
+}
+
+/// Where blobs go when there is no project: `$IMGBUILD_CACHE`, else the user's cache directory.
+fn default_store_dir(cwd: &std::path::Path) -> PathBuf {
+    if let Some(c) = std::env::var_os("IMGBUILD_CACHE") {
+        return PathBuf::from(c);
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("imgbuild");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache/imgbuild");
+    }
+    cwd.join(".imgbuild/cache")
+}
+
+fn push_note(s: &build::Summary) -> String {
+    let mounted = if s.mounted_blobs > 0 {
+        format!(", {} mounted from other repositories", s.mounted_blobs)
+    } else {
+        String::new()
+    };
+    format!(
+        "pushed {} → {}: {} bytes uploaded, {} blobs already there{mounted}",
+        s.image, s.reference, s.uploaded_bytes, s.skipped_blobs
+    )
+}
+
+fn image_names(project: &Project, given: &[String]) -> Result<Vec<String>> {
+    let names: Vec<String> = if given.is_empty() {
+        project.spec.images.keys().cloned().collect()
+    } else {
+        given.to_vec()
+    };
+    if names.is_empty() {
+        return Err(usage!("{} defines no images", project.spec_path.display()));
+    }
+    for n in &names {
+        project.spec.image(n, &project.spec_path)?;
+    }
+    Ok(names)
+}
+
+fn push_cmd(cwd: &std::path::Path, cli: &Cli, a: &PushArgs, progress: &Progress) -> Result<i32> {
+    let project = Project::load(cwd, cli.config.as_deref())?;
+    let names = image_names(&project, &a.images)?;
+    let opts = registry::options_for(&project.spec.insecure_registries, &cli.insecure);
+    let store = project.store()?;
+    for name in &names {
+        let t0 = std::time::Instant::now();
+        let (_, built) = build::last_build(&project, name)?;
+        let written = build::push(&project, &built, &a.tags, &opts, &store)?;
+        let mut timings = std::collections::BTreeMap::new();
+        timings.insert("push".to_string(), t0.elapsed().as_secs_f64());
+        timings.insert("total".to_string(), t0.elapsed().as_secs_f64());
+        let summary = build::Summary {
+            image: name.clone(),
+            digest: Some(built.digest.clone()),
+            repository: built.repository.clone(),
+            reference: written.reference.clone(),
+            layers: layer_reports(&project, name, &built, &store),
+            uploaded_bytes: written.uploaded_bytes,
+            skipped_blobs: written.skipped_blobs,
+            mounted_blobs: written.mounted_blobs,
+            timings,
+        };
+        if a.json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            progress.note(&push_note(&summary));
+            println!("{}", written.reference);
+        }
+    }
+    Ok(0)
+}
+
+/// The layers of a stored image for the summary: the image's own layers by their names in
+/// imgbuild.toml, the ones below them named `base`.
+fn layer_reports(
+    project: &Project,
+    name: &str,
+    built: &crate::publish::Built,
+    store: &Store,
+) -> Vec<build::LayerReport> {
+    let diff_ids: Vec<crate::digest::Digest> = store
+        .read(&built.manifest.config.digest)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::image::ImageConfig>(&b).ok())
+        .map(|c| c.rootfs.diff_ids)
+        .unwrap_or_default();
+    let own: Vec<String> = project
+        .spec
+        .images
+        .get(name)
+        .map(|i| i.layers.iter().map(|l| l.name.clone()).collect())
+        .unwrap_or_default();
+    let n = built.manifest.layers.len();
+    let first_own = n.saturating_sub(own.len());
+    built
+        .manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| build::LayerReport {
+            name: if i >= first_own {
+                own[i - first_own].clone()
+            } else {
+                "base".into()
+            },
+            digest: l.digest.clone(),
+            diff_id: diff_ids.get(i).cloned().unwrap_or_else(|| l.digest.clone()),
+            size: l.size,
+            cached: true,
+        })
+        .collect()
+}
+
+fn lock_cmd(cwd: &std::path::Path, cli: &Cli, a: &LockArgs, progress: &Progress) -> Result<i32> {
+    let project = Project::load(cwd, cli.config.as_deref())?;
+    let names = image_names(&project, &a.images)?;
+    let mut opts = registry::options_for(&project.spec.insecure_registries, &cli.insecure);
+    opts.update_lock = a.update;
+    let store = project.store()?;
+    let mut done = std::collections::HashSet::new();
+    for name in &names {
+        let img = project.spec.image(name, &project.spec_path)?;
+        let Some(b) = img.base.clone().filter(|b| registry::is_reference(b)) else {
+            continue;
+        };
+        let platform = build::image_platform(&project, img)?;
+        if !done.insert((b.clone(), platform.to_string())) {
+            continue;
+        }
+        let base = base::resolve_with(&b, &project.root, &platform, &store, &opts)
+            .with_context(|| format!("image `{name}`"))?;
+        progress.note(&format!(
+            "{b} ({platform}) → {}",
+            base.digest.map(|d| d.to_string()).unwrap_or_default()
+        ));
+    }
+    if a.update && a.images.is_empty() {
+        // Entries no image uses any more go.
+        let used: std::collections::HashSet<String> = project
+            .spec
+            .images
+            .values()
+            .filter_map(|i| i.base.clone())
+            .collect();
+        let mut l = registry::lock::LockFile::load(&project.root)?;
+        let before = l.base.len();
+        l.base.retain(|k, _| used.contains(k));
+        if l.base.len() != before {
+            l.save(&project.root)?;
+        }
+    }
+    Ok(0)
+}
+
+/// The registry named on `imgbuild login`, normalised as in references (`docker.io`, …).
+fn login_host(h: &str) -> Result<String> {
+    let h = h
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let h = h.strip_suffix("/v1").or(h.strip_suffix("/v2")).unwrap_or(h);
+    let r = registry::reference::Reference::parse(&format!("{h}/x")).map_err(|_| {
+        usage!("`{h}` is not a registry host (expected e.g. registry.example.com:5000)")
+    })?;
+    if r.repository != "x" {
+        return Err(usage!(
+            "`{h}` is not a registry host (expected e.g. registry.example.com:5000)"
+        ));
+    }
+    Ok(r.registry)
+}
+
+fn login_cmd(cli: &Cli, a: &LoginArgs, progress: &Progress) -> Result<i32> {
+    use std::io::Read;
+    let registry = login_host(&a.host)?;
+    let username = a
+        .username
+        .clone()
+        .or_else(|| std::env::var("IMGBUILD_REGISTRY_USER").ok())
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            usage!("imgbuild login needs --username USER (or IMGBUILD_REGISTRY_USER)")
+        })?;
+    if !a.password_stdin {
+        return Err(usage!(
+            "pass the password on standard input with --password-stdin, e.g. \
+             `echo \"$PASSWORD\" | imgbuild login {registry} --username {username} --password-stdin`"
+        ));
+    }
+    let mut secret = String::new();
+    std::io::stdin()
+        .read_to_string(&mut secret)
+        .context("reading the password from standard input")?;
+    let secret = secret.trim_end_matches(['\n', '\r']).to_string();
+    if secret.is_empty() {
+        return Err(usage!("no password on standard input"));
+    }
+    let opts = registry::options_for(&[], &cli.insecure);
+    let cred = registry::credentials::Credential {
+        username: username.clone(),
+        secret: secret.clone(),
+        identity_token: false,
+        source: "--password-stdin".into(),
+    };
+    registry::client::Client::new(&registry, &opts)?
+        .with_credential(cred)
+        .check_login()?;
+    let env = registry::credentials::Env::default();
+    let place = registry::credentials::store(&env, &registry, &username, &secret)?;
+    progress.note(&format!(
+        "logged in to {registry} as {username}; credentials stored in {place}"
+    ));
     Ok(0)
 }

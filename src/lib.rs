@@ -23,6 +23,7 @@ pub mod preset;
 pub mod progress;
 pub mod publish;
 pub mod python;
+pub mod registry;
 pub mod rootfs;
 pub mod spec;
 pub mod store;

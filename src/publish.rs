@@ -1,5 +1,5 @@
 //! Where a built image goes: one `Destination` trait, one implementation per kind
-//! (OCI layout, docker-archive; the registry implements it in `registry`).
+//! (OCI layout, docker-archive; the registry implements it in `registry::push`).
 
 use crate::archive;
 use crate::digest::Digest;
@@ -46,6 +46,8 @@ pub struct Written {
     pub reference: String,
     pub uploaded_bytes: u64,
     pub skipped_blobs: usize,
+    /// Of the skipped blobs, those mounted from another repository of the same registry.
+    pub mounted_blobs: usize,
 }
 
 pub trait Destination {

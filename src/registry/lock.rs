@@ -1,0 +1,98 @@
+//! `imgbuild.lock`: base images pinned by digest. The first resolution of a tag writes its
+//! entry; later builds use the locked digests and never ask the registry what the tag means now.
+//!
+//! ```toml
+//! [base."registry.example.com/library/python:3.13-slim"]
+//! index = "sha256:…"                 # what the tag named, when it was a multi-platform index
+//! [base."registry.example.com/library/python:3.13-slim".manifests]
+//! "linux/amd64" = "sha256:…"         # the platform's image manifest
+//! ```
+
+use crate::digest::Digest;
+use crate::store::write_atomic;
+use crate::usage;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "imgbuild.lock";
+const HEADER: &str = "# imgbuild.lock: base images pinned by digest. Written by imgbuild; commit it.\n\
+# Builds use these digests and never re-resolve the tags. Refresh: imgbuild lock --update [IMAGE]\n\n";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    #[serde(default)]
+    pub base: BTreeMap<String, Locked>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Locked {
+    /// The index the tag named (absent when the tag named a single manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Digest>,
+    /// Platform (`os/arch[/variant]`) → image manifest digest.
+    #[serde(default)]
+    pub manifests: BTreeMap<String, Digest>,
+}
+
+pub fn path(root: &Path) -> PathBuf {
+    root.join(FILE_NAME)
+}
+
+impl LockFile {
+    pub fn load(root: &Path) -> Result<LockFile> {
+        let p = path(root);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockFile::default()),
+            Err(e) => return Err(usage!("cannot read {}: {e}", p.display())),
+        };
+        toml::from_str(&text).map_err(|e| {
+            anyhow::Error::new(
+                crate::spec::toml_error(&text, &p, &e).hint(
+                    "fix it, or delete it and run `imgbuild lock` to resolve the bases again",
+                ),
+            )
+        })
+    }
+
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let body = toml::to_string(self).expect("the lock file serialises");
+        write_atomic(&path(root), format!("{HEADER}{body}").as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_unknown_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = LockFile::default();
+        let mut e = Locked {
+            index: Some(Digest::of(b"i")),
+            ..Default::default()
+        };
+        e.manifests.insert("linux/amd64".into(), Digest::of(b"m"));
+        l.base.insert("127.0.0.1:5000/bb:1".into(), e);
+        l.save(d.path()).unwrap();
+        let text = std::fs::read_to_string(path(d.path())).unwrap();
+        assert!(text.starts_with("# imgbuild.lock"), "{text}");
+        assert!(
+            text.contains("[base.\"127.0.0.1:5000/bb:1\".manifests]"),
+            "{text}"
+        );
+        assert_eq!(LockFile::load(d.path()).unwrap(), l);
+        std::fs::write(path(d.path()), "[base.\"x\"]\nmanifest = \"a\"\n").unwrap();
+        let err = LockFile::load(d.path()).unwrap_err().to_string();
+        assert!(err.contains("imgbuild.lock:2:1"), "{err}");
+        assert!(LockFile::load(&d.path().join("none"))
+            .unwrap()
+            .base
+            .is_empty());
+    }
+}

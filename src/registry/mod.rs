@@ -1,0 +1,433 @@
+//! Registries: pull bases by digest (pinned in `imgbuild.lock`), push built images, pull images
+//! for `imgbuild verify REFERENCE`.
+//!
+//! `reference` parses names, `credentials` finds logins, `auth` handles challenges and tokens,
+//! `client` speaks the distribution protocol, `lock` keeps `imgbuild.lock`, `push` is the
+//! registry `Destination`.
+
+pub mod auth;
+pub mod client;
+pub mod credentials;
+pub mod lock;
+pub mod push;
+pub mod reference;
+
+use crate::base::{self, BaseImage};
+use crate::digest::Digest;
+use crate::image::{ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_INDEX};
+use crate::store::Store;
+use crate::usage;
+use anyhow::{bail, Context, Result};
+use client::{Client, Fetched, Repo};
+use lock::{LockFile, Locked};
+use reference::Reference;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use push::RegistryDest;
+
+/// Settings for talking to registries.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Hosts reached over plain HTTP although not loopback (`--insecure`, `insecure_registries`).
+    pub insecure: Vec<String>,
+    /// Where credentials are looked up (the process environment by default).
+    pub env: credentials::Env,
+    /// Re-resolve tags even when `imgbuild.lock` pins them (`imgbuild lock --update`).
+    pub update_lock: bool,
+}
+
+/// Whether a base as written in imgbuild.toml names a registry image.
+pub fn is_reference(written: &str) -> bool {
+    written != "scratch" && !written.starts_with("oci:")
+}
+
+fn parse(written: &str, what: &str) -> Result<Reference> {
+    Reference::parse(written).map_err(|e| usage!("{what}: {e}"))
+}
+
+/// A registry client for `r`, created on first use (a locked base already in the store
+/// needs no network at all).
+struct Lazy<'a> {
+    r: &'a Reference,
+    opts: &'a Options,
+    client: Option<Client>,
+}
+
+impl<'a> Lazy<'a> {
+    fn get(&mut self) -> Result<&Client> {
+        if self.client.is_none() {
+            self.client = Some(
+                Client::new(&self.r.registry, self.opts)?
+                    .with_repository_credentials(&self.r.repository, self.opts),
+            );
+        }
+        Ok(self.client.as_ref().unwrap())
+    }
+}
+
+/// A manifest or index by digest: from the store when it is there, else from the registry
+/// (then stored). `None` when the registry does not have it.
+fn by_digest(lazy: &mut Lazy, store: &Store, d: &Digest) -> Result<Option<Fetched>> {
+    if store.has(d) {
+        let bytes = store.read(d)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("stored manifest {d} is not JSON"))?;
+        let media_type = v
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .map(String::from)
+            .unwrap_or_else(|| {
+                if v.get("manifests").is_some() {
+                    MT_INDEX.into()
+                } else {
+                    crate::image::MT_MANIFEST.into()
+                }
+            });
+        return Ok(Some(Fetched {
+            bytes,
+            media_type,
+            digest: d.clone(),
+        }));
+    }
+    let repo_name = lazy.r.repository.clone();
+    let c = lazy.get()?;
+    let f = Repo::pull(c, &repo_name).get_manifest(d.as_str())?;
+    if let Some(f) = &f {
+        store.put(&f.bytes)?;
+    }
+    Ok(f)
+}
+
+/// The platform's manifest digest in an index.
+fn pick_platform(index: &Fetched, platform: &Platform, what: &str) -> Result<Digest> {
+    let idx: Index = serde_json::from_slice(&index.bytes)
+        .with_context(|| format!("{what}: index {} is malformed", index.digest))?;
+    let found = idx
+        .manifests
+        .iter()
+        .find(|m| m.platform.as_ref().is_some_and(|p| p.matches(platform)));
+    match found {
+        Some(m) => Ok(m.digest.clone()),
+        None => {
+            let have: Vec<String> = idx
+                .manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref())
+                .map(|p| p.to_string())
+                .collect();
+            Err(usage!(
+                "{what}: the image index {} has no manifest for {platform} (it has: {})",
+                index.digest,
+                if have.is_empty() {
+                    "none".into()
+                } else {
+                    have.join(", ")
+                }
+            ))
+        }
+    }
+}
+
+/// Why a tag could not be found: no repository, or no such tag (with the tags there are).
+fn not_found(c: &Client, r: &Reference, tag: &str) -> anyhow::Error {
+    let repo = Repo::pull(c, &r.repository);
+    match repo.tags() {
+        Ok(None) => usage!(
+            "repository `{}` does not exist on {} (or this login may not see it)",
+            r.repository,
+            r.registry
+        ),
+        Ok(Some(tags)) => {
+            let mut shown: Vec<String> = tags.into_iter().take(20).collect();
+            if shown.is_empty() {
+                shown.push("none".into());
+            }
+            usage!(
+                "{} has no tag `{tag}` (tags there: {})",
+                r.name(),
+                shown.join(", ")
+            )
+        }
+        Err(e) => usage!("{} has no tag `{tag}` ({e})", r.name()),
+    }
+}
+
+/// Resolves a base written as a registry reference: the locked digest when `imgbuild.lock`
+/// has one, else the tag (then locked); config and layers fetched into the store, each checked.
+pub fn pull_base(
+    written: &str,
+    root: &Path,
+    platform: &Platform,
+    store: &Store,
+    opts: &Options,
+) -> Result<BaseImage> {
+    let what = format!("base `{written}`");
+    let r = parse(written, &what)?;
+    let mut lazy = Lazy {
+        r: &r,
+        opts,
+        client: None,
+    };
+    let pkey = platform.to_string();
+    let mut locked_from: Option<Digest> = None;
+    let manifest_digest = if let Some(d) = &r.digest {
+        // Pinned in the reference itself: no lock entry needed.
+        let f = by_digest(&mut lazy, store, d)?
+            .ok_or_else(|| usage!("{what}: {} does not have manifest {d}", r.name()))?;
+        if is_index(&f) {
+            pick_platform(&f, platform, &what)?
+        } else {
+            d.clone()
+        }
+    } else {
+        let mut lockf = LockFile::load(root)?;
+        let entry = lockf.base.get(written).cloned();
+        match entry {
+            Some(Locked { manifests, .. })
+                if !opts.update_lock && manifests.contains_key(&pkey) =>
+            {
+                let d = manifests[&pkey].clone();
+                locked_from = Some(d.clone());
+                d
+            }
+            Some(Locked {
+                index: Some(i),
+                mut manifests,
+            }) if !opts.update_lock => {
+                // A new platform of a locked index: resolved from the locked index, not the tag.
+                let f = by_digest(&mut lazy, store, &i)?
+                    .ok_or_else(|| locked_gone(&r, written, &i, root))?;
+                let d = pick_platform(&f, platform, &what)?;
+                manifests.insert(pkey.clone(), d.clone());
+                lockf.base.insert(
+                    written.to_string(),
+                    Locked {
+                        index: Some(i),
+                        manifests,
+                    },
+                );
+                lockf.save(root)?;
+                d
+            }
+            _ => {
+                let tag = r.target();
+                let c = lazy.get()?;
+                let f = Repo::pull(c, &r.repository)
+                    .get_manifest(&tag)
+                    .with_context(|| what.clone())?
+                    .ok_or_else(|| not_found(c, &r, &tag).context(what.clone()))?;
+                store.put(&f.bytes)?;
+                let mut entry = Locked::default();
+                let d = if is_index(&f) {
+                    entry.index = Some(f.digest.clone());
+                    pick_platform(&f, platform, &what)?
+                } else {
+                    f.digest.clone()
+                };
+                entry.manifests.insert(pkey.clone(), d.clone());
+                lockf.base.insert(written.to_string(), entry);
+                lockf.save(root)?;
+                d
+            }
+        }
+    };
+    let f = by_digest(&mut lazy, store, &manifest_digest)?.ok_or_else(|| match &locked_from {
+        Some(d) => locked_gone(&r, written, d, root),
+        None => usage!(
+            "{what}: {} does not have manifest {manifest_digest}",
+            r.name()
+        ),
+    })?;
+    if is_index(&f) {
+        bail!(usage!(
+            "{what}: {manifest_digest} is an index where an image manifest was expected"
+        ));
+    }
+    let (manifest, config_bytes, config) = fetch_image(&mut lazy, store, &f, &what)?;
+    base::check_base(written, &config, &manifest.layers, platform)?;
+    store.put(&config_bytes)?;
+    let mut layers = Vec::new();
+    for d in &manifest.layers {
+        layers.push(base::normalise_layer(d)?);
+    }
+    Ok(BaseImage {
+        name: written.to_string(),
+        digest: Some(manifest_digest),
+        config,
+        layers,
+    })
+}
+
+fn is_index(f: &Fetched) -> bool {
+    f.is_index() || f.media_type == MT_DOCKER_LIST
+}
+
+fn locked_gone(r: &Reference, written: &str, d: &Digest, root: &Path) -> anyhow::Error {
+    usage!(
+        "base `{written}` is locked to {d} in {}, but {} no longer has that manifest",
+        lock::path(root).display(),
+        r.name()
+    )
+    .context(format!(
+        "run `imgbuild lock --update` to re-resolve `{written}` (and review the new digest), \
+         or pin another digest in imgbuild.toml"
+    ))
+}
+
+/// Config and layers of a manifest, fetched into the store (each blob's digest and size
+/// checked; blobs already there are not fetched again).
+fn fetch_image(
+    lazy: &mut Lazy,
+    store: &Store,
+    f: &Fetched,
+    what: &str,
+) -> Result<(Manifest, Vec<u8>, ImageConfig)> {
+    let manifest: Manifest = serde_json::from_slice(&f.bytes)
+        .with_context(|| format!("{what}: manifest {} is malformed", f.digest))?;
+    let repo_name = lazy.r.repository.clone();
+    let registry = lazy.r.registry.clone();
+    let mut need: Vec<&crate::image::Descriptor> = Vec::new();
+    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+        if !store.has(&d.digest) {
+            need.push(d);
+        }
+    }
+    if !need.is_empty() {
+        let c = lazy.get()?;
+        let repo = Repo::pull(c, &repo_name);
+        for d in need {
+            repo.fetch_blob(&d.digest, d.size, store)
+                .with_context(|| what.to_string())?;
+        }
+    }
+    remember(
+        store,
+        &registry,
+        &repo_name,
+        std::iter::once(&manifest.config)
+            .chain(manifest.layers.iter())
+            .map(|d| &d.digest),
+    );
+    let config_bytes = store.read(&manifest.config.digest)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+        usage!(
+            "{what}: config {} is not a valid image config: {e}",
+            manifest.config.digest
+        )
+    })?;
+    Ok((manifest, config_bytes, config))
+}
+
+/// Pulls an image for `imgbuild verify`: the manifest (for `platform` when the reference names
+/// an index), its config and layers into the store. Returns the manifest digest and manifest.
+pub fn pull_image(
+    written: &str,
+    platform: &Platform,
+    store: &Store,
+    opts: &Options,
+) -> Result<(Reference, Digest, Manifest)> {
+    let what = format!("`{written}`");
+    let r = parse(written, &what)?;
+    let mut lazy = Lazy {
+        r: &r,
+        opts,
+        client: None,
+    };
+    let top = match &r.digest {
+        Some(d) => by_digest(&mut lazy, store, d)?
+            .ok_or_else(|| usage!("{} does not have manifest {d}", r.name()))?,
+        None => {
+            let tag = r.target();
+            let c = lazy.get()?;
+            let f = Repo::pull(c, &r.repository)
+                .get_manifest(&tag)?
+                .ok_or_else(|| not_found(c, &r, &tag))?;
+            store.put(&f.bytes)?;
+            f
+        }
+    };
+    let f = if is_index(&top) {
+        let d = pick_platform(&top, platform, &what)?;
+        by_digest(&mut lazy, store, &d)?
+            .ok_or_else(|| usage!("{} does not have manifest {d}", r.name()))?
+    } else {
+        top
+    };
+    let (manifest, _, _) = fetch_image(&mut lazy, store, &f, &what)?;
+    Ok((r, f.digest, manifest))
+}
+
+/// Known repositories holding a blob, per registry: where cross-repository mounts come from.
+type Locations = BTreeMap<String, Vec<String>>;
+const LOCATIONS: &str = "registry-blobs";
+
+pub fn known_repositories(store: &Store, registry: &str, d: &Digest) -> Vec<String> {
+    store
+        .get_record::<Locations>(LOCATIONS, d.hex())
+        .and_then(|mut l| l.remove(registry))
+        .unwrap_or_default()
+}
+
+/// Records that `repository` on `registry` holds these blobs (most recent last, five kept).
+pub fn remember<'a>(
+    store: &Store,
+    registry: &str,
+    repository: &str,
+    digests: impl Iterator<Item = &'a Digest>,
+) {
+    for d in digests {
+        let mut l: Locations = store.get_record(LOCATIONS, d.hex()).unwrap_or_default();
+        let repos = l.entry(registry.to_string()).or_default();
+        if repos.last().map(|s| s.as_str()) == Some(repository) {
+            continue;
+        }
+        repos.retain(|r| r != repository);
+        repos.push(repository.to_string());
+        if repos.len() > 5 {
+            repos.remove(0);
+        }
+        // A cache: failing to write it only costs a mount later.
+        let _ = store.put_record(LOCATIONS, d.hex(), &l);
+    }
+}
+
+impl<'a> Repo<'a> {
+    /// The repository's tags; `None` when the repository does not exist.
+    pub fn tags(&self) -> Result<Option<Vec<String>>> {
+        let url = self.client.url(&format!("v2/{}/tags/list", self.name));
+        let what = format!("listing the tags of {}/{}", self.client.registry, self.name);
+        let resp = self
+            .client
+            .send(&self.scopes, &what, client::Retry::Yes, &|h| {
+                h.get(url.clone())
+            })?;
+        match resp.status() {
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let v: serde_json::Value = resp.json().with_context(|| what.clone())?;
+                Ok(Some(
+                    v.get("tags")
+                        .and_then(|t| t.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ))
+            }
+            s => bail!("{what}: the registry answered {s}"),
+        }
+    }
+}
+
+/// Registry settings for a project: its `insecure_registries` plus `--insecure` hosts.
+pub fn options_for(spec_insecure: &[String], cli_insecure: &[String]) -> Options {
+    let mut insecure: Vec<String> = spec_insecure.to_vec();
+    insecure.extend(cli_insecure.iter().cloned());
+    Options {
+        insecure,
+        ..Default::default()
+    }
+}
