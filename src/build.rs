@@ -134,9 +134,11 @@ pub fn build(
     if let Some(r) = &cx.revision {
         ann.insert(image::ANN_REVISION.to_string(), r.clone());
     }
+    // The base is identified by its digest only: its name says where the bytes were fetched
+    // from (a layout path, a registry or a mirror), and the image must not depend on that —
+    // the same base content gives the same image digest wherever it came from.
     if let Some(d) = &base.digest {
         ann.insert(image::ANN_BASE_DIGEST.to_string(), d.to_string());
-        ann.insert(image::ANN_BASE_NAME.to_string(), base.name.clone());
     }
     let built = assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
     let dest: Box<dyn Destination> = match &opts.output {

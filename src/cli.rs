@@ -461,7 +461,11 @@ fn push_cmd(cwd: &std::path::Path, cli: &Cli, a: &PushArgs, progress: &Progress)
     let store = project.store()?;
     for name in &names {
         let t0 = std::time::Instant::now();
-        let (_, built) = build::last_build(&project, name)?;
+        let (_, mut built) = build::last_build(&project, name)?;
+        // The repository configured now is where the user means to push.
+        if let Some(r) = &project.spec.image(name, &project.spec_path)?.repository {
+            built.repository = Some(r.clone());
+        }
         let written = build::push(&project, &built, &a.tags, &opts, &store)?;
         let mut timings = std::collections::BTreeMap::new();
         timings.insert("push".to_string(), t0.elapsed().as_secs_f64());

@@ -130,11 +130,11 @@ fn pick_platform(index: &Fetched, platform: &Platform, what: &str) -> Result<Dig
 }
 
 /// Why a tag could not be found: no repository, or no such tag (with the tags there are).
-fn not_found(c: &Client, r: &Reference, tag: &str) -> anyhow::Error {
+fn not_found(c: &Client, r: &Reference, tag: &str, what: &str) -> anyhow::Error {
     let repo = Repo::pull(c, &r.repository);
     match repo.tags() {
         Ok(None) => usage!(
-            "repository `{}` does not exist on {} (or this login may not see it)",
+            "{what}: repository `{}` does not exist on {} (or this login may not see it)",
             r.repository,
             r.registry
         ),
@@ -144,12 +144,12 @@ fn not_found(c: &Client, r: &Reference, tag: &str) -> anyhow::Error {
                 shown.push("none".into());
             }
             usage!(
-                "{} has no tag `{tag}` (tags there: {})",
+                "{what}: {} has no tag `{tag}` (tags there: {})",
                 r.name(),
                 shown.join(", ")
             )
         }
-        Err(e) => usage!("{} has no tag `{tag}` ({e})", r.name()),
+        Err(e) => usage!("{what}: {} has no tag `{tag}` ({e})", r.name()),
     }
 }
 
@@ -216,7 +216,7 @@ pub fn pull_base(
                 let f = Repo::pull(c, &r.repository)
                     .get_manifest(&tag)
                     .with_context(|| what.clone())?
-                    .ok_or_else(|| not_found(c, &r, &tag).context(what.clone()))?;
+                    .ok_or_else(|| not_found(c, &r, &tag, &what))?;
                 store.put(&f.bytes)?;
                 let mut entry = Locked::default();
                 let d = if is_index(&f) {
@@ -264,15 +264,17 @@ fn is_index(f: &Fetched) -> bool {
 }
 
 fn locked_gone(r: &Reference, written: &str, d: &Digest, root: &Path) -> anyhow::Error {
-    usage!(
-        "base `{written}` is locked to {d} in {}, but {} no longer has that manifest",
-        lock::path(root).display(),
-        r.name()
+    anyhow::Error::new(
+        crate::error::UsageError::new(format!(
+            "base `{written}` is locked to {d} in {}, but {} no longer has that manifest",
+            lock::path(root).display(),
+            r.name()
+        ))
+        .hint(format!(
+            "run `imgbuild lock --update` to re-resolve `{written}` (and review the new \
+             digest), or pin another digest in imgbuild.toml"
+        )),
     )
-    .context(format!(
-        "run `imgbuild lock --update` to re-resolve `{written}` (and review the new digest), \
-         or pin another digest in imgbuild.toml"
-    ))
 }
 
 /// Config and layers of a manifest, fetched into the store (each blob's digest and size
@@ -342,7 +344,7 @@ pub fn pull_image(
             let c = lazy.get()?;
             let f = Repo::pull(c, &r.repository)
                 .get_manifest(&tag)?
-                .ok_or_else(|| not_found(c, &r, &tag))?;
+                .ok_or_else(|| not_found(c, &r, &tag, &what))?;
             store.put(&f.bytes)?;
             f
         }

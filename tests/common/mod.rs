@@ -211,3 +211,66 @@ pub fn runc_run(bundle: &Path, args: &[&str]) -> Output {
     let _ = Command::new("runc").args(["delete", "-f", &id]).output();
     out
 }
+
+impl Registry {
+    /// A registry whose config gets `extra` appended (e.g. an `auth:` section), logging every
+    /// request (stdout and stderr) to `registry.log`; ready when `/v2/` answers `ready_code`.
+    pub fn start_custom(extra: &str, ready_code: &str) -> Registry {
+        need("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let r = Registry { child, port, dir };
+        for _ in 0..100 {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{}/v2/", r.port))
+                .output();
+            if let Ok(o) = out {
+                if String::from_utf8_lossy(&o.stdout) == ready_code {
+                    return r;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("docker-registry did not come up: {}", r.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The file in the registry's filesystem storage that holds a blob's bytes.
+    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+/// `skopeo inspect --raw` of a reference on a loopback registry: the manifest bytes.
+pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Vec<u8> {
+    need("skopeo");
+    let mut c = Command::new("skopeo");
+    c.args(["inspect", "--raw", "--tls-verify=false"]);
+    if let Some(cr) = creds {
+        c.arg("--creds").arg(cr);
+    }
+    ok(c.arg(format!("docker://{reference}"))).stdout
+}
