@@ -714,3 +714,134 @@ fn bearer_token_flow_against_a_real_token_issuer() {
         .env("IMGBUILD_REGISTRY_USER", "tok")
         .env("IMGBUILD_REGISTRY_PASSWORD", "tok-pw"));
 }
+
+/// A TCP proxy in front of a registry that misbehaves as told: the first connections get a
+/// canned answer (`503`, `429` with Retry-After, or a dropped connection) instead of the
+/// registry, and once `cut_after` bytes have gone upstream, that connection is cut mid-request.
+struct Flaky {
+    port: u16,
+    canned_sent: Arc<AtomicUsize>,
+    cut: Arc<AtomicUsize>,
+}
+
+impl Flaky {
+    fn start(upstream: u16, canned: Vec<&'static str>, cut_after: Option<u64>) -> Flaky {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let canned_sent = Arc::new(AtomicUsize::new(0));
+        let cut = Arc::new(AtomicUsize::new(0));
+        let upstream_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (cs, ct) = (canned_sent.clone(), cut.clone());
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(client) = conn else { continue };
+                if let Some(answer) = canned.get(n).copied() {
+                    cs.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        let mut r = BufReader::new(client.try_clone().unwrap());
+                        let mut line = String::new();
+                        while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                            line.clear();
+                        }
+                        let mut w = client;
+                        let _ = match answer {
+                            "drop" => Ok(()),
+                            "429" => w.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                            _ => w.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                        };
+                        let _ = w.shutdown(std::net::Shutdown::Both);
+                    });
+                    continue;
+                }
+                let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_read, mut c_write) = (server, client);
+                let (total, ct) = (upstream_bytes.clone(), ct.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match c_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let before = total.fetch_add(n as u64, Ordering::SeqCst);
+                        if let Some(limit) = cut_after {
+                            if before < limit
+                                && before + n as u64 >= limit
+                                && ct.fetch_add(1, Ordering::SeqCst) == 0
+                            {
+                                let _ = s_write.write_all(&buf[..n / 2]);
+                                let _ = s_write.shutdown(std::net::Shutdown::Both);
+                                let _ = c_read.shutdown(std::net::Shutdown::Both);
+                                break;
+                            }
+                        }
+                        if s_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Flaky {
+            port,
+            canned_sent,
+            cut,
+        }
+    }
+}
+
+#[test]
+fn retries_on_503_429_and_dropped_connections_and_recovers_a_cut_chunked_upload() {
+    let reg = Registry::start_custom("", "200");
+    let proxy = Flaky::start(reg.port, vec!["503", "429", "drop"], Some(6 * 1024 * 1024));
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let repo = format!("127.0.0.1:{}/acme/flaky", proxy.port);
+    project(d, &repo, &busybox_ref());
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    let noise: Vec<u8> = (0..10 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(d.join("app/noise.bin"), &noise).unwrap();
+    let s = json(&ok(cmd(d)
+        .args(["build", "api", "--push", "--json"])
+        .env("IMGBUILD_REGISTRY_ATTEMPTS", "5")));
+    assert_eq!(
+        proxy.canned_sent.load(Ordering::SeqCst),
+        3,
+        "503, 429 and a drop were served"
+    );
+    assert_eq!(
+        proxy.cut.load(Ordering::SeqCst),
+        1,
+        "one upload was cut mid-chunk"
+    );
+    let digest = s["digest"].as_str().unwrap();
+    // The registry (asked directly) has the whole image. After the cut, imgbuild asked the
+    // registry where to resume (a GET of the upload's status, in its log); distribution drops
+    // such a session rather than resume it, so the blob was started again.
+    let direct = format!("{}/acme/flaky", reg.host());
+    assert_eq!(
+        digest_of(&skopeo_raw(&format!("{direct}@{digest}"), None)),
+        digest
+    );
+    let log = reg.log();
+    assert!(
+        log.contains("\"GET /v2/acme/flaky/blobs/uploads/"),
+        "no upload status request in the log"
+    );
+    let v = tempfile::tempdir().unwrap();
+    ok(cmd(v.path()).args(["verify", &format!("{direct}@{digest}")]));
+}

@@ -527,6 +527,19 @@ impl Fetched {
     }
 }
 
+/// An interrupted upload the registry will not resume (distribution cancels a session whose
+/// state does not match what it received); the caller starts the blob again.
+#[derive(Debug)]
+pub struct SessionGone(pub String);
+
+impl std::fmt::Display for SessionGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SessionGone {}
+
 /// What `start_upload` found.
 pub enum Start {
     Mounted,
@@ -860,7 +873,9 @@ impl<'a> Repo<'a> {
         let resp = self.send(what, Retry::Yes, &|h| h.get(url.clone()))?;
         if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
             let s = resp.status();
-            bail!("{what}: the upload session is gone ({s}); it cannot be resumed");
+            return Err(anyhow::Error::new(SessionGone(format!(
+                "{what}: the registry dropped the upload session ({s}) instead of resuming it"
+            ))));
         }
         let u = self
             .client

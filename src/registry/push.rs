@@ -3,7 +3,7 @@
 //! a plain upload when the mount is declined or fails), otherwise uploaded; the manifest is PUT
 //! by digest only after every blob is confirmed present, then each tag.
 
-use super::client::{Client, Repo, Start};
+use super::client::{Client, Repo, SessionGone, Start};
 use super::reference::Reference;
 use super::{known_repositories, remember, Options};
 use crate::image::{ANN_BASE_NAME, MT_MANIFEST};
@@ -193,9 +193,17 @@ fn push_blob(
             Err(_) => continue,
         }
     }
-    match repo.start_upload(None)? {
-        Start::Upload(session) => repo.upload(session, &d.digest, d.size, store)?,
-        Start::Mounted => {}
+    // A session the registry dropped after an interruption is started again, twice at most.
+    let mut restarts = 0;
+    loop {
+        let res = match repo.start_upload(None)? {
+            Start::Upload(session) => repo.upload(session, &d.digest, d.size, store),
+            Start::Mounted => Ok(()),
+        };
+        match res {
+            Err(e) if restarts < 2 && e.downcast_ref::<SessionGone>().is_some() => restarts += 1,
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(Outcome::Uploaded),
+        }
     }
-    Ok(Outcome::Uploaded)
 }
