@@ -32,7 +32,8 @@ Examples:
 Exit codes: 0 success, 1 build or verification failure, 2 usage or configuration error.
 Environment: IMGBUILD_CACHE (blob store and caches), SOURCE_DATE_EPOCH (timestamps),
 IMGBUILD_REGISTRY_USER/IMGBUILD_REGISTRY_PASSWORD (registry login; IMGBUILD_REGISTRY_HOST limits
-them to one registry), REGISTRY_AUTH_FILE, DOCKER_CONFIG.";
+them to one registry), REGISTRY_AUTH_FILE, DOCKER_CONFIG, IMGBUILD_REGISTRY_ATTEMPTS (tries per
+request, default 5), IMGBUILD_REGISTRY_CHUNK_SIZE (upload chunk bytes, default 4 MiB).";
 
 #[derive(Parser, Debug)]
 #[command(name = "imgbuild", version, about = "Build reproducible, verified OCI images for Python and Node projects — no Docker engine needed.", after_help = AFTER_HELP)]

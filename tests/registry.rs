@@ -845,3 +845,72 @@ fn retries_on_503_429_and_dropped_connections_and_recovers_a_cut_chunked_upload(
     let v = tempfile::tempdir().unwrap();
     ok(cmd(v.path()).args(["verify", &format!("{direct}@{digest}")]));
 }
+
+#[test]
+fn an_index_base_resolves_to_the_platform_manifest_and_locks_both_digests() {
+    let reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let host = reg.host();
+    // Two different images in lib/multi: busybox (amd64) and one built on it (listed as arm64).
+    ok(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:bb", busybox_base().display()))
+        .arg(format!("docker://{host}/lib/multi:amd64")));
+    let other = d.join("other");
+    project(&other, &format!("{host}/lib/multi"), &busybox_ref());
+    ok(cmd(&other).args(["build", "api", "--push", "--tag", "arm64"]));
+    let amd = skopeo_raw(&format!("{host}/lib/multi:amd64"), None);
+    let arm = skopeo_raw(&format!("{host}/lib/multi:arm64"), None);
+    let entry = |m: &[u8], arch: &str| serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(m), "size": m.len(), "platform": {"architecture": arch, "os": "linux"}});
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry(&arm, "arm64"), entry(&amd, "amd64")]}).to_string();
+    fs::write(d.join("index.json"), &index).unwrap();
+    let put = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", d.join("index.json").display()))
+        .arg(format!("http://{host}/v2/lib/multi/manifests/1"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "201");
+
+    let p = d.join("p");
+    let base = format!("{host}/lib/multi:1");
+    project(&p, &format!("{host}/acme/api"), &base);
+    let from_index = stdout(&ok(cmd(&p).args(["build", "api"])));
+    let lock = fs::read_to_string(p.join("imgbuild.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("index = \"{}\"", digest_of(index.as_bytes()))),
+        "{lock}"
+    );
+    assert!(
+        lock.contains(&format!("\"linux/amd64\" = \"{}\"", digest_of(&amd))),
+        "{lock}"
+    );
+    // The amd64 entry was chosen: the same image as on the busybox layout.
+    let q = d.join("q");
+    project(&q, &format!("{host}/acme/api"), &busybox_ref());
+    assert_eq!(stdout(&ok(cmd(&q).args(["build", "api"]))), from_index);
+
+    // A platform the index does not have: a clear error listing those it has.
+    let toml = fs::read_to_string(p.join("imgbuild.toml"))
+        .unwrap()
+        .replace("linux/amd64", "linux/s390x");
+    fs::write(p.join("imgbuild.toml"), toml).unwrap();
+    let (code, err) = fails(cmd(&p).args(["build", "api"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("has no manifest for linux/s390x (it has: linux/arm64, linux/amd64)"),
+        "{err}"
+    );
+}

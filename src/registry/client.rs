@@ -433,6 +433,16 @@ impl Client {
     }
 }
 
+/// The chunk size: 4 MiB, or `IMGBUILD_REGISTRY_CHUNK_SIZE` bytes (at least 64 KiB) for a
+/// registry known to take other sizes.
+pub fn chunk_size() -> u64 {
+    std::env::var("IMGBUILD_REGISTRY_CHUNK_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(|n: u64| n.max(64 * 1024))
+        .unwrap_or(CHUNK)
+}
+
 fn max_attempts() -> u32 {
     std::env::var("IMGBUILD_REGISTRY_ATTEMPTS")
         .ok()
@@ -785,8 +795,9 @@ impl<'a> Repo<'a> {
     /// PATCHes in order, resumed from the registry's `Range` after a failure, then the PUT.
     pub fn upload(&self, session: Url, d: &Digest, size: u64, store: &Store) -> Result<()> {
         let what = format!("uploading blob {d} to {}", self.where_());
-        if size <= CHUNK {
-            let bytes = store.read(d)?;
+        let chunk = chunk_size();
+        if size <= chunk {
+            let bytes = bytes::Bytes::from(store.read(d)?);
             let mut url = session;
             url.query_pairs_mut().append_pair("digest", d.as_str());
             let resp = self.send(&what, Retry::Yes, &|h| {
@@ -800,13 +811,14 @@ impl<'a> Repo<'a> {
         let mut url = session;
         let mut offset = 0u64;
         let mut failures = 0;
-        let mut buf = vec![0u8; CHUNK as usize];
         while offset < size {
-            let n = (size - offset).min(CHUNK) as usize;
+            let n = (size - offset).min(chunk) as usize;
             file.seek(SeekFrom::Start(offset))?;
-            file.read_exact(&mut buf[..n])
+            let mut buf = vec![0u8; n];
+            file.read_exact(&mut buf)
                 .with_context(|| format!("reading blob {d} from the store"))?;
-            let body = buf[..n].to_vec();
+            // Shared, not copied, by the request builder.
+            let body = bytes::Bytes::from(buf);
             let end = offset + n as u64 - 1;
             let res = self.send(&what, Retry::No, &|h| {
                 h.patch(url.clone())

@@ -102,14 +102,18 @@ impl Destination for RegistryDest {
         let skipped = AtomicUsize::new(0);
         let mounted = AtomicUsize::new(0);
         let next = AtomicUsize::new(0);
+        // Largest first, so small blobs go up beside the big ones rather than after them.
+        let mut order: Vec<usize> = (0..blobs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(blobs[i].size));
         let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
         std::thread::scope(|sc| {
             for _ in 0..WORKERS.min(blobs.len()) {
                 sc.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= blobs.len() || first_error.lock().unwrap().is_some() {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    if k >= blobs.len() || first_error.lock().unwrap().is_some() {
                         break;
                     }
+                    let i = order[k];
                     let d = blobs[i];
                     match push_blob(&repo, d, &sources[i], store) {
                         Ok(Outcome::Present) => {
