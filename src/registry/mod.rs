@@ -298,9 +298,25 @@ fn fetch_image(
     if !need.is_empty() {
         let c = lazy.get()?;
         let repo = Repo::pull(c, &repo_name);
-        for d in need {
-            repo.fetch_blob(&d.digest, d.size, store)
-                .with_context(|| what.to_string())?;
+        // Largest first, three at a time; the first failure is reported.
+        need.sort_by_key(|d| std::cmp::Reverse(d.size));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+        std::thread::scope(|sc| {
+            for _ in 0..need.len().min(3) {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= need.len() || failed.lock().unwrap().is_some() {
+                        break;
+                    }
+                    if let Err(e) = repo.fetch_blob(&need[i].digest, need[i].size, store) {
+                        failed.lock().unwrap().get_or_insert(e);
+                    }
+                });
+            }
+        });
+        if let Some(e) = failed.into_inner().unwrap() {
+            return Err(e.context(what.to_string()));
         }
     }
     remember(
