@@ -194,7 +194,7 @@ fn build_layer(
     let inputs = r
         .inputs(cx, base)
         .with_context(|| format!("layer `{name}`"))?;
-    let material = serde_json::json!({
+    let mut material = serde_json::json!({
         "tar_format": layer::TAR_FORMAT,
         "compression": cx.compression.as_str(),
         "mtime": cx.source_date,
@@ -203,7 +203,11 @@ fn build_layer(
     });
     let key = cache::layer_key(&material);
     let scope = format!("{}\0{}\0{}", cx.root.display(), cx.image_name, name);
-    if let Some(hit) = cache::get_layer(&cx.store, &key) {
+    let complete = !inputs.contains_key(plan::UNHASHED);
+    if let Some(hit) = complete
+        .then(|| cache::get_layer(&cx.store, &key))
+        .flatten()
+    {
         if opts.verbose {
             progress.note(&format!(
                 "layer {name}: cached ({} inputs unchanged)",
@@ -214,6 +218,9 @@ fn build_layer(
     }
     if opts.verbose {
         let why = match cache::last_inputs(&cx.store, &scope) {
+            _ if !complete => {
+                "many files are new to the stat cache; building and hashing in one pass".into()
+            }
             Some(old) => {
                 let mut d = cache::explain_change(&old, &inputs);
                 if d.is_empty() {
@@ -255,15 +262,24 @@ fn build_layer(
     .with_context(|| format!("layer `{name}`"))?;
     bar.finish();
     cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
-    cache::put_layer(
-        &cx.store,
-        &key,
-        &CachedLayer {
-            blob: blob.clone(),
-            inputs: BTreeMap::new(),
-        },
-    )?;
-    cache::put_last_inputs(&cx.store, &scope, &inputs)?;
+    let (key, inputs) = match (complete, r.inputs_after(cx, &listing)) {
+        (false, Some(full)) => {
+            material["inputs"] = serde_json::to_value(&full)?;
+            (cache::layer_key(&material), full)
+        }
+        _ => (key, inputs),
+    };
+    if !inputs.contains_key(plan::UNHASHED) {
+        cache::put_layer(
+            &cx.store,
+            &key,
+            &CachedLayer {
+                blob: blob.clone(),
+                inputs: BTreeMap::new(),
+            },
+        )?;
+        cache::put_last_inputs(&cx.store, &scope, &inputs)?;
+    }
     Ok((blob, false))
 }
 

@@ -53,6 +53,11 @@ enum Command {
     Base(BaseCommand),
     /// List the built-in layer presets
     Presets,
+    /// Write the embedded sample project to DIR and build its images there (no registry needed)
+    Sample {
+        #[arg(default_value = "imgbuild-sample")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -97,7 +102,7 @@ enum BaseCommand {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "verify", "base", "presets", "help"];
+const SUBCOMMANDS: &[&str] = &["build", "verify", "base", "presets", "sample", "help"];
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
@@ -232,6 +237,30 @@ fn run(cli: Cli) -> Result<i32> {
             }
             progress.note(&format!("imported {} → {output}", rootfs.display()));
             println!("{}", built.digest);
+            Ok(0)
+        }
+        Command::Sample { dir } => {
+            let dir = cwd.join(dir);
+            crate::sample::write(&dir)?;
+            progress.note(&format!("sample project in {}", dir.display()));
+            let project = Project::load(&dir, None)?;
+            for name in project.spec.images.keys() {
+                let (built, summary) = build::build(
+                    &project,
+                    name,
+                    &Options {
+                        verbose: cli.verbose,
+                        ..Default::default()
+                    },
+                    &progress,
+                )?;
+                progress.note(&format!("built {name} → {}", summary.reference));
+                println!("{name} {}", built.digest);
+            }
+            progress.note(&format!(
+                "next: `umoci unpack --image {0}/.imgbuild/oci:frontend bundle` to look inside, or `imgbuild verify oci:{0}/.imgbuild/oci:frontend`",
+                dir.display()
+            ));
             Ok(0)
         }
         Command::Presets => {

@@ -24,6 +24,7 @@ pub mod progress;
 pub mod publish;
 pub mod python;
 pub mod rootfs;
+pub mod sample;
 pub mod spec;
 pub mod store;
 pub mod verify;
