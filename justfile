@@ -1,0 +1,25 @@
+# Everyday commands. `just --list` shows them.
+
+# Build the release binary
+build:
+    cargo build --release --locked
+
+# The test suite (what CI runs after .ci/install-deps)
+test:
+    cargo test --locked
+
+# Only the end-to-end tests (real registry, umoci, skopeo, runc)
+e2e:
+    cargo test --locked --test core
+
+# Benchmarks against named peers; writes BENCHMARKS.md and bench/results.json
+bench runs="5":
+    cargo build --release --locked
+    python3 bench/bench.py --runs {{runs}} --md BENCHMARKS.md --json bench/results.json
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets --locked -- -D warnings
