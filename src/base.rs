@@ -4,6 +4,7 @@
 use crate::cache::{self, StatCache};
 use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashReader};
+use crate::error::Hint;
 use crate::files::{Collector, Mapping};
 use crate::image::{self, Descriptor, ImageConfig, Platform, RootFs, RunConfig};
 use crate::layer::{self, Body, Entry, Source};
@@ -63,7 +64,7 @@ pub fn from_layout(
     let (dir, tag) = layout::split_ref(rest);
     let dir = root.join(dir);
     let l = Layout::open(&dir).map_err(|e| {
-        usage!("base `{written}`: {e}").context(format!(
+        usage!("base `{written}`: {e}").hint(format!(
             "create it with `imgbuild base import ROOTFS --output oci:{}`",
             rest
         ))

@@ -3,7 +3,8 @@
 use crate::base::{self, Import};
 use crate::build::{self, Options};
 use crate::compress::Compression;
-use crate::error::{exit_code, UsageError};
+use crate::error::exit_code;
+use crate::error::Hint;
 use crate::image::Platform;
 use crate::layout::{self, Layout};
 use crate::plan::Project;
@@ -51,6 +52,8 @@ enum Command {
     /// Base images
     #[command(subcommand)]
     Base(BaseCommand),
+    /// Pin compose services to the digests imgbuild pushed (`image: repo@sha256:…`)
+    Pin(PinArgs),
     /// List the built-in layer presets
     Presets,
     /// Write the embedded sample project to DIR and build its images there (no registry needed)
@@ -83,6 +86,22 @@ struct VerifyArgs {
     json: bool,
 }
 
+#[derive(Args, Debug)]
+struct PinArgs {
+    /// Compose files, in `docker compose -f` order (later ones override earlier ones)
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write `VAR=repo@sha256:…` here for services whose image is `${VAR}`
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// Change nothing; exit 1 when a service is not pinned to the current digest (for CI)
+    #[arg(long)]
+    check: bool,
+    /// Take digests from `imgbuild build --json` / `push --json` output instead of the last pushes
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum BaseCommand {
     /// Make a base image from a root filesystem directory or tar (.tar, .tar.gz, .tar.zst)
@@ -102,7 +121,9 @@ enum BaseCommand {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "verify", "base", "presets", "sample", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "build", "verify", "base", "pin", "presets", "sample", "help",
+];
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
@@ -137,14 +158,7 @@ pub fn main() -> i32 {
 }
 
 fn report(e: &anyhow::Error) {
-    if let Some(u) = e.downcast_ref::<UsageError>() {
-        eprintln!("error: {u}");
-        return;
-    }
-    eprintln!("error: {e}");
-    for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
-    }
+    eprintln!("error: {}", crate::error::render(e));
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -263,6 +277,7 @@ fn run(cli: Cli) -> Result<i32> {
             ));
             Ok(0)
         }
+        Command::Pin(a) => pin_cmd(&cwd, cli.config.as_deref(), &a, &progress),
         Command::Presets => {
             for n in crate::preset::names() {
                 println!("{n:20} {}", crate::preset::get(n)?.description);
@@ -321,6 +336,120 @@ fn verify_cmd(
             "verified {what}: {} layers, {} bytes, every digest and diff_id checks",
             checked.layers, checked.bytes
         ));
+    }
+    Ok(0)
+}
+
+fn pin_cmd(
+    cwd: &std::path::Path,
+    config: Option<&std::path::Path>,
+    a: &PinArgs,
+    progress: &Progress,
+) -> Result<i32> {
+    use crate::pin::{self, Action};
+    let mut pins = pin::Pins::new();
+    let mut unpushed = Vec::new();
+    if let Some(j) = &a.from_json {
+        let text = std::fs::read_to_string(cwd.join(j))
+            .map_err(|e| usage!("cannot read {}: {e}", j.display()))?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let s: build::Summary = serde_json::from_str(line).map_err(|e| {
+                usage!(
+                    "{}:{}: not an imgbuild --json summary: {e}",
+                    j.display(),
+                    n + 1
+                )
+            })?;
+            if let (Some(repo), Some(d)) = (s.repository, s.digest) {
+                pins.insert(pin::normalise_repository(&repo), format!("{repo}@{d}"));
+            }
+        }
+    } else {
+        let project = Project::load(cwd, config)?;
+        for name in project.spec.images.keys() {
+            let Ok((rec, _)) = build::last_build(&project, name) else {
+                continue;
+            };
+            let Some(repo) = rec.repository.clone() else {
+                continue;
+            };
+            if rec.pushed.is_empty() {
+                unpushed.push(format!("{name} ({repo})"));
+            } else {
+                pins.insert(
+                    pin::normalise_repository(&repo),
+                    format!("{repo}@{}", rec.digest),
+                );
+            }
+        }
+    }
+    if pins.is_empty() {
+        let mut e = usage!("nothing to pin: no image has been pushed yet");
+        if !unpushed.is_empty() {
+            e = e.hint(format!(
+                "built but not pushed: {}; run `imgbuild push IMAGE` first",
+                unpushed.join(", ")
+            ));
+        }
+        return Err(e);
+    }
+    let files: Vec<PathBuf> = a.files.iter().map(|f| cwd.join(f)).collect();
+    let out = pin::pin_files(
+        &files,
+        &pins,
+        a.env_file.as_ref().map(|f| cwd.join(f)).as_deref(),
+        a.check,
+    )?;
+    let mut stale = 0;
+    for act in &out.actions {
+        match act {
+            Action::Pin {
+                service,
+                from,
+                to,
+                file,
+                line,
+            } => {
+                stale += 1;
+                let verb = if a.check { "not pinned" } else { "pinned" };
+                progress.note(&format!(
+                    "{verb}: {service} ({}:{line}) {from} → {to}",
+                    file.display()
+                ));
+            }
+            Action::AlreadyPinned { service, .. } => {
+                progress.note(&format!("up to date: {service}"))
+            }
+            Action::Variable {
+                service,
+                image,
+                var,
+            } => progress.note(&format!(
+                "variable: {service} uses `{image}`; {}",
+                if a.env_file.is_some() {
+                    format!("{var} set in the env file")
+                } else {
+                    format!("pass --env-file FILE to set {var}")
+                }
+            )),
+            Action::NotBuilt { service, image } => progress.note(&format!(
+                "skipped: {service} ({image}) is not an image imgbuild pushed"
+            )),
+            Action::BuildOnly { service } => progress.note(&format!(
+                "skipped: {service} has only `build:`, no image to pin"
+            )),
+        }
+    }
+    if a.check && (stale > 0 || !out.changed.is_empty()) {
+        progress.note(&format!(
+            "{} not pinned to the current digests; run `imgbuild pin` without --check",
+            out.changed.len().max(1)
+        ));
+        return Ok(1);
     }
     Ok(0)
 }

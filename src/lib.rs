@@ -18,6 +18,7 @@ pub mod http;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod pin;
 pub mod plan;
 pub mod preset;
 pub mod progress;

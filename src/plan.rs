@@ -3,6 +3,7 @@
 use crate::base::BaseImage;
 use crate::cache::StatCache;
 use crate::compress::Compression;
+use crate::error::Hint;
 use crate::files::{self, Collector, Mapping};
 use crate::image::{ImageConfig, Platform};
 use crate::layer::Entry;
@@ -244,7 +245,7 @@ impl FilesRecipe {
                         base.join(&f.from).display()
                     );
                     if let Some(h) = &hint {
-                        e = e.context(format!("hint: {h}"));
+                        e = e.hint(h.clone());
                     }
                     return Err(e);
                 }
