@@ -52,6 +52,11 @@ enum Command {
     /// Base images
     #[command(subcommand)]
     Base(BaseCommand),
+    /// Run the image's `smoke` commands inside it with runc (its env, workdir and user; no network)
+    Test {
+        /// An image name from imgbuild.toml (its last build is tested)
+        image: String,
+    },
     /// Pin compose services to the digests imgbuild pushed (`image: repo@sha256:…`)
     Pin(PinArgs),
     /// List the built-in layer presets
@@ -121,9 +126,13 @@ enum BaseCommand {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "build", "verify", "base", "pin", "presets", "sample", "help",
-];
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help"
+        || Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word)
+}
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
@@ -136,7 +145,7 @@ pub fn main() -> i32 {
         .map(|i| i + 1)
     {
         let prev_takes_value = args[first - 1] == "--config";
-        if !prev_takes_value && !SUBCOMMANDS.contains(&args[first].as_str()) {
+        if !prev_takes_value && !is_subcommand(&args[first]) {
             args.insert(first, "build".into());
         }
     }
@@ -276,6 +285,30 @@ fn run(cli: Cli) -> Result<i32> {
                 dir.display()
             ));
             Ok(0)
+        }
+        Command::Test { image } => {
+            let project = Project::load(&cwd, cli.config.as_deref())?;
+            match crate::smoke::run(&project, &image, &progress) {
+                Ok(o) if o.failed.is_empty() => {
+                    progress.note(&format!("{image}: {} smoke command(s) passed", o.passed));
+                    Ok(0)
+                }
+                Ok(o) => {
+                    let names: Vec<&str> = o.failed.iter().map(|(c, _)| c.as_str()).collect();
+                    eprintln!(
+                        "error: {image}: {} of {} smoke command(s) failed: {}",
+                        o.failed.len(),
+                        o.failed.len() + o.passed,
+                        names.join("; ")
+                    );
+                    Ok(1)
+                }
+                Err(e) if e.is::<crate::smoke::NoRuntime>() => {
+                    eprintln!("error: {e}\nhint: the smoke commands did not run, so nothing was proven; run them where runc works");
+                    Ok(2)
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Pin(a) => pin_cmd(&cwd, cli.config.as_deref(), &a, &progress),
         Command::Presets => {

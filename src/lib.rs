@@ -26,6 +26,7 @@ pub mod publish;
 pub mod python;
 pub mod rootfs;
 pub mod sample;
+pub mod smoke;
 pub mod spec;
 pub mod store;
 pub mod verify;
