@@ -9,6 +9,7 @@ pub mod archive;
 pub mod base;
 pub mod build;
 pub mod cache;
+pub mod catalog;
 pub mod cli;
 pub mod compress;
 pub mod digest;
