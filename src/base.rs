@@ -410,7 +410,13 @@ pub fn resolve(
     if let Some(rest) = written.strip_prefix("oci:") {
         return from_layout(written, rest, root, platform, store);
     }
-    Err(usage!(
-        "base `{written}`: registry bases are not supported yet; use `scratch` or `oci:DIR[:TAG]`"
-    ))
+    let reference = if !written.contains('/') && !written.contains(':') && !written.contains('@') {
+        match crate::catalog::get(written) {
+            Some(entry) => entry?.reference,
+            None => return Err(crate::catalog::unknown(written)),
+        }
+    } else {
+        written.to_string()
+    };
+    Err(usage!("base `{written}` ({reference}): registry bases are not supported yet; use `scratch` or `oci:DIR[:TAG]`"))
 }

@@ -109,6 +109,8 @@ struct PinArgs {
 
 #[derive(Subcommand, Debug)]
 enum BaseCommand {
+    /// List the catalog of well-known bases, usable by name as `base = "NAME"`
+    List,
     /// Make a base image from a root filesystem directory or tar (.tar, .tar.gz, .tar.zst)
     Import {
         rootfs: PathBuf,
@@ -213,6 +215,13 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Verify(a) => verify_cmd(&cwd, cli.config.as_deref(), &a, &progress),
+        Command::Base(BaseCommand::List) => {
+            for n in crate::catalog::names() {
+                let e = crate::catalog::get(n).expect("listed")?;
+                println!("{n:22} {:45} {}", e.reference, e.description);
+            }
+            Ok(0)
+        }
         Command::Base(BaseCommand::Import {
             rootfs,
             output,
