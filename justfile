@@ -23,3 +23,7 @@ fmt:
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets --locked -- -D warnings
+
+# Long reliability runs: 100 random SIGKILLs of a build (CI runs a few)
+soak:
+    IMGBUILD_SOAK_RUNS=100 cargo test --locked --test reliability -- --nocapture

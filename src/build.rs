@@ -145,7 +145,7 @@ pub fn build(
         .destination(),
     };
     let written = dest.write(&built, &cx.store)?;
-    record_build(project, &built)?;
+    record_build(project, &built, &cx.store)?;
     timings.insert("write".into(), t3.elapsed().as_secs_f64());
     timings.insert("total".into(), t0.elapsed().as_secs_f64());
 
@@ -435,7 +435,13 @@ pub fn record_path(project: &Project, name: &str) -> PathBuf {
         .join(format!("{name}.json"))
 }
 
-fn record_build(project: &Project, built: &Built) -> Result<()> {
+fn record_build(project: &Project, built: &Built, store: &Store) -> Result<()> {
+    // A root keeps the image's blobs alive through `imgbuild store gc`.
+    store.put_record(
+        "roots",
+        built.digest.hex(),
+        &serde_json::json!({"image": built.name, "project": project.root, "digest": built.digest}),
+    )?;
     let rec = BuildRecord {
         image: built.name.clone(),
         repository: built.repository.clone(),

@@ -57,6 +57,9 @@ enum Command {
         /// An image name from imgbuild.toml (its last build is tested)
         image: String,
     },
+    /// The blob store and caches: check, repair, collect garbage
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Pin compose services to the digests imgbuild pushed (`image: repo@sha256:…`)
     Pin(PinArgs),
     /// List the built-in layer presets
@@ -105,6 +108,22 @@ struct PinArgs {
     /// Take digests from `imgbuild build --json` / `push --json` output instead of the last pushes
     #[arg(long, value_name = "FILE")]
     from_json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Re-hash every blob and check every cache record; exit 1 on problems (see --repair)
+    Fsck {
+        /// Remove corrupt blobs and records that point at missing blobs (the next build remakes them)
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Remove blobs that no build root or cache record names
+    Gc {
+        /// First forget build roots and cache entries not written for this many days
+        #[arg(long, value_name = "DAYS")]
+        max_age_days: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -319,6 +338,56 @@ fn run(cli: Cli) -> Result<i32> {
                 Err(e) => Err(e),
             }
         }
+        Command::Store(sc) => {
+            let dir = store_dir(&cwd, cli.config.as_deref());
+            match sc {
+                StoreCommand::Fsck { repair } => {
+                    let store = if repair {
+                        Store::open_exclusive(&dir)?
+                    } else {
+                        Store::open(&dir)?
+                    };
+                    let r = crate::store::fsck(&store, repair)?;
+                    for c in &r.corrupt {
+                        progress.note(&format!(
+                            "corrupt blob sha256:{c}{}",
+                            if repair { " (removed)" } else { "" }
+                        ));
+                    }
+                    for d in r.dangling.iter().chain(&r.bad_records) {
+                        progress.note(&format!(
+                            "bad cache record {d}{}",
+                            if repair { " (removed)" } else { "" }
+                        ));
+                    }
+                    progress.note(&format!(
+                        "{}: {} blobs, {} bytes checked; {} problem(s); {} stale temp file(s) removed",
+                        dir.display(),
+                        r.blobs,
+                        r.bytes,
+                        r.problems(),
+                        r.temps_removed
+                    ));
+                    Ok(if r.problems() > 0 && !repair { 1 } else { 0 })
+                }
+                StoreCommand::Gc { max_age_days } => {
+                    let store = Store::open_exclusive(&dir)?;
+                    let r = crate::store::gc(
+                        &store,
+                        max_age_days.map(|d| std::time::Duration::from_secs(d * 86400)),
+                    )?;
+                    progress.note(&format!(
+                        "{}: kept {} blobs, removed {} ({} bytes), expired {} records",
+                        dir.display(),
+                        r.kept,
+                        r.removed,
+                        r.freed,
+                        r.records_expired
+                    ));
+                    Ok(0)
+                }
+            }
+        }
         Command::Pin(a) => pin_cmd(&cwd, cli.config.as_deref(), &a, &progress),
         Command::Presets => {
             for n in crate::preset::names() {
@@ -494,4 +563,15 @@ fn pin_cmd(
         return Ok(1);
     }
     Ok(0)
+}
+
+/// `$IMGBUILD_CACHE`, else the project's `.imgbuild/cache`, else `./.imgbuild/cache`.
+fn store_dir(cwd: &std::path::Path, config: Option<&std::path::Path>) -> PathBuf {
+    if let Some(d) = std::env::var_os("IMGBUILD_CACHE") {
+        return PathBuf::from(d);
+    }
+    match Project::load(cwd, config) {
+        Ok(p) => p.state_dir().join("cache"),
+        Err(_) => cwd.join(".imgbuild/cache"),
+    }
 }
