@@ -4,6 +4,7 @@ use crate::base::{self, BaseImage};
 use crate::cache::{self, CachedLayer, StatCache};
 use crate::compress::Compression;
 use crate::digest::Digest;
+use crate::error::Hint;
 use crate::image::{
     self, Descriptor, History, ImageConfig, Manifest, Platform, MT_CONFIG, MT_MANIFEST,
 };
@@ -57,6 +58,14 @@ pub fn build(
     opts: &Options,
     progress: &Progress,
 ) -> Result<(Built, Summary)> {
+    BUILDING.with(|b| b.borrow_mut().push(name.to_string()));
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            BUILDING.with(|b| b.borrow_mut().pop());
+        }
+    }
+    let _pop = Pop;
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
     let img = project.spec.image(name, &project.spec_path)?.clone();
@@ -102,7 +111,10 @@ pub fn build(
         image_name: name.to_string(),
     };
     let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
-    let base = base::resolve(&base_name, &project.root, &cx.platform, &cx.store)?;
+    let base = match base_name.strip_prefix("image:") {
+        Some(other) => image_base(project, name, other, opts, progress, &cx)?,
+        None => base::resolve(&base_name, &project.root, &cx.platform, &cx.store)?,
+    };
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
@@ -170,6 +182,59 @@ pub fn build(
         timings,
     };
     Ok((built, summary))
+}
+
+thread_local! {
+    /// Images being built on this thread, outermost first: `base = "image:NAME"` cycles.
+    static BUILDING: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `base = "image:OTHER"`: builds OTHER of the same project (into the store only) and uses it.
+fn image_base(
+    project: &Project,
+    me: &str,
+    other: &str,
+    opts: &Options,
+    progress: &Progress,
+    cx: &Ctx,
+) -> Result<BaseImage> {
+    project
+        .spec
+        .image(other, &project.spec_path)
+        .map_err(|e| usage!("image `{me}`: base `image:{other}`: {}", e.message))?;
+    let cycle = BUILDING.with(|b| {
+        let b = b.borrow();
+        b.iter().position(|x| x == other).map(|i| {
+            let mut path = b[i..].to_vec();
+            path.push(other.to_string());
+            path.join(" → ")
+        })
+    });
+    if let Some(path) = cycle {
+        bail!(
+            usage!("images build on each other in a cycle: {path}").hint(
+                "one of them must start from a real base (scratch, oci:…, a registry reference)"
+            )
+        );
+    }
+    let inner = Options {
+        output: Some(format!(
+            "oci:{}:{other}",
+            project.state_dir().join("oci").display()
+        )),
+        compression: opts.compression,
+        verbose: opts.verbose,
+    };
+    let res = build(project, other, &inner, progress);
+    let (built, _) = res?;
+    let config: ImageConfig =
+        serde_json::from_slice(&cx.store.read(&built.manifest.config.digest)?)?;
+    Ok(BaseImage {
+        name: format!("image:{other}"),
+        digest: Some(built.digest),
+        config,
+        layers: built.manifest.layers,
+    })
 }
 
 fn descriptor(b: &LayerBlob) -> Descriptor {

@@ -147,6 +147,19 @@ enum BaseCommand {
     },
 }
 
+/// Index of the first argument that is neither a global flag nor a flag's value.
+fn first_positional(args: &[String]) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--config" => i += 2,
+            a if a.starts_with('-') => i += 1,
+            _ => return Some(i),
+        }
+    }
+    None
+}
+
 fn is_subcommand(word: &str) -> bool {
     use clap::CommandFactory;
     word == "help"
@@ -159,14 +172,8 @@ fn is_subcommand(word: &str) -> bool {
 pub fn main() -> i32 {
     let mut args: Vec<String> = std::env::args().collect();
     // `imgbuild api` means `imgbuild build api`.
-    if let Some(first) = args
-        .iter()
-        .skip(1)
-        .position(|a| !a.starts_with('-'))
-        .map(|i| i + 1)
-    {
-        let prev_takes_value = args[first - 1] == "--config";
-        if !prev_takes_value && !is_subcommand(&args[first]) {
+    if let Some(first) = first_positional(&args) {
+        if !is_subcommand(&args[first]) {
             args.insert(first, "build".into());
         }
     }
