@@ -165,21 +165,22 @@ pub fn read_layer(r: impl Read, layer: &Descriptor, diff_id: &Digest) -> Result<
         )
     })?;
     let mut outer = HashReader::new(r);
-    let (listing, got) = {
+    let parsed = (|| -> Result<(Listing, Digest)> {
         let dec = compress::decoder(c, &mut outer)
             .with_context(|| format!("decompressing layer {}", layer.digest))?;
         let mut inner = HashReader::new(dec);
         let listing = Listing::from_tar(
             &mut inner,
             &ReadLimits {
-                refuse_devices: false,
+                refuse_devices: true,
             },
         )
         .with_context(|| format!("reading layer {}", layer.digest))?;
         io::copy(&mut inner, &mut io::sink())
             .with_context(|| format!("decompressing layer {}", layer.digest))?;
-        (listing, inner.finish().0)
-    };
+        Ok((listing, inner.finish().0))
+    })();
+    // The blob's own digest is checked first: a corrupt blob explains any parse error.
     io::copy(&mut outer, &mut io::sink())?;
     let (blob_digest, size) = outer.finish();
     if blob_digest != layer.digest {
@@ -195,6 +196,7 @@ pub fn read_layer(r: impl Read, layer: &Descriptor, diff_id: &Digest) -> Result<
             layer.size
         );
     }
+    let (listing, got) = parsed?;
     if &got != diff_id {
         bail!(
             "layer {} uncompresses to {got}, but the image config says its diff_id is {diff_id}",
