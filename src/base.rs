@@ -4,6 +4,7 @@
 use crate::cache::{self, StatCache};
 use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashReader};
+use crate::error::Hint;
 use crate::files::{Collector, Mapping};
 use crate::image::{self, Descriptor, ImageConfig, Platform, RootFs, RunConfig};
 use crate::layer::{self, Body, Entry, Source};
@@ -64,7 +65,7 @@ pub fn from_layout(
     let (dir, tag) = layout::split_ref(rest);
     let dir = root.join(dir);
     let l = Layout::open(&dir).map_err(|e| {
-        usage!("base `{written}`: {e}").context(format!(
+        usage!("base `{written}`: {e}").hint(format!(
             "create it with `imgbuild base import ROOTFS --output oci:{}`",
             rest
         ))
@@ -165,21 +166,22 @@ pub fn read_layer(r: impl Read, layer: &Descriptor, diff_id: &Digest) -> Result<
         )
     })?;
     let mut outer = HashReader::new(r);
-    let (listing, got) = {
+    let parsed = (|| -> Result<(Listing, Digest)> {
         let dec = compress::decoder(c, &mut outer)
             .with_context(|| format!("decompressing layer {}", layer.digest))?;
         let mut inner = HashReader::new(dec);
         let listing = Listing::from_tar(
             &mut inner,
             &ReadLimits {
-                refuse_devices: false,
+                refuse_devices: true,
             },
         )
         .with_context(|| format!("reading layer {}", layer.digest))?;
         io::copy(&mut inner, &mut io::sink())
             .with_context(|| format!("decompressing layer {}", layer.digest))?;
-        (listing, inner.finish().0)
-    };
+        Ok((listing, inner.finish().0))
+    })();
+    // The blob's own digest is checked first: a corrupt blob explains any parse error.
     io::copy(&mut outer, &mut io::sink())?;
     let (blob_digest, size) = outer.finish();
     if blob_digest != layer.digest {
@@ -195,6 +197,7 @@ pub fn read_layer(r: impl Read, layer: &Descriptor, diff_id: &Digest) -> Result<
             layer.size
         );
     }
+    let (listing, got) = parsed?;
     if &got != diff_id {
         bail!(
             "layer {} uncompresses to {got}, but the image config says its diff_id is {diff_id}",
@@ -397,6 +400,21 @@ pub fn host_platform() -> Platform {
     }
 }
 
+/// The registry reference a base names: itself, or its catalog entry's; `None` for
+/// `scratch`, `oci:` and `image:` bases.
+pub fn registry_reference(written: &str) -> Result<Option<String>> {
+    if written == "scratch" || written.starts_with("oci:") || written.starts_with("image:") {
+        return Ok(None);
+    }
+    if !written.contains('/') && !written.contains(':') && !written.contains('@') {
+        return match crate::catalog::get(written) {
+            Some(entry) => Ok(Some(entry?.reference)),
+            None => Err(crate::catalog::unknown(written)),
+        };
+    }
+    Ok(Some(written.to_string()))
+}
+
 /// Resolves a base written in imgbuild.toml with default registry settings.
 pub fn resolve(
     written: &str,
@@ -428,5 +446,10 @@ pub fn resolve_with(
     if let Some(rest) = written.strip_prefix("oci:") {
         return from_layout(written, rest, root, platform, store);
     }
-    registry::pull_base(written, root, platform, store, reg)
+    match registry_reference(written)? {
+        Some(reference) => registry::pull_base(&reference, root, platform, store, reg),
+        None => Err(usage!(
+            "base `{written}`: expected `scratch`, `oci:DIR[:TAG]`, `image:NAME`, a catalog name or a registry reference"
+        )),
+    }
 }

@@ -4,6 +4,7 @@ use crate::base::{self, BaseImage};
 use crate::cache::{self, CachedLayer, StatCache};
 use crate::compress::Compression;
 use crate::digest::Digest;
+use crate::error::Hint;
 use crate::image::{
     self, Descriptor, History, ImageConfig, Manifest, Platform, MT_CONFIG, MT_MANIFEST,
 };
@@ -66,6 +67,14 @@ pub fn build(
     opts: &Options,
     progress: &Progress,
 ) -> Result<(Built, Summary)> {
+    BUILDING.with(|b| b.borrow_mut().push(name.to_string()));
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            BUILDING.with(|b| b.borrow_mut().pop());
+        }
+    }
+    let _pop = Pop;
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
     let img = project.spec.image(name, &project.spec_path)?.clone();
@@ -99,13 +108,16 @@ pub fn build(
         image_name: name.to_string(),
     };
     let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
-    let base = base::resolve_with(
-        &base_name,
-        &project.root,
-        &cx.platform,
-        &cx.store,
-        &opts.registry,
-    )?;
+    let base = match base_name.strip_prefix("image:") {
+        Some(other) => image_base(project, name, other, opts, progress, &cx)?,
+        None => base::resolve_with(
+            &base_name,
+            &project.root,
+            &cx.platform,
+            &cx.store,
+            &opts.registry,
+        )?,
+    };
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
@@ -150,7 +162,7 @@ pub fn build(
         .destination(),
     };
     let mut written = dest.write(&built, &cx.store)?;
-    record_build(project, &built)?;
+    record_build(project, &built, &cx.store)?;
     timings.insert("write".into(), t3.elapsed().as_secs_f64());
     if opts.push {
         let t4 = Instant::now();
@@ -200,6 +212,62 @@ pub fn image_platform(project: &Project, img: &crate::spec::ImageSpec) -> Result
     })
 }
 
+thread_local! {
+    /// Images being built on this thread, outermost first: `base = "image:NAME"` cycles.
+    static BUILDING: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `base = "image:OTHER"`: builds OTHER of the same project (into the store only) and uses it.
+fn image_base(
+    project: &Project,
+    me: &str,
+    other: &str,
+    opts: &Options,
+    progress: &Progress,
+    cx: &Ctx,
+) -> Result<BaseImage> {
+    project
+        .spec
+        .image(other, &project.spec_path)
+        .map_err(|e| usage!("image `{me}`: base `image:{other}`: {}", e.message))?;
+    let cycle = BUILDING.with(|b| {
+        let b = b.borrow();
+        b.iter().position(|x| x == other).map(|i| {
+            let mut path = b[i..].to_vec();
+            path.push(other.to_string());
+            path.join(" → ")
+        })
+    });
+    if let Some(path) = cycle {
+        bail!(
+            usage!("images build on each other in a cycle: {path}").hint(
+                "one of them must start from a real base (scratch, oci:…, a registry reference)"
+            )
+        );
+    }
+    let inner = Options {
+        output: Some(format!(
+            "oci:{}:{other}",
+            project.state_dir().join("oci").display()
+        )),
+        compression: opts.compression,
+        verbose: opts.verbose,
+        push: false,
+        tags: vec![],
+        registry: opts.registry.clone(),
+    };
+    let res = build(project, other, &inner, progress);
+    let (built, _) = res?;
+    let config: ImageConfig =
+        serde_json::from_slice(&cx.store.read(&built.manifest.config.digest)?)?;
+    Ok(BaseImage {
+        name: format!("image:{other}"),
+        digest: Some(built.digest),
+        config,
+        layers: built.manifest.layers,
+    })
+}
+
 fn descriptor(b: &LayerBlob) -> Descriptor {
     Descriptor {
         media_type: b.media_type.clone(),
@@ -222,7 +290,7 @@ fn build_layer(
     let inputs = r
         .inputs(cx, base)
         .with_context(|| format!("layer `{name}`"))?;
-    let material = serde_json::json!({
+    let mut material = serde_json::json!({
         "tar_format": layer::TAR_FORMAT,
         "compression": cx.compression.as_str(),
         "mtime": cx.source_date,
@@ -231,7 +299,11 @@ fn build_layer(
     });
     let key = cache::layer_key(&material);
     let scope = format!("{}\0{}\0{}", cx.root.display(), cx.image_name, name);
-    if let Some(hit) = cache::get_layer(&cx.store, &key) {
+    let complete = !inputs.contains_key(plan::UNHASHED);
+    if let Some(hit) = complete
+        .then(|| cache::get_layer(&cx.store, &key))
+        .flatten()
+    {
         if opts.verbose {
             progress.note(&format!(
                 "layer {name}: cached ({} inputs unchanged)",
@@ -242,6 +314,9 @@ fn build_layer(
     }
     if opts.verbose {
         let why = match cache::last_inputs(&cx.store, &scope) {
+            _ if !complete => {
+                "many files are new to the stat cache; building and hashing in one pass".into()
+            }
             Some(old) => {
                 let mut d = cache::explain_change(&old, &inputs);
                 if d.is_empty() {
@@ -283,15 +358,24 @@ fn build_layer(
     .with_context(|| format!("layer `{name}`"))?;
     bar.finish();
     cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
-    cache::put_layer(
-        &cx.store,
-        &key,
-        &CachedLayer {
-            blob: blob.clone(),
-            inputs: BTreeMap::new(),
-        },
-    )?;
-    cache::put_last_inputs(&cx.store, &scope, &inputs)?;
+    let (key, inputs) = match (complete, r.inputs_after(cx, &listing)) {
+        (false, Some(full)) => {
+            material["inputs"] = serde_json::to_value(&full)?;
+            (cache::layer_key(&material), full)
+        }
+        _ => (key, inputs),
+    };
+    if !inputs.contains_key(plan::UNHASHED) {
+        cache::put_layer(
+            &cx.store,
+            &key,
+            &CachedLayer {
+                blob: blob.clone(),
+                inputs: BTreeMap::new(),
+            },
+        )?;
+        cache::put_last_inputs(&cx.store, &scope, &inputs)?;
+    }
     Ok((blob, false))
 }
 
@@ -447,7 +531,13 @@ pub fn record_path(project: &Project, name: &str) -> PathBuf {
         .join(format!("{name}.json"))
 }
 
-fn record_build(project: &Project, built: &Built) -> Result<()> {
+fn record_build(project: &Project, built: &Built, store: &Store) -> Result<()> {
+    // A root keeps the image's blobs alive through `imgbuild store gc`.
+    store.put_record(
+        "roots",
+        built.digest.hex(),
+        &serde_json::json!({"image": built.name, "project": project.root, "digest": built.digest}),
+    )?;
     // Pushes of the same digest stay valid when the image is rebuilt unchanged.
     let pushed = std::fs::read(record_path(project, &built.name))
         .ok()

@@ -49,43 +49,53 @@ impl StatCache {
         }
     }
 
+    /// The remembered sha256 (hex) of the file at `path` with metadata `md`, without reading it.
+    pub fn lookup(&self, path: &Path, md: &fs::Metadata) -> Option<String> {
+        let e = self
+            .entries
+            .lock()
+            .unwrap()
+            .get(path.to_string_lossy().as_ref())
+            .cloned()?;
+        (e.size == md.len()
+            && e.mtime == md.mtime()
+            && e.mtime_ns == md.mtime_nsec()
+            && e.ino == md.ino())
+        .then_some(e.sha256)
+    }
+
     /// The sha256 (hex) of the file at `path` with metadata `md`, reading it only when needed.
     pub fn hash(&self, path: &Path, md: &fs::Metadata) -> io::Result<String> {
-        let key = path.to_string_lossy().into_owned();
-        let probe = StatEntry {
-            size: md.len(),
-            mtime: md.mtime(),
-            mtime_ns: md.mtime_nsec(),
-            ino: md.ino(),
-            sha256: String::new(),
-        };
-        if let Some(e) = self.entries.lock().unwrap().get(&key) {
-            if e.size == probe.size
-                && e.mtime == probe.mtime
-                && e.mtime_ns == probe.mtime_ns
-                && e.ino == probe.ino
-            {
-                return Ok(e.sha256.clone());
-            }
+        if let Some(h) = self.lookup(path, md) {
+            return Ok(h);
         }
         let sha = hash_file(path)?;
+        self.remember(path, md, &sha);
+        Ok(sha)
+    }
+
+    /// Records that the file with metadata `md` (taken before reading it) hashes to `sha`.
+    pub fn remember(&self, path: &Path, md: &fs::Metadata, sha: &str) {
         // A file modified in the last two seconds may change again within the same mtime tick
         // ("racy" entry, as git calls it): do not remember it.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        if now - probe.mtime > 2 {
-            self.entries.lock().unwrap().insert(
-                key,
-                StatEntry {
-                    sha256: sha.clone(),
-                    ..probe
-                },
-            );
+        if now - md.mtime() > 2 {
+            let e = StatEntry {
+                size: md.len(),
+                mtime: md.mtime(),
+                mtime_ns: md.mtime_nsec(),
+                ino: md.ino(),
+                sha256: sha.to_string(),
+            };
+            self.entries
+                .lock()
+                .unwrap()
+                .insert(path.to_string_lossy().into_owned(), e);
             *self.dirty.lock().unwrap() = true;
         }
-        Ok(sha)
     }
 
     pub fn save(&self) -> Result<()> {

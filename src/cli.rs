@@ -3,7 +3,8 @@
 use crate::base::{self, Import};
 use crate::build::{self, Options};
 use crate::compress::Compression;
-use crate::error::{exit_code, UsageError};
+use crate::error::exit_code;
+use crate::error::Hint;
 use crate::image::Platform;
 use crate::layout::{self, Layout};
 use crate::plan::Project;
@@ -74,8 +75,23 @@ enum Command {
     /// Base images
     #[command(subcommand)]
     Base(BaseCommand),
+    /// Run the image's `smoke` commands inside it with runc (its env, workdir and user; no network)
+    Test {
+        /// An image name from imgbuild.toml (its last build is tested)
+        image: String,
+    },
+    /// The blob store and caches: check, repair, collect garbage
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Pin compose services to the digests imgbuild pushed (`image: repo@sha256:…`)
+    Pin(PinArgs),
     /// List the built-in layer presets
     Presets,
+    /// Write the embedded sample project to DIR and build its images there (no registry needed)
+    Sample {
+        #[arg(default_value = "imgbuild-sample")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -141,8 +157,42 @@ struct VerifyArgs {
     json: bool,
 }
 
+#[derive(Args, Debug)]
+struct PinArgs {
+    /// Compose files, in `docker compose -f` order (later ones override earlier ones)
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write `VAR=repo@sha256:…` here for services whose image is `${VAR}`
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// Change nothing; exit 1 when a service is not pinned to the current digest (for CI)
+    #[arg(long)]
+    check: bool,
+    /// Take digests from `imgbuild build --json` / `push --json` output instead of the last pushes
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Re-hash every blob and check every cache record; exit 1 on problems (see --repair)
+    Fsck {
+        /// Remove corrupt blobs and records that point at missing blobs (the next build remakes them)
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Remove blobs that no build root or cache record names
+    Gc {
+        /// First forget build roots and cache entries not written for this many days
+        #[arg(long, value_name = "DAYS")]
+        max_age_days: Option<u64>,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum BaseCommand {
+    /// List the catalog of well-known bases, usable by name as `base = "NAME"`
+    List,
     /// Make a base image from a root filesystem directory or tar (.tar, .tar.gz, .tar.zst)
     Import {
         rootfs: PathBuf,
@@ -160,22 +210,33 @@ enum BaseCommand {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "build", "push", "verify", "lock", "login", "logout", "base", "presets", "help",
-];
+/// Index of the first argument that is neither a global flag nor a flag's value.
+fn first_positional(args: &[String]) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--config" | "--insecure" => i += 2,
+            a if a.starts_with('-') => i += 1,
+            _ => return Some(i),
+        }
+    }
+    None
+}
+
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help"
+        || Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word)
+}
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
     let mut args: Vec<String> = std::env::args().collect();
     // `imgbuild api` means `imgbuild build api`.
-    if let Some(first) = args
-        .iter()
-        .skip(1)
-        .position(|a| !a.starts_with('-'))
-        .map(|i| i + 1)
-    {
-        let prev_takes_value = args[first - 1] == "--config" || args[first - 1] == "--insecure";
-        if !prev_takes_value && !SUBCOMMANDS.contains(&args[first].as_str()) {
+    if let Some(first) = first_positional(&args) {
+        if !is_subcommand(&args[first]) {
             args.insert(first, "build".into());
         }
     }
@@ -197,14 +258,7 @@ pub fn main() -> i32 {
 }
 
 fn report(e: &anyhow::Error) {
-    if let Some(u) = e.downcast_ref::<UsageError>() {
-        eprintln!("error: {u}");
-        return;
-    }
-    eprintln!("error: {e}");
-    for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
-    }
+    eprintln!("error: {}", crate::error::render(e));
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -271,6 +325,13 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Verify(a) => verify_cmd(&cwd, cli.config.as_deref(), &cli.insecure, &a, &progress),
+        Command::Base(BaseCommand::List) => {
+            for n in crate::catalog::names() {
+                let e = crate::catalog::get(n).expect("listed")?;
+                println!("{n:22} {:45} {}", e.reference, e.description);
+            }
+            Ok(0)
+        }
         Command::Base(BaseCommand::Import {
             rootfs,
             output,
@@ -320,6 +381,105 @@ fn run(cli: Cli) -> Result<i32> {
             println!("{}", built.digest);
             Ok(0)
         }
+        Command::Sample { dir } => {
+            let dir = cwd.join(dir);
+            crate::sample::write(&dir)?;
+            progress.note(&format!("sample project in {}", dir.display()));
+            let project = Project::load(&dir, None)?;
+            for name in project.spec.images.keys() {
+                let (built, summary) = build::build(
+                    &project,
+                    name,
+                    &Options {
+                        verbose: cli.verbose,
+                        ..Default::default()
+                    },
+                    &progress,
+                )?;
+                progress.note(&format!("built {name} → {}", summary.reference));
+                println!("{name} {}", built.digest);
+            }
+            progress.note(&format!(
+                "next: `umoci unpack --image {0}/.imgbuild/oci:frontend bundle` to look inside, or `imgbuild verify oci:{0}/.imgbuild/oci:frontend`",
+                dir.display()
+            ));
+            Ok(0)
+        }
+        Command::Test { image } => {
+            let project = Project::load(&cwd, cli.config.as_deref())?;
+            match crate::smoke::run(&project, &image, &progress) {
+                Ok(o) if o.failed.is_empty() => {
+                    progress.note(&format!("{image}: {} smoke command(s) passed", o.passed));
+                    Ok(0)
+                }
+                Ok(o) => {
+                    let names: Vec<&str> = o.failed.iter().map(|(c, _)| c.as_str()).collect();
+                    eprintln!(
+                        "error: {image}: {} of {} smoke command(s) failed: {}",
+                        o.failed.len(),
+                        o.failed.len() + o.passed,
+                        names.join("; ")
+                    );
+                    Ok(1)
+                }
+                Err(e) if e.is::<crate::smoke::NoRuntime>() => {
+                    eprintln!("error: {e}\nhint: the smoke commands did not run, so nothing was proven; run them where runc works");
+                    Ok(2)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Store(sc) => {
+            let dir = store_dir(&cwd, cli.config.as_deref());
+            match sc {
+                StoreCommand::Fsck { repair } => {
+                    let store = if repair {
+                        Store::open_exclusive(&dir)?
+                    } else {
+                        Store::open(&dir)?
+                    };
+                    let r = crate::store::fsck(&store, repair)?;
+                    for c in &r.corrupt {
+                        progress.note(&format!(
+                            "corrupt blob sha256:{c}{}",
+                            if repair { " (removed)" } else { "" }
+                        ));
+                    }
+                    for d in r.dangling.iter().chain(&r.bad_records) {
+                        progress.note(&format!(
+                            "bad cache record {d}{}",
+                            if repair { " (removed)" } else { "" }
+                        ));
+                    }
+                    progress.note(&format!(
+                        "{}: {} blobs, {} bytes checked; {} problem(s); {} stale temp file(s) removed",
+                        dir.display(),
+                        r.blobs,
+                        r.bytes,
+                        r.problems(),
+                        r.temps_removed
+                    ));
+                    Ok(if r.problems() > 0 && !repair { 1 } else { 0 })
+                }
+                StoreCommand::Gc { max_age_days } => {
+                    let store = Store::open_exclusive(&dir)?;
+                    let r = crate::store::gc(
+                        &store,
+                        max_age_days.map(|d| std::time::Duration::from_secs(d * 86400)),
+                    )?;
+                    progress.note(&format!(
+                        "{}: kept {} blobs, removed {} ({} bytes), expired {} records",
+                        dir.display(),
+                        r.kept,
+                        r.removed,
+                        r.freed,
+                        r.records_expired
+                    ));
+                    Ok(0)
+                }
+            }
+        }
+        Command::Pin(a) => pin_cmd(&cwd, cli.config.as_deref(), &a, &progress),
         Command::Presets => {
             for n in crate::preset::names() {
                 println!("{n:20} {}", crate::preset::get(n)?.description);
@@ -542,9 +702,10 @@ fn lock_cmd(cwd: &std::path::Path, cli: &Cli, a: &LockArgs, progress: &Progress)
     let mut done = std::collections::HashSet::new();
     for name in &names {
         let img = project.spec.image(name, &project.spec_path)?;
-        let Some(b) = img.base.clone().filter(|b| registry::is_reference(b)) else {
+        let Some(b) = img.base.clone() else { continue };
+        if base::registry_reference(&b)?.is_none() {
             continue;
-        };
+        }
         let platform = build::image_platform(&project, img)?;
         if !done.insert((b.clone(), platform.to_string())) {
             continue;
@@ -562,7 +723,8 @@ fn lock_cmd(cwd: &std::path::Path, cli: &Cli, a: &LockArgs, progress: &Progress)
             .spec
             .images
             .values()
-            .filter_map(|i| i.base.clone())
+            .filter_map(|i| i.base.as_deref())
+            .filter_map(|b| base::registry_reference(b).ok().flatten())
             .collect();
         let mut l = registry::lock::LockFile::load(&project.root)?;
         let before = l.base.len();
@@ -634,4 +796,129 @@ fn login_cmd(cli: &Cli, a: &LoginArgs, progress: &Progress) -> Result<i32> {
         "logged in to {registry} as {username}; credentials stored in {place}"
     ));
     Ok(0)
+}
+
+fn pin_cmd(
+    cwd: &std::path::Path,
+    config: Option<&std::path::Path>,
+    a: &PinArgs,
+    progress: &Progress,
+) -> Result<i32> {
+    use crate::pin::{self, Action};
+    let mut pins = pin::Pins::new();
+    let mut unpushed = Vec::new();
+    if let Some(j) = &a.from_json {
+        let text = std::fs::read_to_string(cwd.join(j))
+            .map_err(|e| usage!("cannot read {}: {e}", j.display()))?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let s: build::Summary = serde_json::from_str(line).map_err(|e| {
+                usage!(
+                    "{}:{}: not an imgbuild --json summary: {e}",
+                    j.display(),
+                    n + 1
+                )
+            })?;
+            if let (Some(repo), Some(d)) = (s.repository, s.digest) {
+                pins.insert(pin::normalise_repository(&repo), format!("{repo}@{d}"));
+            }
+        }
+    } else {
+        let project = Project::load(cwd, config)?;
+        for name in project.spec.images.keys() {
+            let Ok((rec, _)) = build::last_build(&project, name) else {
+                continue;
+            };
+            let Some(repo) = rec.repository.clone() else {
+                continue;
+            };
+            if rec.pushed.is_empty() {
+                unpushed.push(format!("{name} ({repo})"));
+            } else {
+                pins.insert(
+                    pin::normalise_repository(&repo),
+                    format!("{repo}@{}", rec.digest),
+                );
+            }
+        }
+    }
+    if pins.is_empty() {
+        let mut e = usage!("nothing to pin: no image has been pushed yet");
+        if !unpushed.is_empty() {
+            e = e.hint(format!(
+                "built but not pushed: {}; run `imgbuild push IMAGE` first",
+                unpushed.join(", ")
+            ));
+        }
+        return Err(e);
+    }
+    let files: Vec<PathBuf> = a.files.iter().map(|f| cwd.join(f)).collect();
+    let out = pin::pin_files(
+        &files,
+        &pins,
+        a.env_file.as_ref().map(|f| cwd.join(f)).as_deref(),
+        a.check,
+    )?;
+    let mut stale = 0;
+    for act in &out.actions {
+        match act {
+            Action::Pin {
+                service,
+                from,
+                to,
+                file,
+                line,
+            } => {
+                stale += 1;
+                let verb = if a.check { "not pinned" } else { "pinned" };
+                progress.note(&format!(
+                    "{verb}: {service} ({}:{line}) {from} → {to}",
+                    file.display()
+                ));
+            }
+            Action::AlreadyPinned { service, .. } => {
+                progress.note(&format!("up to date: {service}"))
+            }
+            Action::Variable {
+                service,
+                image,
+                var,
+            } => progress.note(&format!(
+                "variable: {service} uses `{image}`; {}",
+                if a.env_file.is_some() {
+                    format!("{var} set in the env file")
+                } else {
+                    format!("pass --env-file FILE to set {var}")
+                }
+            )),
+            Action::NotBuilt { service, image } => progress.note(&format!(
+                "skipped: {service} ({image}) is not an image imgbuild pushed"
+            )),
+            Action::BuildOnly { service } => progress.note(&format!(
+                "skipped: {service} has only `build:`, no image to pin"
+            )),
+        }
+    }
+    if a.check && (stale > 0 || !out.changed.is_empty()) {
+        progress.note(&format!(
+            "{} not pinned to the current digests; run `imgbuild pin` without --check",
+            out.changed.len().max(1)
+        ));
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// `$IMGBUILD_CACHE`, else the project's `.imgbuild/cache`, else `./.imgbuild/cache`.
+fn store_dir(cwd: &std::path::Path, config: Option<&std::path::Path>) -> PathBuf {
+    if let Some(d) = std::env::var_os("IMGBUILD_CACHE") {
+        return PathBuf::from(d);
+    }
+    match Project::load(cwd, config) {
+        Ok(p) => p.state_dir().join("cache"),
+        Err(_) => cwd.join(".imgbuild/cache"),
+    }
 }

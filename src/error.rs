@@ -57,3 +57,43 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         1
     }
 }
+
+/// Adds a hint line to a usage error carried in an `anyhow::Error` (or context to another error).
+pub trait Hint {
+    fn hint(self, h: impl Into<String>) -> anyhow::Error;
+}
+
+impl Hint for anyhow::Error {
+    fn hint(self, h: impl Into<String>) -> anyhow::Error {
+        match self.downcast::<UsageError>() {
+            Ok(u) => anyhow::Error::new(u.hint(h)),
+            Err(e) => e.context(h.into()),
+        }
+    }
+}
+
+/// Renders an error chain the way the CLI prints it: the messages joined by `: ` on the first
+/// line, then hint and context lines.
+pub fn render(e: &anyhow::Error) -> String {
+    let mut head = Vec::new();
+    let mut tail = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let mut lines = text.lines();
+        if let Some(first) = lines.next() {
+            if head.last() != Some(&first.to_string()) {
+                head.push(first.to_string());
+            }
+        }
+        tail.extend(lines.map(String::from));
+        if cause.is::<UsageError>() {
+            break; // a usage error is the root cause as far as the user is concerned
+        }
+    }
+    let mut out = head.join(": ");
+    for t in tail {
+        out.push('\n');
+        out.push_str(&t);
+    }
+    out
+}

@@ -35,6 +35,8 @@ pub struct Collector {
     pub entries: Vec<Entry>,
     /// Content hash of each regular file entry, by path, for the cache key.
     pub hashes: HashMap<Vec<u8>, String>,
+    /// Files the stat cache did not know: (layer path, source, metadata taken before reading).
+    pub unhashed: Vec<(Vec<u8>, PathBuf, fs::Metadata)>,
     pub skipped: Vec<String>,
     inodes: HashMap<(u64, u64), Vec<u8>>,
     origin: HashMap<Vec<u8>, String>,
@@ -117,6 +119,7 @@ impl Collector {
             skip_special: false,
             entries: Vec::new(),
             hashes: HashMap::new(),
+            unhashed: Vec::new(),
             skipped: Vec::new(),
             inodes: HashMap::new(),
             origin: HashMap::new(),
@@ -295,6 +298,36 @@ impl Collector {
             gid,
         });
         Ok(())
+    }
+
+    /// Hashes files the stat cache did not know, reading them.
+    pub fn hash_unhashed(&mut self, stat: &StatCache) -> Result<()> {
+        for (path, src, md) in std::mem::take(&mut self.unhashed) {
+            let sha = stat
+                .hash(&src, &md)
+                .with_context(|| format!("reading {}", src.display()))?;
+            self.hashes.insert(path, sha);
+        }
+        Ok(())
+    }
+
+    /// Takes the hashes of unhashed files from the listing of the layer they were written to.
+    pub fn hashes_from(&mut self, stat: &StatCache, listing: &crate::rootfs::Listing) {
+        let by_path: HashMap<&str, &str> = listing
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.path.as_str(), n.sha256.as_deref()?)))
+            .collect();
+        for (path, src, md) in std::mem::take(&mut self.unhashed) {
+            if let Some(sha) = by_path.get(String::from_utf8_lossy(&path).as_ref()) {
+                stat.remember(&src, &md, sha);
+                self.hashes.insert(path, sha.to_string());
+            }
+        }
+    }
+
+    pub fn unhashed_bytes(&self) -> u64 {
+        self.unhashed.iter().map(|(_, _, md)| md.len()).sum()
     }
 
     /// Per-path input summary (kind, mode, owner, size, hash or link) for cache keys and `-v`.

@@ -3,6 +3,7 @@
 use crate::base::BaseImage;
 use crate::cache::StatCache;
 use crate::compress::Compression;
+use crate::error::Hint;
 use crate::files::{self, Collector, Mapping};
 use crate::image::{ImageConfig, Platform};
 use crate::layer::Entry;
@@ -130,7 +131,23 @@ pub trait Recipe {
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>);
     /// The history line for the image config.
     fn created_by(&self) -> String;
+    /// When `inputs` could not fingerprint everything cheaply (it then returns the key
+    /// `UNHASHED`), the full inputs recomputed from the written layer's listing.
+    fn inputs_after(
+        &mut self,
+        _cx: &Ctx,
+        _listing: &crate::rootfs::Listing,
+    ) -> Option<BTreeMap<String, String>> {
+        None
+    }
 }
+
+/// Marks inputs that are not fully known until the layer is written: the cache is not consulted.
+pub const UNHASHED: &str = "[unhashed]";
+
+/// Up to this many bytes of files the stat cache does not know are hashed before the layer is
+/// built (to find a cache hit); beyond it the layer is written at once, hashing in the same pass.
+pub const PREHASH_LIMIT: u64 = 32 << 20;
 
 /// Builds the recipe for each layer of an image.
 pub fn recipes(cx: &Ctx) -> Result<Vec<Box<dyn Recipe>>> {
@@ -228,7 +245,7 @@ impl FilesRecipe {
                         base.join(&f.from).display()
                     );
                     if let Some(h) = &hint {
-                        e = e.context(format!("hint: {h}"));
+                        e = e.hint(h.clone());
                     }
                     return Err(e);
                 }
@@ -272,6 +289,9 @@ impl FilesRecipe {
             for d in &self.ensure_dirs {
                 c.ensure_dir(d, self.owner)?;
             }
+            if c.unhashed_bytes() <= PREHASH_LIMIT {
+                c.hash_unhashed(&cx.stat)?;
+            }
             self.collected = Some(c);
         }
         Ok(self.collected.as_ref().unwrap())
@@ -283,13 +303,27 @@ impl Recipe for FilesRecipe {
         &self.spec.name
     }
     fn inputs(&mut self, cx: &Ctx, _base: &BaseView) -> Result<BTreeMap<String, String>> {
-        let mut m = self.collect(cx)?.summary();
+        let c = self.collect(cx)?;
+        let mut m = c.summary();
+        if !c.unhashed.is_empty() {
+            m.insert(UNHASHED.into(), c.unhashed.len().to_string());
+        }
         m.insert("[layer]".into(), serde_json::to_string(&self.spec)?);
         Ok(m)
     }
     fn entries(&mut self, cx: &Ctx, _base: &BaseView) -> Result<Vec<Entry>> {
-        self.collect(cx)?;
-        Ok(self.collected.take().unwrap().entries)
+        Ok(self.collect(cx)?.entries.clone())
+    }
+    fn inputs_after(
+        &mut self,
+        cx: &Ctx,
+        listing: &crate::rootfs::Listing,
+    ) -> Option<BTreeMap<String, String>> {
+        let c = self.collected.as_mut()?;
+        c.hashes_from(&cx.stat, listing);
+        let mut m = c.summary();
+        m.insert("[layer]".into(), serde_json::to_string(&self.spec).ok()?);
+        Some(m)
     }
     fn check(&self, fs: &Rootfs, _config: &ImageConfig, _me: usize, problems: &mut Vec<Problem>) {
         for e in &self.expect {

@@ -1,5 +1,6 @@
 //! Built-in layer presets (`layers/*.toml`, embedded in the binary).
 
+use crate::error::Hint;
 use crate::spec::{toml_error, FileSpec};
 use crate::usage;
 use anyhow::Result;
@@ -37,7 +38,7 @@ pub fn get(name: &str) -> Result<Preset> {
             names().join(", ")
         );
         if let Some(c) = crate::spec::closest(name, &names()) {
-            e = e.context(format!("did you mean `{c}`?"));
+            e = e.hint(format!("did you mean `{c}`?"));
         }
         return Err(e);
     };

@@ -466,3 +466,34 @@ fn bad_paths_are_refused_and_leave_nothing_half_written() {
         "no temporary blobs left: {leftovers:?}"
     );
 }
+
+#[test]
+fn large_new_inputs_are_hashed_in_the_writing_pass_and_cached_for_the_next_build() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::create_dir_all(d.join("data")).unwrap();
+    // More new bytes than imgbuild pre-hashes (32 MiB): the layer is hashed while it is written.
+    fs::write(
+        d.join("data/big.bin"),
+        (0..40u32 << 20)
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    Command::new("touch")
+        .args(["-d", "2001-01-01"])
+        .arg(d.join("data/big.bin"))
+        .status()
+        .unwrap();
+    fs::write(d.join("imgbuild.toml"), "[images.d]\nbase = \"scratch\"\n[[images.d.layers]]\nname = \"data\"\nfiles = [{ from = \"data\", to = \"/data\" }]\n").unwrap();
+    let first: serde_json::Value =
+        serde_json::from_slice(&ok(imgbuild(d).args(["build", "d", "--json"])).stdout).unwrap();
+    let second: serde_json::Value =
+        serde_json::from_slice(&ok(imgbuild(d).args(["build", "d", "--json"])).stdout).unwrap();
+    assert_eq!(first["layers"][0]["cached"], false);
+    assert_eq!(
+        second["layers"][0]["cached"], true,
+        "the one-pass build recorded its content key"
+    );
+    assert_eq!(first["digest"], second["digest"]);
+}

@@ -39,7 +39,7 @@ pub struct Options {
 
 /// Whether a base as written in imgbuild.toml names a registry image.
 pub fn is_reference(written: &str) -> bool {
-    written != "scratch" && !written.starts_with("oci:")
+    written != "scratch" && !written.starts_with("oci:") && !written.starts_with("image:")
 }
 
 fn parse(written: &str, what: &str) -> Result<Reference> {

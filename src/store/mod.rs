@@ -12,9 +12,14 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod check;
+pub use check::{fsck, gc, FsckReport, GcReport};
+
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// A shared lock held while the store is open; `gc` takes it exclusively.
+    _lock: std::sync::Arc<File>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -50,12 +55,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 impl Store {
     /// Opens (creating) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
-        let root = root.into();
+        Store::open_locked(root.into(), libc::LOCK_SH)
+    }
+
+    /// Opens the store with an exclusive lock (waits for running builds to finish).
+    pub fn open_exclusive(root: impl Into<PathBuf>) -> Result<Store> {
+        Store::open_locked(root.into(), libc::LOCK_EX)
+    }
+
+    fn open_locked(root: PathBuf, how: libc::c_int) -> Result<Store> {
         for d in ["blobs/sha256", "tmp"] {
             fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating store at {}", root.display()))?;
         }
-        Ok(Store { root })
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(".lock"))?;
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor we own; released when the last clone of the store drops.
+        if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("locking the store {}", root.display()));
+        }
+        let store = Store {
+            root,
+            _lock: std::sync::Arc::new(lock),
+        };
+        check::remove_dead_temps(&store.root.join("tmp"));
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {

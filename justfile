@@ -1,0 +1,29 @@
+# Everyday commands. `just --list` shows them.
+
+# Build the release binary
+build:
+    cargo build --release --locked
+
+# The test suite (what CI runs after .ci/install-deps)
+test:
+    cargo test --locked
+
+# Only the end-to-end tests (real registry, umoci, skopeo, runc)
+e2e:
+    cargo test --locked --test core
+
+# Benchmarks against named peers; writes BENCHMARKS.md and bench/results.json
+bench runs="5":
+    cargo build --release --locked
+    python3 bench/bench.py --runs {{runs}} --md BENCHMARKS.md --json bench/results.json
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets --locked -- -D warnings
+
+# Long reliability runs: 100 random SIGKILLs of a build (CI runs a few)
+soak:
+    IMGBUILD_SOAK_RUNS=100 cargo test --locked --test reliability -- --nocapture

@@ -1,0 +1,370 @@
+//! `imgbuild test IMAGE`: unpack the last build into a temporary root filesystem and run the
+//! image's `smoke` commands in it with runc — the image's env, workdir and user, no network.
+
+use crate::build;
+use crate::compress::{self, Compression};
+use crate::error::Hint;
+use crate::image::{ImageConfig, Manifest};
+use crate::plan::Project;
+use crate::progress::Progress;
+use crate::rootfs::clean_tar_path;
+use crate::store::Store;
+use crate::usage;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Result of running the smoke commands.
+pub struct Outcome {
+    pub passed: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Why the commands could not run here at all (exit 2, never a pass).
+#[derive(Debug)]
+pub struct NoRuntime(pub String);
+impl std::fmt::Display for NoRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no OCI runtime can run the image here: {}", self.0)
+    }
+}
+impl std::error::Error for NoRuntime {}
+
+pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome> {
+    let spec = project.spec.image(name, &project.spec_path)?;
+    if spec.smoke.is_empty() {
+        bail!(usage!(
+            "image `{name}` has no `smoke` commands in {}",
+            project.spec_path.display()
+        )
+        .hint("add e.g. smoke = [\"python3 -c 'import app'\"] to the image section"));
+    }
+    let runc = which("runc").ok_or_else(|| {
+        anyhow::Error::new(NoRuntime(
+            "runc is not on PATH (install the `runc` package)".into(),
+        ))
+    })?;
+    let (_, built) = build::last_build(project, name)?;
+    let store = project.store()?;
+    let config: ImageConfig = serde_json::from_slice(&store.read(&built.manifest.config.digest)?)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("imgbuild-test-")
+        .tempdir()?;
+    let rootfs = tmp.path().join("rootfs");
+    unpack(&store, &built.manifest, &rootfs).context("unpacking the image")?;
+    let mut out = Outcome {
+        passed: 0,
+        failed: Vec::new(),
+    };
+    for (i, cmd) in spec.smoke.iter().enumerate() {
+        write_config(tmp.path(), &rootfs, &config, cmd)?;
+        let id = format!("imgbuild-{}-{i}", std::process::id());
+        let res = Command::new(&runc)
+            .args(["run", "--bundle"])
+            .arg(tmp.path())
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output();
+        let _ = Command::new(&runc).args(["delete", "-f", &id]).output();
+        let res = res.with_context(|| format!("running {}", runc.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
+        if res.status.success() {
+            progress.note(&format!("ok    {cmd}"));
+            out.passed += 1;
+        } else if runtime_failure(&text) {
+            return Err(anyhow::Error::new(NoRuntime(format!(
+                "runc could not start a container: {}",
+                text.trim()
+            ))));
+        } else {
+            progress.note(&format!(
+                "FAIL  {cmd} (exit {})\n{}",
+                res.status.code().unwrap_or(-1),
+                indent(&text)
+            ));
+            out.failed.push((cmd.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// runc errors that mean "this machine cannot run containers", not "the command failed".
+fn runtime_failure(text: &str) -> bool {
+    let command_problem = [
+        "executable file not found",
+        "no such file or directory",
+        "permission denied: unknown",
+    ];
+    let runtime_problem = [
+        "cgroup",
+        "namespace",
+        "operation not permitted",
+        "rootless",
+        "seccomp",
+    ];
+    text.contains("runc")
+        && !command_problem.iter().any(|p| text.contains(p))
+        && runtime_problem
+            .iter()
+            .any(|p| text.to_lowercase().contains(p))
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Applies every layer in order into `dst`, honouring whiteouts. Device nodes are skipped.
+pub fn unpack(store: &Store, manifest: &Manifest, dst: &Path) -> Result<()> {
+    fs::create_dir_all(dst)?;
+    for l in &manifest.layers {
+        let c = Compression::from_media_type(&l.media_type)
+            .ok_or_else(|| usage!("unknown layer media type {}", l.media_type))?;
+        // Pass 1: whiteouts remove what lower layers put there.
+        let mut ar = tar::Archive::new(compress::decoder(
+            c,
+            BufReader::new(store.open_blob(&l.digest)?),
+        )?);
+        for e in ar.entries()? {
+            let e = e?;
+            let p = clean_tar_path(&e.path_bytes())?;
+            let (dir, name) = p.rsplit_once('/').unwrap_or(("", p.as_str()));
+            if name == ".wh..wh..opq" {
+                if let Ok(rd) = fs::read_dir(dst.join(dir)) {
+                    for x in rd.flatten() {
+                        remove(&x.path());
+                    }
+                }
+            } else if let Some(victim) = name.strip_prefix(".wh.") {
+                remove(&dst.join(dir).join(victim));
+            }
+        }
+        // Pass 2: everything else.
+        let mut ar = tar::Archive::new(compress::decoder(
+            c,
+            BufReader::new(store.open_blob(&l.digest)?),
+        )?);
+        ar.set_preserve_permissions(true);
+        ar.set_preserve_ownerships(true);
+        ar.set_unpack_xattrs(false);
+        ar.set_overwrite(true);
+        for e in ar.entries()? {
+            let mut e = e?;
+            let t = e.header().entry_type();
+            let p = clean_tar_path(&e.path_bytes())?;
+            let name = p.rsplit('/').next().unwrap_or("");
+            if name.starts_with(".wh.")
+                || t.is_block_special()
+                || t.is_character_special()
+                || t.is_fifo()
+            {
+                continue;
+            }
+            // A non-directory replaces whatever a lower layer had at that path.
+            let target = dst.join(&p);
+            if !t.is_dir()
+                && fs::symlink_metadata(&target)
+                    .map(|m| m.is_dir() && !m.file_type().is_symlink())
+                    .unwrap_or(false)
+            {
+                remove(&target);
+            }
+            e.unpack_in(dst)
+                .with_context(|| format!("unpacking /{p}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Splits a command line shell-style (quotes and backslashes), for images without a shell.
+pub fn split(cmd: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') | (None, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'') | (None, '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if !cur.is_empty() || any {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if !cur.is_empty() || any {
+        out.push(cur);
+    }
+    out
+}
+
+/// uid and gid for the image's `User` (numbers, or names looked up in the image's files).
+fn user_ids(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32)> {
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return Ok((0, 0));
+    };
+    let (u, g) = user
+        .split_once(':')
+        .map(|(u, g)| (u, Some(g)))
+        .unwrap_or((user, None));
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        let text = fs::read_to_string(rootfs.join(file)).ok()?;
+        text.lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+            .and_then(|f| {
+                Some((
+                    f.get(2)?.parse().ok()?,
+                    f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0),
+                ))
+            })
+    };
+    let (uid, default_gid) = match u.parse::<u32>() {
+        Ok(n) => (n, lookup_uid_gid(rootfs, n).unwrap_or(n)),
+        Err(_) => lookup("etc/passwd", u)
+            .ok_or_else(|| usage!("user `{u}` of the image is not in its /etc/passwd"))?,
+    };
+    let gid = match g {
+        None => default_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup("etc/group", g)
+                .map(|(id, _)| id)
+                .ok_or_else(|| usage!("group `{g}` of the image is not in its /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
+    let text = fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(uid))
+        .and_then(|f| f.get(3)?.parse().ok())
+}
+
+/// An OCI runtime config for one command: no network (own namespace, loopback only), the image's
+/// env, workdir and user, a writable root (it is a throwaway copy).
+fn write_config(bundle: &Path, rootfs: &Path, config: &ImageConfig, cmd: &str) -> Result<()> {
+    let rc = &config.config;
+    let has_shell =
+        rootfs.join("bin/sh").exists() || fs::symlink_metadata(rootfs.join("bin/sh")).is_ok();
+    let args = if has_shell {
+        vec!["/bin/sh".to_string(), "-c".into(), cmd.to_string()]
+    } else {
+        split(cmd)
+    };
+    let (uid, gid) = user_ids(rootfs, rc.user.as_deref())?;
+    let mut env = rc.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={}", crate::base::DEFAULT_PATH));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(if uid == 0 {
+            "HOME=/root".into()
+        } else {
+            "HOME=/tmp".into()
+        });
+    }
+    let cwd = rc
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    fs::create_dir_all(rootfs.join(cwd.trim_start_matches('/')))?;
+    fs::create_dir_all(rootfs.join("tmp"))?;
+    let _ = std::os::unix::fs::chown(rootfs.join("tmp"), Some(0), Some(0));
+    let _ = fs::set_permissions(
+        rootfs.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    );
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": "imgbuild-test",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec)?,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn split_handles_quotes_and_escapes() {
+        assert_eq!(
+            super::split(r#"python3 -c 'import a; print("x y")' "" b\ c"#),
+            vec!["python3", "-c", "import a; print(\"x y\")", "", "b c"]
+        );
+    }
+}
