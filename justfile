@@ -27,3 +27,7 @@ lint:
 # Long reliability runs: 100 random SIGKILLs of a build (CI runs a few)
 soak:
     IMGBUILD_SOAK_RUNS=100 cargo test --locked --test reliability -- --nocapture
+
+# Fuzz every target for `seconds` each (needs `cargo install cargo-fuzz`; stable works with RUSTC_BOOTSTRAP=1)
+fuzz seconds="60":
+    cd fuzz && for t in $(cargo fuzz list); do RUSTC_BOOTSTRAP=1 cargo fuzz run $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
