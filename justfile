@@ -10,7 +10,7 @@ test:
 
 # Only the end-to-end tests (real registry, umoci, skopeo, runc)
 e2e:
-    cargo test --locked --test core
+    cargo test --locked --test core --test registry
 
 # Benchmarks against named peers; writes BENCHMARKS.md and bench/results.json
 bench runs="5":
