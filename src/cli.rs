@@ -287,7 +287,7 @@ fn run(cli: Cli) -> Result<i32> {
                 verbose: cli.verbose,
                 push: a.push,
                 tags: a.tags.clone(),
-                registry: registry::options_for(&project.spec.insecure_registries, &cli.insecure),
+                registry: registry::options_for_project(&project.spec, &cli.insecure),
             };
             for name in &names {
                 let (built, summary) = build::build(&project, name, &opts, &progress)?;
@@ -618,7 +618,7 @@ fn image_names(project: &Project, given: &[String]) -> Result<Vec<String>> {
 fn push_cmd(cwd: &std::path::Path, cli: &Cli, a: &PushArgs, progress: &Progress) -> Result<i32> {
     let project = Project::load(cwd, cli.config.as_deref())?;
     let names = image_names(&project, &a.images)?;
-    let opts = registry::options_for(&project.spec.insecure_registries, &cli.insecure);
+    let opts = registry::options_for_project(&project.spec, &cli.insecure);
     let store = project.store()?;
     for name in &names {
         let t0 = std::time::Instant::now();
@@ -696,7 +696,7 @@ fn layer_reports(
 fn lock_cmd(cwd: &std::path::Path, cli: &Cli, a: &LockArgs, progress: &Progress) -> Result<i32> {
     let project = Project::load(cwd, cli.config.as_deref())?;
     let names = image_names(&project, &a.images)?;
-    let mut opts = registry::options_for(&project.spec.insecure_registries, &cli.insecure);
+    let mut opts = registry::options_for_project(&project.spec, &cli.insecure);
     opts.update_lock = a.update;
     let store = project.store()?;
     let mut done = std::collections::HashSet::new();

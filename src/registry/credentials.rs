@@ -1,6 +1,7 @@
 //! Where registry credentials come from, in this order:
-//! 1. `IMGBUILD_REGISTRY_USER` / `IMGBUILD_REGISTRY_PASSWORD` (for every registry, or only for
-//!    `IMGBUILD_REGISTRY_HOST` when that is set) — the CI way;
+//! 1. `IMGBUILD_REGISTRY_USER` / `IMGBUILD_REGISTRY_PASSWORD` — the CI way — for
+//!    `IMGBUILD_REGISTRY_HOST` when that is set, else for the registries a build pushes to (or the
+//!    registry of a reference named on the command line), never for a base's other registry;
 //! 2. containers `auth.json`: `$REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json`,
 //!    then `~/.config/containers/auth.json` (keys may be `host`, or `host/path` for one repository);
 //! 3. docker `config.json` (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`):
@@ -61,6 +62,10 @@ impl Lookup {
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     pub vars: Option<Vec<(String, String)>>,
+    /// Registries `IMGBUILD_REGISTRY_USER`/`PASSWORD` may be sent to when
+    /// `IMGBUILD_REGISTRY_HOST` does not say: a build's push targets, so CI's push credentials
+    /// never go to a base image's registry. `None`: any (a reference the user named).
+    pub env_hosts: Option<Vec<String>>,
 }
 
 impl Env {
@@ -142,10 +147,12 @@ pub fn lookup(env: &Env, registry: &str, repository: Option<&str>) -> Lookup {
         env.get("IMGBUILD_REGISTRY_PASSWORD"),
     ) {
         (Some(u), Some(p)) => {
-            if host_filter
-                .as_deref()
-                .is_none_or(|h| normalise_key(h) == registry)
-            {
+            let allowed = match (&host_filter, &env.env_hosts) {
+                (Some(h), _) => normalise_key(h) == registry,
+                (None, Some(hosts)) => hosts.iter().any(|h| h == registry),
+                (None, None) => true,
+            };
+            if allowed {
                 l.credential = Some(Credential {
                     username: u,
                     secret: p,
@@ -154,10 +161,17 @@ pub fn lookup(env: &Env, registry: &str, repository: Option<&str>) -> Lookup {
                 });
                 return l;
             }
-            l.searched.push(format!(
-                "IMGBUILD_REGISTRY_USER/PASSWORD (set, but only for IMGBUILD_REGISTRY_HOST={})",
-                host_filter.unwrap_or_default()
-            ));
+            l.searched.push(match host_filter {
+                Some(h) => format!(
+                    "IMGBUILD_REGISTRY_USER/PASSWORD (set, but only for IMGBUILD_REGISTRY_HOST={h})"
+                ),
+                None => format!(
+                    "IMGBUILD_REGISTRY_USER/PASSWORD (set, but used only for the registries \
+                     images are pushed to: {}; set IMGBUILD_REGISTRY_HOST={registry} to use \
+                     them here)",
+                    env.env_hosts.as_deref().unwrap_or_default().join(", ")
+                ),
+            });
         }
         (Some(_), None) | (None, Some(_)) => l
             .searched
@@ -509,7 +523,10 @@ mod tests {
     fn env(dir: &Path, extra: &[(&str, &str)]) -> Env {
         let mut v = vec![("HOME".to_string(), dir.display().to_string())];
         v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Env { vars: Some(v) }
+        Env {
+            vars: Some(v),
+            env_hosts: None,
+        }
     }
 
     fn write(p: &Path, s: &str) {
@@ -543,6 +560,31 @@ mod tests {
         assert!(l
             .describe_search()
             .contains("only for IMGBUILD_REGISTRY_HOST"));
+    }
+
+    #[test]
+    fn environment_credentials_go_only_to_push_registries_by_default() {
+        let d = tempfile::tempdir().unwrap();
+        let mut e = env(
+            d.path(),
+            &[
+                ("IMGBUILD_REGISTRY_USER", "ci"),
+                ("IMGBUILD_REGISTRY_PASSWORD", "pw"),
+            ],
+        );
+        e.env_hosts = Some(vec!["push.example.com".into()]);
+        assert!(lookup(&e, "push.example.com", None).credential.is_some());
+        let l = lookup(&e, "docker.io", None);
+        assert!(
+            l.credential.is_none(),
+            "a base registry does not get CI's push password"
+        );
+        assert!(
+            l.describe_search()
+                .contains("IMGBUILD_REGISTRY_HOST=docker.io"),
+            "{}",
+            l.describe_search()
+        );
     }
 
     #[test]

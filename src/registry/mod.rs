@@ -440,6 +440,23 @@ impl<'a> Repo<'a> {
     }
 }
 
+/// Registry settings for a project: its `insecure_registries` plus `--insecure` hosts, and
+/// environment credentials limited to the registries its images are pushed to.
+pub fn options_for_project(spec: &crate::spec::Spec, cli_insecure: &[String]) -> Options {
+    let mut o = options_for(&spec.insecure_registries, cli_insecure);
+    let mut hosts: Vec<String> = spec
+        .images
+        .values()
+        .filter_map(|i| i.repository.as_deref())
+        .filter_map(|r| Reference::parse(r).ok())
+        .map(|r| r.registry)
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    o.env.env_hosts = Some(hosts);
+    o
+}
+
 /// Registry settings for a project: its `insecure_registries` plus `--insecure` hosts.
 pub fn options_for(spec_insecure: &[String], cli_insecure: &[String]) -> Options {
     let mut insecure: Vec<String> = spec_insecure.to_vec();
