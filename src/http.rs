@@ -17,10 +17,30 @@ pub fn init_tls() {
 /// A blocking client with sane timeouts and a user agent naming imgbuild.
 pub fn client() -> Result<reqwest::blocking::Client> {
     init_tls();
-    reqwest::blocking::Client::builder()
-        .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(Duration::from_secs(600))
-        .build()
-        .context("setting up the HTTP client")
+    // The client's I/O runs on a thread it spawns now; that thread inherits a blocked SIGPIPE,
+    // so a server closing a connection mid-request is an EPIPE error (retried), not the death
+    // of the process (`main` restores SIGPIPE's default for `imgbuild … | head`).
+    with_sigpipe_blocked(|| {
+        reqwest::blocking::Client::builder()
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(600))
+            .build()
+    })
+    .context("setting up the HTTP client")
+}
+
+/// Runs `f` with SIGPIPE blocked in this thread; threads `f` spawns keep it blocked.
+fn with_sigpipe_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: plain signal-mask calls on this thread with initialised sigset_t values.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
 }

@@ -98,6 +98,17 @@ fn push_to_open_registry_skip_unchanged_upload_only_changes_mount_across_reposit
     let rec: Value =
         serde_json::from_slice(&fs::read(d.join(".imgbuild/builds/api.json")).unwrap()).unwrap();
     assert_eq!(rec["pushed"][0], format!("{repo}@{digest}"));
+    // …which `imgbuild pin` turns into the compose file's `image:`.
+    fs::write(
+        d.join("compose.yml"),
+        format!("services:\n  api:\n    image: {repo}:latest\n"),
+    )
+    .unwrap();
+    ok(cmd(d).args(["pin", "compose.yml"]));
+    assert_eq!(
+        fs::read_to_string(d.join("compose.yml")).unwrap(),
+        format!("services:\n  api:\n    image: {repo}@{digest}\n")
+    );
 
     // Unchanged: nothing uploaded, all three blobs skipped; `imgbuild push` with tags.
     let out = ok(cmd(d).args(["push", "api", "--tag", "v1", "--tag", "v1.0", "--json"]));

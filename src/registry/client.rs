@@ -691,23 +691,34 @@ impl<'a> Repo<'a> {
         }
     }
 
-    /// PUTs a manifest under `reference` (digest or tag).
+    /// PUTs a manifest under `reference` (digest or tag). A registry that does not see a
+    /// just-confirmed blob yet (`MANIFEST_BLOB_UNKNOWN`, eventually consistent storage) is asked
+    /// again after a pause.
     pub fn put_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<()> {
         let url = self
             .client
             .url(&format!("v2/{}/manifests/{reference}", self.name));
         let what = format!("putting manifest {}:{reference}", self.where_());
-        let resp = self.send(&what, Retry::Yes, &|h| {
-            h.put(url.clone())
-                .header(CONTENT_TYPE, media_type)
-                .body(bytes.to_vec())
-        })?;
-        let s = resp.status();
-        if s != StatusCode::CREATED && !s.is_success() {
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self.send(&what, Retry::Yes, &|h| {
+                h.put(url.clone())
+                    .header(CONTENT_TYPE, media_type)
+                    .body(body.clone())
+            })?;
+            let s = resp.status();
+            if s == StatusCode::CREATED || s.is_success() {
+                return Ok(());
+            }
             let d = registry_error(resp).unwrap_or_default();
+            if d.contains("BLOB_UNKNOWN") && attempt < max_attempts() {
+                std::thread::sleep(backoff(attempt));
+                continue;
+            }
             bail!("{what}: the registry answered {s} {d}");
         }
-        Ok(())
     }
 
     /// HEADs a blob: its size when present.
