@@ -925,3 +925,74 @@ fn an_index_base_resolves_to_the_platform_manifest_and_locks_both_digests() {
         "{err}"
     );
 }
+
+#[test]
+fn credentials_from_auth_json_a_credential_helper_and_a_limited_environment() {
+    use base64::Engine as _;
+    let reg = Registry::start(Some(("ci", "helper-pw")));
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let repo = format!("{}/acme/api", reg.host());
+    project(d, &repo, &busybox_ref());
+    ok(cmd(d).args(["build", "api"]));
+
+    // containers auth.json named by REGISTRY_AUTH_FILE.
+    let auth = d.join("auth.json");
+    let b64 = base64::engine::general_purpose::STANDARD.encode("ci:helper-pw");
+    fs::write(
+        &auth,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    ok(cmd(d)
+        .args(["push", "api"])
+        .env("REGISTRY_AUTH_FILE", &auth));
+
+    // docker config.json with credsStore: the helper is asked, its answer never printed.
+    let bin = d.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-imgbuildtest");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\nif [ \"$server\" = \"{}\" ]; then echo '{{\"ServerURL\":\"x\",\"Username\":\"ci\",\"Secret\":\"helper-pw\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::create_dir_all(d.join(".home/.docker")).unwrap();
+    fs::write(
+        d.join(".home/.docker/config.json"),
+        r#"{"credsStore":"imgbuildtest"}"#,
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = ok(cmd(d)
+        .args(["push", "api", "--tag", "helper"])
+        .env("PATH", &path));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("helper-pw"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("helper-pw"));
+    fs::remove_file(d.join(".home/.docker/config.json")).unwrap();
+
+    // Environment credentials are for the push registry only: a base on another registry
+    // does not get them (here: the same registry under another name, localhost).
+    let q = d.join("q");
+    let port = reg.port;
+    project(&q, &repo, &format!("localhost:{port}/acme/api:helper"));
+    let (_, err) = fails(
+        cmd(&q)
+            .args(["build", "api"])
+            .env("IMGBUILD_REGISTRY_USER", "ci")
+            .env("IMGBUILD_REGISTRY_PASSWORD", "helper-pw"),
+    );
+    assert!(
+        err.contains(&format!("IMGBUILD_REGISTRY_HOST=localhost:{port}")),
+        "{err}"
+    );
+    ok(cmd(&q)
+        .args(["build", "api"])
+        .env("IMGBUILD_REGISTRY_USER", "ci")
+        .env("IMGBUILD_REGISTRY_PASSWORD", "helper-pw")
+        .env("IMGBUILD_REGISTRY_HOST", format!("localhost:{port}")));
+}
