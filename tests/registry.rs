@@ -578,9 +578,11 @@ fn handle_token(
     let mut r = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     r.read_line(&mut line)?;
+    let method = line.split_whitespace().next().unwrap_or("").to_string();
     let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut user_ok = false;
     let mut sent_auth = false;
+    let mut content_length = 0usize;
     loop {
         let mut h = String::new();
         r.read_line(&mut h)?;
@@ -589,6 +591,9 @@ fn handle_token(
             break;
         }
         if let Some((name, v)) = h.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
             if name.eq_ignore_ascii_case("authorization") {
                 sent_auth = true;
                 let v = v.trim();
@@ -600,16 +605,36 @@ fn handle_token(
             }
         }
     }
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let mut access = Vec::new();
-    for kv in query.split('&') {
-        if let Some(v) = kv.strip_prefix("scope=") {
-            let s = pct_decode(v);
-            seen.lock().unwrap().push(s.clone());
-            let parts: Vec<&str> = s.split(':').collect();
-            if parts.len() == 3 && user_ok {
-                access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
+    // GET realm?service&scope… with Basic credentials, or an OAuth2 refresh-token POST
+    // (docker's `identitytoken`) whose form carries the scopes, space-separated.
+    let mut scopes: Vec<String> = Vec::new();
+    let oauth = method == "POST";
+    if oauth {
+        let mut body = vec![0u8; content_length];
+        r.read_exact(&mut body)?;
+        let form = String::from_utf8_lossy(&body).into_owned();
+        sent_auth = true;
+        for kv in form.split('&') {
+            match kv.split_once('=') {
+                Some(("refresh_token", v)) => user_ok = pct_decode(v) == "refresh-xyz",
+                Some(("scope", v)) => scopes.extend(pct_decode(v).split(' ').map(String::from)),
+                _ => {}
             }
+        }
+    } else {
+        let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+        for kv in query.split('&') {
+            if let Some(v) = kv.strip_prefix("scope=") {
+                scopes.push(pct_decode(v));
+            }
+        }
+    }
+    let mut access = Vec::new();
+    for s in scopes {
+        seen.lock().unwrap().push(s.clone());
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() == 3 && user_ok {
+            access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
         }
     }
     let mut w = conn.try_clone()?;
@@ -634,7 +659,11 @@ fn handle_token(
     );
     let sig = kp.sign(rng, signing_input.as_bytes()).unwrap();
     let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
-    let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+    let body = if oauth {
+        serde_json::json!({"access_token": token, "expires_in": 300}).to_string()
+    } else {
+        serde_json::json!({"token": token, "expires_in": 300}).to_string()
+    };
     w.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())?;
     let mut sink = Vec::new();
     let _ = r.read_to_end(&mut sink);
@@ -716,6 +745,20 @@ fn bearer_token_flow_against_a_real_token_issuer() {
         err.contains("were rejected") && !err.contains("not-the-pw"),
         "{err}"
     );
+
+    // docker's identity token (config.json `identitytoken`): an OAuth2 refresh-token grant.
+    fs::create_dir_all(d.join(".home/.docker")).unwrap();
+    fs::write(
+        d.join(".home/.docker/config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"identitytoken":"refresh-xyz"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let s2 = json(&ok(cmd(d).args(["push", "api", "--tag", "oauth", "--json"])));
+    assert_eq!(s2["uploaded_bytes"], 0, "{s2}");
+    fs::remove_file(d.join(".home/.docker/config.json")).unwrap();
 
     // Pulling a base and verifying by digest go through the token flow too.
     let digest = s["digest"].as_str().unwrap();
