@@ -24,10 +24,20 @@ pub fn client() -> Result<reqwest::blocking::Client> {
         reqwest::blocking::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(600))
+            .timeout(timeout(Duration::from_secs(600)))
             .build()
     })
     .context("setting up the HTTP client")
+}
+
+/// `default`, unless `IMGBUILD_HTTP_TIMEOUT` (seconds) caps every request: a stalled server
+/// then fails the request (and the retry logic takes over) instead of hanging the build.
+pub fn timeout(default: Duration) -> Duration {
+    std::env::var("IMGBUILD_HTTP_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(default)
 }
 
 /// Runs `f` with SIGPIPE blocked in this thread; threads `f` spawns keep it blocked.

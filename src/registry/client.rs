@@ -751,7 +751,8 @@ impl<'a> Repo<'a> {
         loop {
             attempt += 1;
             let resp = self.send(&what, Retry::Yes, &|h| {
-                h.get(url.clone()).timeout(BLOB_TIMEOUT)
+                h.get(url.clone())
+                    .timeout(crate::http::timeout(BLOB_TIMEOUT))
             })?;
             let s = resp.status();
             if s == StatusCode::NOT_FOUND {
@@ -837,7 +838,7 @@ impl<'a> Repo<'a> {
                     .header("content-range", format!("{offset}-{end}"))
                     .header(CONTENT_LENGTH, n.to_string())
                     .body(body.clone())
-                    .timeout(BLOB_TIMEOUT)
+                    .timeout(crate::http::timeout(BLOB_TIMEOUT))
             });
             match res {
                 Ok(r)

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: the binary, sample projects, real tools.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
