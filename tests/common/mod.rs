@@ -16,13 +16,17 @@ pub fn repo() -> PathBuf {
 /// `imgbuild ARGS` in `dir`, with its own store and a fixed source date unless the caller sets one.
 pub fn imgbuild(dir: &Path) -> Command {
     let mut c = Command::new(bin());
-    c.current_dir(dir).env_remove("SOURCE_DATE_EPOCH").env("IMGBUILD_CACHE", dir.join(".store"));
+    c.current_dir(dir)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("IMGBUILD_CACHE", dir.join(".store"));
     c
 }
 
 /// Runs a command, returning its output; panics with its stderr when it fails.
 pub fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -36,9 +40,18 @@ pub fn ok(cmd: &mut Command) -> Output {
 
 /// Runs a command expected to fail; returns (exit code, stderr).
 pub fn fails(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(!out.status.success(), "{cmd:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} should have failed; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -48,7 +61,13 @@ pub fn stdout(out: &Output) -> String {
 /// Whether an external tool is on PATH. Tests that need one fail loudly when it is missing
 /// unless IMGBUILD_SKIP_MISSING_TOOLS is set (CI installs them all).
 pub fn need(tool: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !found && std::env::var_os("IMGBUILD_SKIP_MISSING_TOOLS").is_none() {
         panic!("{tool} is not installed; run .ci/run's apt-get line (or set IMGBUILD_SKIP_MISSING_TOOLS=1 to skip)");
     }
@@ -60,10 +79,13 @@ pub fn need(tool: &str) -> bool {
 pub fn busybox_base() -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("imgbuild-test-busybox-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("imgbuild-test-busybox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        ok(Command::new("bash").arg(repo().join("fixtures/base/make-busybox.sh")).arg(dir.join("rootfs")));
+        ok(Command::new("bash")
+            .arg(repo().join("fixtures/base/make-busybox.sh"))
+            .arg(dir.join("rootfs")));
         ok(imgbuild(&dir).args(["base", "import", "rootfs", "--output", "oci:layout:bb"]));
         dir.join("layout")
     })
@@ -89,8 +111,15 @@ impl Registry {
         );
         if let Some((u, p)) = auth {
             let htpasswd = dir.path().join("htpasswd");
-            ok(Command::new("htpasswd").arg("-Bbc").arg(&htpasswd).arg(u).arg(p));
-            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: imgbuild-test\n    path: {}\n", htpasswd.display()));
+            ok(Command::new("htpasswd")
+                .arg("-Bbc")
+                .arg(&htpasswd)
+                .arg(u)
+                .arg(p));
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: imgbuild-test\n    path: {}\n",
+                htpasswd.display()
+            ));
         }
         std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
         let child = Command::new("docker-registry")
@@ -108,7 +137,10 @@ impl Registry {
     fn wait_ready(&self, auth: bool) {
         let want = if auth { "401" } else { "200" };
         for _ in 0..100 {
-            let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("http://127.0.0.1:{}/v2/", self.port)).output();
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{}/v2/", self.port))
+                .output();
             if let Ok(o) = out {
                 if String::from_utf8_lossy(&o.stdout) == want {
                     return;
@@ -116,7 +148,11 @@ impl Registry {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("docker-registry on port {} did not come up; log: {}", self.port, std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default());
+        panic!(
+            "docker-registry on port {} did not come up; log: {}",
+            self.port,
+            std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        );
     }
 
     pub fn host(&self) -> String {
@@ -132,27 +168,101 @@ impl Drop for Registry {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Unpacks `layout:tag` with umoci into `bundle` (umoci checks diff_ids and sizes).
 pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
     need("umoci");
-    ok(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:{tag}", layout.display())).arg(bundle));
+    ok(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle));
 }
 
 /// Runs the bundle's process with runc (no terminal); returns its stdout.
 pub fn runc_run(bundle: &Path, args: &[&str]) -> Output {
     need("runc");
     let cfg_path = bundle.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     cfg["process"]["terminal"] = false.into();
     if !args.is_empty() {
-        cfg["process"]["args"] = args.iter().map(|s| serde_json::Value::from(*s)).collect::<Vec<_>>().into();
+        cfg["process"]["args"] = args
+            .iter()
+            .map(|s| serde_json::Value::from(*s))
+            .collect::<Vec<_>>()
+            .into();
     }
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let id = format!("imgbuild-test-{}-{}", std::process::id(), free_port());
-    let out = Command::new("runc").arg("run").arg(&id).current_dir(bundle).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new("runc")
+        .arg("run")
+        .arg(&id)
+        .current_dir(bundle)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let _ = Command::new("runc").args(["delete", "-f", &id]).output();
     out
+}
+
+/// The Debian bookworm + python3 base (fixtures/base/make-debian-python.sh, tarball cached per
+/// machine) imported once per test binary, uncompressed. Returns the layout (tag `bookworm`).
+pub fn debian_python_base() -> PathBuf {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("imgbuild-test-debian-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = ok(Command::new("bash")
+            .arg(repo().join("fixtures/base/make-debian-python.sh"))
+            .arg("--print-tar"));
+        let tar = stdout(&out);
+        ok(imgbuild(&dir).args([
+            "base",
+            "import",
+            &tar,
+            "--output",
+            "oci:layout:bookworm",
+            "--compression",
+            "none",
+        ]));
+        dir.join("layout")
+    })
+    .clone()
+}
+
+/// A uv binary: `uv` on PATH, else one installed from the package index into a temp venv.
+pub fn uv() -> PathBuf {
+    static UV: OnceLock<PathBuf> = OnceLock::new();
+    UV.get_or_init(|| {
+        if let Ok(o) = Command::new("sh").arg("-c").arg("command -v uv").output() {
+            if o.status.success() {
+                return PathBuf::from(stdout(&o));
+            }
+        }
+        let venv = std::env::temp_dir().join(format!("imgbuild-test-uv-{}", std::process::id()));
+        ok(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        ok(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "uv"]));
+        venv.join("bin/uv")
+    })
+    .clone()
+}
+
+/// The package index URL as pip sees it: PIP_INDEX_URL, else pip's own default (asked at run
+/// time, so that no index host is written in this repository).
+pub fn package_index() -> String {
+    if let Ok(v) = std::env::var("PIP_INDEX_URL") {
+        return v;
+    }
+    let out = ok(Command::new("python3")
+        .arg("-c")
+        .arg("from pip._internal.models.index import PyPI; print(PyPI.simple_url)"));
+    stdout(&out)
 }
