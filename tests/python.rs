@@ -168,7 +168,10 @@ fn project(dir: &Path, base: &Path, python: &str, extra: &str) {
 }
 
 /// A pylock.toml naming local wheels (`wheels/NAME`) and sdists.
-fn pylock(dir: &Path, packages: &[(&str, &str, &[(&str, &str)], Option<&str>)]) {
+/// (name, version, [(wheel file, sha256)], sdist file)
+type Locked<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+
+fn pylock(dir: &Path, packages: &[Locked]) {
     let mut t = String::from("lock-version = \"1.0\"\ncreated-by = \"test\"\n");
     for (name, version, wheels, sdist) in packages {
         t.push_str(&format!(
@@ -355,7 +358,7 @@ struct Http {
 impl Http {
     fn serve(dir: &Path) -> Http {
         let port = free_port();
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args([
                 "-m",
                 "http.server",
@@ -375,6 +378,8 @@ impl Http {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("http.server did not start");
     }
 }
@@ -602,4 +607,36 @@ fn job_agent_api_on_debian_runs_alembic_and_celery_from_uv_lock_and_requirements
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn requirements_package_with_no_wheel_for_the_target_on_the_index() {
+    let t = tempfile::tempdir().unwrap();
+    let base = fake_base(t.path(), false);
+    let idx = t.path().join("index");
+    let f = "fast-1.0-cp312-cp312-manylinux_2_17_x86_64.whl";
+    let (w, sha) = make_wheel(&idx.join("files"), f, &[("fast/__init__.py", b"", 0o644)]);
+    assert!(w.is_file());
+    let sdist = "1".repeat(64);
+    let page = format!("<a href=\"/files/{f}#sha256={sha}\">{f}</a><a href=\"/files/fast-1.0.tar.gz#sha256={sdist}\">fast-1.0.tar.gz</a>");
+    write(&idx.join("simple/fast/index.html"), page.as_bytes(), 0o644);
+    let server = Http::serve(&idx);
+    std::fs::write(
+        t.path().join("requirements.txt"),
+        format!("fast==1.0 --hash=sha256:{sha} --hash=sha256:{sdist}\n"),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}/simple/", server.port);
+    project(
+        t.path(),
+        &base,
+        &format!("lock = \"requirements.txt\", index_url = \"{url}\""),
+        "",
+    );
+    let err = build_fails(t.path());
+    assert!(
+        err.contains(&format!("finding the wheels of 1 package through {url}")),
+        "{err}"
+    );
+    assert!(err.contains("fast 1.0 has no wheel for the target (CPython 3.11.2 at /usr/bin/python3.11 (glibc 2.36, x86_64), site directory /usr/local/lib/python3.11/dist-packages): requirements.txt has fast-1.0-cp312-cp312-manylinux_2_17_x86_64.whl; the target accepts"), "{err}");
 }

@@ -266,7 +266,10 @@ pub fn hashed_files(
     if out.is_empty() && !errors.is_empty() {
         bail!("{name} {version}: {}", errors.join("; "));
     }
-    store.put_record("python-index", &key, &out)?;
+    if !out.is_empty() {
+        // An empty answer is not remembered: the wheel may be published later.
+        store.put_record("python-index", &key, &out)?;
+    }
     Ok(out)
 }
 

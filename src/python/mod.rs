@@ -260,9 +260,10 @@ impl PythonRecipe {
         let errors = errors.into_inner().unwrap();
         if !errors.is_empty() {
             bail!(
-                "{} package{} without a usable wheel:\n    {}",
+                "finding the wheels of {} package{} through {}:\n    {}",
                 errors.len(),
                 if errors.len() == 1 { "" } else { "s" },
+                indexes.join(", "),
                 errors.join("\n    ")
             );
         }
@@ -293,15 +294,17 @@ impl PythonRecipe {
                 Origin::Lock { url: Some(url), .. } => {
                     let d = crate::digest::Digest::parse(&format!("sha256:{}", p.sha256))
                         .map_err(|e| anyhow!(e))?;
-                    if uses_mirror && !cx.store.has(&d) && st.registries.len() > 0 {
+                    if uses_mirror && !cx.store.has(&d) && !st.registries.is_empty() {
                         let m = mirror.clone().unwrap();
+                        // The mirror first; the lock's own URL stays as the fallback.
                         let files = index::hashed_files(
                             &cx.store,
                             &[m],
                             &p.name,
                             &p.version,
-                            &[p.sha256.clone()],
-                        )?;
+                            std::slice::from_ref(&p.sha256),
+                        )
+                        .unwrap_or_default();
                         w.urls.extend(
                             files
                                 .into_iter()

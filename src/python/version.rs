@@ -119,7 +119,7 @@ impl Version {
         }
         let local = match local {
             None => Vec::new(),
-            Some(l) if l.is_empty() => return None,
+            Some("") => return None,
             Some(l) => l
                 .split(['.', '-', '_'])
                 .map(|p| match p.parse() {

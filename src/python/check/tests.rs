@@ -14,7 +14,7 @@ fn node(path: &str, kind: Kind, mode: u32, content: Option<&[u8]>, target: Optio
         kind,
         mode,
         size: content.map(|c| c.len() as u64).unwrap_or(0),
-        sha256: content.map(|c| crate::digest::sha256_hex(c)),
+        sha256: content.map(crate::digest::sha256_hex),
         target: target.map(String::from),
     }
 }
@@ -222,7 +222,7 @@ fn later_layers_that_delete_replace_or_add_files_are_named() {
         format!("demo 1.0: /{cli} (in RECORD) was deleted by layer `app`"),
         format!("single 2.0: /{SITE}/single.py (in RECORD) is replaced by layer `app` (it was installed by layer `python-deps`)"),
         format!("/{SITE}/demo/extra.py (written by layer `app`) is claimed by no RECORD"),
-        format!("require `demo.cli`: not importable by /usr/bin/python3.11"),
+        "require `demo.cli`: not importable by /usr/bin/python3.11".to_string(),
     ];
     for w in &want {
         assert!(
