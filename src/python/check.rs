@@ -277,6 +277,13 @@ pub fn check_layer(fs: &Rootfs, config: &ImageConfig, e: &Expect, problems: &mut
         };
         mine.insert(dir.clone());
         let rec = format!("{dir}/RECORD");
+        if let Some((_, l)) = fs.files.get(&rec).filter(|(_, l)| *l != e.me) {
+            out.push(format!(
+                "{label}: {} is replaced by layer {}",
+                abs(&rec),
+                layer_label(config, *l).trim_start_matches("layer ")
+            ));
+        }
         match fs.captured.get(&rec) {
             Some(text) => claimed.extend(check_rows(
                 fs,

@@ -355,3 +355,25 @@ fn verify_finds_packages_for_a_python_the_image_does_not_have() {
     );
     assert!(r.iter().any(|m| m.contains("script /usr/local/bin/demo: its shebang names /usr/bin/python3.11, which does not exist")), "{r:#?}");
 }
+
+#[test]
+fn a_record_rewritten_by_a_later_layer_is_named() {
+    let rec = format!("{SITE}/single-2.0.dist-info/RECORD");
+    let listing = app(
+        vec![node(&rec, Kind::File, 0o644, Some(b"single.py,,\n"), None)],
+        &[(rec.as_str(), "single.py,,\n")],
+    );
+    let (fs, _d) = image(listing);
+    let p = problems(&fs, &[], &[]);
+    assert_eq!(
+        p[0],
+        format!("single 2.0: /{rec} is replaced by layer `app`")
+    );
+    // What the rewritten RECORD no longer claims is reported too.
+    assert!(
+        p.iter().any(|m| m.contains(
+            "single-2.0.dist-info/WHEEL (written by layer `python-deps`) is claimed by no RECORD"
+        )),
+        "{p:#?}"
+    );
+}
