@@ -322,8 +322,11 @@ pub fn check_layer(fs: &Rootfs, config: &ImageConfig, e: &Expect, problems: &mut
     }
     let pythonpath = env_list(config, "PYTHONPATH");
     let mut roots = pythonpath.clone();
-    roots.push(t.site_dir.clone());
-    roots.extend(t.sys_path.iter().cloned());
+    for r in std::iter::once(&t.site_dir).chain(&t.sys_path) {
+        if !roots.contains(r) {
+            roots.push(r.clone());
+        }
+    }
     let suffixes = t.extension_suffixes();
     for m in e.require {
         if !importable(fs, &roots, m, &suffixes) {
