@@ -349,7 +349,7 @@ fn fetch(store: &Store, client: &reqwest::blocking::Client, want: &Want) -> Resu
                 continue;
             }
             Err(e) => {
-                errors.push(format!("{url}: {e}"));
+                errors.push(format!("{:#}", anyhow::Error::from(e)));
                 continue;
             }
         };
