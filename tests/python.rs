@@ -9,17 +9,11 @@ use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
-/// A store shared by the tests of this binary, so that each wheel is downloaded once.
+/// A store shared by these tests (and by later runs: the store is content addressed and safe
+/// to share), so that each wheel is downloaded once per machine.
 fn shared_store() -> PathBuf {
-    static S: OnceLock<PathBuf> = OnceLock::new();
-    S.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("imgbuild-test-pystore-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    })
-    .clone()
+    std::env::temp_dir().join("imgbuild-test-pystore")
 }
 
 fn build(dir: &Path, args: &[&str]) -> Command {
