@@ -266,7 +266,11 @@ pub fn uv() -> PathBuf {
         }
         let venv = std::env::temp_dir().join("imgbuild-test-uv");
         if !venv.join("bin/uv").is_file() {
-            let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap().keep();
+            let scratch = tempfile::Builder::new()
+                .prefix("imgbuild-test-uv-venv.")
+                .tempdir()
+                .unwrap()
+                .keep();
             ok(Command::new("python3").arg("-m").arg("venv").arg(&scratch));
             ok(Command::new(scratch.join("bin/pip")).args(["install", "--quiet", "uv"]));
             let bin = scratch.join("bin/uv");
