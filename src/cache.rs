@@ -147,12 +147,15 @@ pub fn put_layer(store: &Store, key: &str, c: &CachedLayer) -> Result<()> {
 
 /// The listing (paths and content hashes) of a layer, by diff_id.
 pub fn get_listing(store: &Store, diff_id: &Digest) -> Option<Listing> {
-    store.get_record("listings", diff_id.hex())
+    store.get_record(LISTINGS, diff_id.hex())
 }
 
 pub fn put_listing(store: &Store, diff_id: &Digest, l: &Listing) -> Result<()> {
-    store.put_record("listings", diff_id.hex(), l)
+    store.put_record(LISTINGS, diff_id.hex(), l)
 }
+
+/// Record kind of listings; renamed when what a listing holds changes (v2: captured text).
+const LISTINGS: &str = "listings-v2";
 
 /// The last inputs seen for a layer name, to explain cache misses.
 pub fn last_inputs(store: &Store, scope: &str) -> Option<BTreeMap<String, String>> {

@@ -555,6 +555,18 @@ fn verify_cmd(
             format!("{t} ({})", rec.digest),
         )
     };
+    let problems = crate::python::check_rootfs(&checked.fs, &checked.config);
+    if !problems.is_empty() {
+        let mut msg = format!(
+            "{what} failed verification ({} problem{}):",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &problems {
+            msg.push_str(&format!("\n  - {}: {}", p.layer, p.message));
+        }
+        anyhow::bail!(msg);
+    }
     if a.json {
         println!(
             "{}",

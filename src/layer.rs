@@ -7,7 +7,7 @@
 
 use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashWriter};
-use crate::rootfs::{Kind, Listing, Node};
+use crate::rootfs::{Capture, Kind, Listing, Node};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -221,11 +221,15 @@ pub fn write(
     tar.sparse(false);
     let mut zips = ZipCache::default();
     let mut listing = Vec::with_capacity(entries.len());
+    let mut captured = std::collections::BTreeMap::new();
     for e in entries {
         check_path(&e.path).map_err(|m| anyhow::anyhow!("refusing layer entry: {m}"))?;
-        let node = append(&mut tar, e, mtime, &mut zips)
+        let (node, text) = append(&mut tar, e, mtime, &mut zips)
             .with_context(|| format!("writing {}", e.display()))?;
         progress(node.size);
+        if let Some(t) = text {
+            captured.insert(node.path.clone(), t);
+        }
         listing.push(node);
     }
     let raw = tar.into_inner()?; // writes the two zero blocks
@@ -239,7 +243,13 @@ pub fn write(
         size,
         media_type: compression.layer_media_type().to_string(),
     };
-    Ok((blob, Listing { nodes: listing }))
+    Ok((
+        blob,
+        Listing {
+            nodes: listing,
+            captured,
+        },
+    ))
 }
 
 fn header(e: &Entry, mtime: u64) -> tar::Header {
@@ -257,7 +267,7 @@ fn append<W: Write>(
     e: &Entry,
     mtime: u64,
     zips: &mut ZipCache,
-) -> Result<Node> {
+) -> Result<(Node, Option<String>)> {
     let mut h = header(e, mtime);
     let path = OsStr::from_bytes(&e.path);
     let mut node = Node {
@@ -268,6 +278,7 @@ fn append<W: Write>(
         sha256: None,
         target: None,
     };
+    let mut text = None;
     match &e.body {
         Body::Dir => {
             h.set_entry_type(tar::EntryType::Directory);
@@ -283,13 +294,17 @@ fn append<W: Write>(
                 inner: reader,
                 hasher: Sha256::new(),
                 n: 0,
+                capture: Capture::new(&node.path, node.mode, *size),
             };
             tar.append_data(&mut h, path, (&mut hashing).take(*size))?;
-            if hashing.n != *size || hashing.inner.read(&mut [0u8; 1])? != 0 {
+            // Only a file on disk can grow; a tar range or zip member reads on past its end.
+            let grew = matches!(src, Source::Disk(_)) && hashing.inner.read(&mut [0u8; 1])? != 0;
+            if hashing.n != *size || grew {
                 bail!("file changed while it was being read (expected {size} bytes)");
             }
             node.kind = Kind::File;
             node.size = *size;
+            text = hashing.capture.finish();
             node.sha256 = Some(hex::encode(hashing.hasher.finalize()));
         }
         Body::Symlink(target) => {
@@ -305,7 +320,7 @@ fn append<W: Write>(
             node.target = Some(String::from_utf8_lossy(target).into_owned());
         }
     }
-    Ok(node)
+    Ok((node, text))
 }
 
 /// Hashes file contents on their way into the tar.
@@ -313,11 +328,13 @@ struct Checked<R> {
     inner: R,
     hasher: Sha256,
     n: u64,
+    capture: Capture,
 }
 impl<R: Read> Read for Checked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.capture.feed(&buf[..n]);
         self.n += n as u64;
         Ok(n)
     }

@@ -111,6 +111,62 @@ impl<'a> BaseView<'a> {
         }
         Ok(self.fs.get_or_init(|| fs))
     }
+
+    /// The contents of a regular file of the base (symlinks followed), read from the one layer
+    /// that holds it, without extracting anything to disk. `None` when it is not a file.
+    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_files(&[path])?.remove(path))
+    }
+
+    /// Several files at once: each owning layer is streamed at most once. Keys are the paths
+    /// as asked; paths that are missing or not regular files are left out.
+    pub fn read_files(&self, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
+        let fs = self.rootfs()?;
+        // layer index → (path in that layer's tar → the paths asked for)
+        let mut want: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for &asked in paths {
+            let Some((real, node)) = fs.resolve(asked) else {
+                continue;
+            };
+            if node.kind != crate::rootfs::Kind::File {
+                continue;
+            }
+            let (n, layer) = &fs.files[&real];
+            let inner = match n.kind {
+                crate::rootfs::Kind::Link => n.target.clone().unwrap_or_default(),
+                _ => real,
+            };
+            want.entry(*layer)
+                .or_default()
+                .entry(inner)
+                .or_default()
+                .push(asked.to_string());
+        }
+        let mut out = BTreeMap::new();
+        for (layer, mut names) in want {
+            let d = &self.base.layers[layer];
+            let c = crate::compress::Compression::from_media_type(&d.media_type)
+                .ok_or_else(|| anyhow::anyhow!("layer {} has an unknown media type", d.digest))?;
+            let blob = std::io::BufReader::new(self.store.open_blob(&d.digest)?);
+            let mut ar = tar::Archive::new(crate::compress::decoder(c, blob)?);
+            for e in ar.entries()? {
+                let mut e = e?;
+                let p = crate::rootfs::clean_tar_path(&e.path_bytes())?;
+                if let Some(asked) = names.remove(&p) {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut e, &mut buf)
+                        .with_context(|| format!("reading /{p} from base layer {}", d.digest))?;
+                    for a in asked {
+                        out.insert(a, buf.clone());
+                    }
+                    if names.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// One problem found by verification, with where it is.

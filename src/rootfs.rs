@@ -45,6 +45,61 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Listing {
     pub nodes: Vec<Node>,
+    /// Small text the checks need, by path (see `Capture`): whole `*.dist-info/RECORD`
+    /// files, and the `#!` line of executable files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub captured: BTreeMap<String, String>,
+}
+
+/// Largest RECORD kept in a listing.
+const MAX_CAPTURE: u64 = 16 << 20;
+/// How much of an executable is read for its `#!` line.
+const HEAD: usize = 512;
+
+/// Collects the text of one file as its bytes stream past, when the checks will need it.
+pub struct Capture {
+    whole: bool,
+    head: bool,
+    buf: Vec<u8>,
+}
+
+impl Capture {
+    /// What to keep of the regular file `path` (no leading slash) with `mode` and `size`.
+    pub fn new(path: &str, mode: u32, size: u64) -> Capture {
+        let whole = path.ends_with(".dist-info/RECORD") && size <= MAX_CAPTURE;
+        Capture {
+            whole,
+            head: !whole && mode & 0o111 != 0 && size > 2,
+            buf: Vec::new(),
+        }
+    }
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.whole {
+            self.buf.extend_from_slice(bytes);
+        } else if self.head && self.buf.len() < HEAD {
+            let n = bytes.len().min(HEAD - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+        }
+    }
+    /// The captured text: the whole file, or the `#!` line of an executable script.
+    pub fn finish(self) -> Option<String> {
+        if self.whole {
+            return Some(String::from_utf8_lossy(&self.buf).into_owned());
+        }
+        if self.head && self.buf.starts_with(b"#!") {
+            let end = self
+                .buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(self.buf.len());
+            return Some(
+                String::from_utf8_lossy(&self.buf[..end])
+                    .trim_end()
+                    .to_string(),
+            );
+        }
+        None
+    }
 }
 
 /// Options for reading a layer tar that did not come from imgbuild.
@@ -59,6 +114,7 @@ impl Listing {
     pub fn from_tar(r: impl Read, limits: &ReadLimits) -> Result<Listing> {
         let mut ar = tar::Archive::new(r);
         let mut nodes = Vec::new();
+        let mut captured = BTreeMap::new();
         for entry in ar.entries().context("reading layer tar")? {
             let mut e = entry.context("reading layer tar entry")?;
             let raw = e.path_bytes().into_owned();
@@ -92,6 +148,7 @@ impl Listing {
                 _ => None,
             };
             let (size, sha256) = if kind == Kind::File {
+                let mut cap = Capture::new(&path, mode, e.size());
                 let mut h = Sha256::new();
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut n = 0u64;
@@ -103,7 +160,11 @@ impl Listing {
                         break;
                     }
                     h.update(&buf[..k]);
+                    cap.feed(&buf[..k]);
                     n += k as u64;
+                }
+                if let Some(text) = cap.finish() {
+                    captured.insert(path.clone(), text);
                 }
                 (n, Some(hex::encode(h.finalize())))
             } else {
@@ -118,7 +179,7 @@ impl Listing {
                 target,
             });
         }
-        Ok(Listing { nodes })
+        Ok(Listing { nodes, captured })
     }
 }
 
@@ -143,6 +204,11 @@ pub fn clean_tar_path(raw: &[u8]) -> Result<String> {
 #[derive(Default, Clone)]
 pub struct Rootfs {
     pub files: BTreeMap<String, (Node, usize)>,
+    /// The captured text of paths that are still present (see `Listing::captured`).
+    pub captured: BTreeMap<String, String>,
+    /// Paths of lower layers that a later layer removed (whiteout, opaque directory, or a
+    /// non-directory replacing a directory), with the index of that layer.
+    pub removed: BTreeMap<String, usize>,
 }
 
 const WH: &str = ".wh.";
@@ -170,7 +236,7 @@ impl Rootfs {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in lower {
-                    self.files.remove(&k);
+                    self.drop_path(&k, layer);
                 }
             } else if let Some(victim) = name.strip_prefix(WH) {
                 let victim = if dir.is_empty() {
@@ -178,19 +244,30 @@ impl Rootfs {
                 } else {
                     format!("{dir}/{victim}")
                 };
-                self.remove_tree(&victim);
+                self.remove_tree(&victim, layer);
             } else {
                 if n.kind != Kind::Dir {
                     // A non-directory replaces a directory with everything under it.
-                    self.remove_tree(&n.path);
+                    self.remove_tree(&n.path, layer);
                 }
                 self.files.insert(n.path.clone(), (n.clone(), layer));
+                match listing.captured.get(&n.path) {
+                    Some(t) => self.captured.insert(n.path.clone(), t.clone()),
+                    None => self.captured.remove(&n.path),
+                };
             }
         }
     }
 
-    fn remove_tree(&mut self, path: &str) {
-        self.files.remove(path);
+    fn drop_path(&mut self, path: &str, layer: usize) {
+        if self.files.remove(path).is_some() {
+            self.removed.insert(path.to_string(), layer);
+        }
+        self.captured.remove(path);
+    }
+
+    fn remove_tree(&mut self, path: &str, layer: usize) {
+        self.drop_path(path, layer);
         let prefix = format!("{path}/");
         let under: Vec<String> = self
             .files
@@ -199,7 +276,7 @@ impl Rootfs {
             .map(|(k, _)| k.clone())
             .collect();
         for k in under {
-            self.files.remove(&k);
+            self.drop_path(&k, layer);
         }
     }
 
@@ -288,6 +365,7 @@ mod tests {
         fs.apply(
             0,
             &Listing {
+                captured: BTreeMap::new(),
                 nodes: vec![
                     node("a", Kind::Dir, None),
                     node("a/x", Kind::File, None),
@@ -300,6 +378,7 @@ mod tests {
         fs.apply(
             1,
             &Listing {
+                captured: BTreeMap::new(),
                 nodes: vec![
                     node("a/.wh.x", Kind::File, None),
                     node("b/.wh..wh..opq", Kind::File, None),
@@ -320,6 +399,7 @@ mod tests {
         fs.apply(
             0,
             &Listing {
+                captured: BTreeMap::new(),
                 nodes: vec![
                     node("bin", Kind::Symlink, Some("usr/bin")),
                     node("usr", Kind::Dir, None),

@@ -276,3 +276,86 @@ pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Vec<u8> {
     }
     ok(c.arg(format!("docker://{reference}"))).stdout
 }
+
+/// The Debian bookworm + python3 base (fixtures/base/make-debian-python.sh, tarball cached per
+/// machine), imported uncompressed once per machine into the temp directory (keyed by the
+/// tarball's size and mtime; made in a scratch directory and renamed into place when done).
+/// Returns the layout (tag `bookworm`).
+pub fn debian_python_base() -> PathBuf {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let out = ok(Command::new("bash")
+            .arg(repo().join("fixtures/base/make-debian-python.sh"))
+            .arg("--print-tar"));
+        let tar = stdout(&out);
+        let md = std::fs::metadata(&tar).unwrap();
+        let mtime = md
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "imgbuild-test-debian-python-{}-{}",
+            md.len(),
+            mtime.as_secs()
+        ));
+        if !dir.join("layout/index.json").is_file() {
+            let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+            ok(imgbuild(scratch.path()).args([
+                "base",
+                "import",
+                &tar,
+                "--output",
+                "oci:layout:bookworm",
+                "--compression",
+                "none",
+            ]));
+            let _ = std::fs::remove_dir_all(scratch.path().join(".store"));
+            // Another test binary may have won the race: then its copy is used.
+            let _ = std::fs::rename(scratch.path(), &dir);
+        }
+        dir.join("layout")
+    })
+    .clone()
+}
+
+/// A uv binary: `uv` on PATH, else one installed from the package index into a venv in the
+/// temp directory (once per machine).
+pub fn uv() -> PathBuf {
+    static UV: OnceLock<PathBuf> = OnceLock::new();
+    UV.get_or_init(|| {
+        if let Ok(o) = Command::new("sh").arg("-c").arg("command -v uv").output() {
+            if o.status.success() {
+                return PathBuf::from(stdout(&o));
+            }
+        }
+        let venv = std::env::temp_dir().join("imgbuild-test-uv");
+        if !venv.join("bin/uv").is_file() {
+            let scratch = tempfile::Builder::new()
+                .prefix("imgbuild-test-uv-venv.")
+                .tempdir()
+                .unwrap()
+                .keep();
+            ok(Command::new("python3").arg("-m").arg("venv").arg(&scratch));
+            ok(Command::new(scratch.join("bin/pip")).args(["install", "--quiet", "uv"]));
+            let bin = scratch.join("bin/uv");
+            // The venv's scripts name its own path: keep it where it was made, link to it.
+            let _ = std::fs::create_dir_all(venv.join("bin"));
+            let _ = std::os::unix::fs::symlink(&bin, venv.join("bin/uv"));
+        }
+        venv.join("bin/uv")
+    })
+    .clone()
+}
+
+/// The package index URL as pip sees it: PIP_INDEX_URL, else pip's own default (asked at run
+/// time, so that no index host is written in this repository).
+pub fn package_index() -> String {
+    if let Ok(v) = std::env::var("PIP_INDEX_URL") {
+        return v;
+    }
+    let out = ok(Command::new("python3")
+        .arg("-c")
+        .arg("from pip._internal.models.index import PyPI; print(PyPI.simple_url)"));
+    stdout(&out)
+}

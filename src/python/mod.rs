@@ -1,0 +1,436 @@
+//! Python layers: a lock file's wheels installed straight into one site-packages layer for the
+//! interpreter of the base image, and verified by RECORD on the final merged filesystem.
+//!
+//! Data flow: `target` (detected from the base) → `lock` (+ `markers`) → `select` (`tags`) →
+//! `index` (downloads into the store) → `wheel` (entries, `scripts`, `record`) → `check`.
+
+pub mod check;
+pub mod filename;
+pub mod index;
+pub mod lock;
+pub mod markers;
+pub mod record;
+pub mod scripts;
+pub mod select;
+pub mod tags;
+pub mod target;
+pub mod version;
+pub mod wheel;
+
+#[cfg(test)]
+mod testutil;
+
+pub use check::check_rootfs;
+
+use crate::image::ImageConfig;
+use crate::layer::Entry;
+use crate::plan::{BaseView, Ctx, Problem, Recipe};
+use crate::rootfs::Rootfs;
+use crate::spec::{LayerSpec, PythonSpec};
+use crate::usage;
+use anyhow::{anyhow, bail, Context, Result};
+use filename::WheelName;
+use select::{Origin, Pick};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use target::Target;
+
+/// A usage error (exit 2) with a hint on what to do.
+pub(crate) fn hinted(msg: String, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(crate::error::UsageError::new(msg).hint(hint))
+}
+
+pub fn recipe(cx: &Ctx, l: &LayerSpec) -> Result<Box<dyn Recipe>> {
+    let py = l.python.clone().expect("a python layer");
+    for (key, set) in [
+        ("root", l.root.is_some()),
+        ("exclude", l.exclude.is_some()),
+        ("ensure_dirs", l.ensure_dirs.is_some()),
+    ] {
+        if set {
+            return Err(usage!(
+                "layer `{}`: `{key}` is for file layers; a python layer takes its options inside `python = {{ ... }}` (e.g. `exclude` there names packages)",
+                l.name
+            ));
+        }
+    }
+    let lock = cx.root.join(&py.lock);
+    if !lock.is_file() {
+        return Err(hinted(
+            format!("layer `{}`: lock file {} does not exist", l.name, lock.display()),
+            "generate it (`uv lock`, `uv export --format pylock.toml`, or `uv pip compile --generate-hashes`) or fix `lock`",
+        ));
+    }
+    let owner = py
+        .owner
+        .as_deref()
+        .or(l.owner.as_deref())
+        .map(crate::files::parse_owner)
+        .transpose()?
+        .unwrap_or((0, 0));
+    let find_links = py
+        .find_links
+        .iter()
+        .map(|f| select::find_links_dir(&cx.root, f))
+        .collect::<Result<Vec<_>>>()?;
+    for i in py.index_url.iter() {
+        if !(i.starts_with("https://") || i.starts_with("http://")) {
+            return Err(usage!(
+                "layer `{}`: index_url `{i}` must be an http(s) URL",
+                l.name
+            ));
+        }
+    }
+    Ok(Box::new(PythonRecipe {
+        spec: l.clone(),
+        py,
+        lock,
+        owner,
+        find_links,
+        state: None,
+    }))
+}
+
+/// A python layer.
+pub struct PythonRecipe {
+    spec: LayerSpec,
+    py: PythonSpec,
+    lock: PathBuf,
+    owner: (u32, u32),
+    find_links: Vec<PathBuf>,
+    state: Option<State>,
+}
+
+/// What `inputs` worked out: enough to build the layer and to check it.
+struct State {
+    target: Target,
+    picks: Vec<Pick>,
+    indexes: Vec<String>,
+    registries: BTreeSet<String>,
+}
+
+/// The target of `py` in `base`, remembered in the store by the base's layers and settings.
+pub fn target_of(cx: &Ctx, base: &BaseView, py: &PythonSpec) -> Result<Target> {
+    let cfg = base.config();
+    let material = serde_json::json!({
+        "format": target::FORMAT,
+        "diff_ids": cfg.rootfs.diff_ids,
+        "path": cfg.config.env_var("PATH"),
+        "python_version_env": cfg.config.env_var("PYTHON_VERSION"),
+        "platform": cx.platform.to_string(),
+        "interpreter": py.interpreter,
+        "python_version": py.python_version,
+        "site_dir": py.site_dir,
+    });
+    let key = crate::cache::layer_key(&material);
+    if let Some(t) = cx.store.get_record::<Target>("python-target", &key) {
+        return Ok(t);
+    }
+    let fs = base.rootfs().context("reading the base image's layers")?;
+    let mut config = cfg.clone();
+    config.architecture = cx.platform.architecture.clone();
+    config.variant = cx.platform.variant.clone();
+    let t = target::detect(fs, &config, &|paths| base.read_files(paths), py)?;
+    cx.store.put_record("python-target", &key, &t)?;
+    Ok(t)
+}
+
+impl PythonRecipe {
+    fn lock_name(&self) -> String {
+        self.lock
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn prepare(&mut self, cx: &Ctx, base: &BaseView) -> Result<&State> {
+        if self.state.is_none() {
+            let target = target_of(cx, base, &self.py)?;
+            let choice = lock::Choice {
+                groups: self.py.groups.clone(),
+                extras: self.py.extras.clone(),
+                exclude: self.py.exclude.clone(),
+            };
+            let locked = lock::load(&self.lock, &target.marker_env(), &choice)?;
+            let mut dirs = self.find_links.clone();
+            let lock_dir = self.lock.parent().unwrap_or(&cx.root).to_path_buf();
+            for f in &locked.find_links {
+                dirs.push(select::find_links_dir(&lock_dir, f)?);
+            }
+            let local = select::scan_find_links(&dirs, &cx.stat)?;
+            let picks = select::select(&locked, &target, &local, &self.lock_name())?;
+            self.state = Some(State {
+                target,
+                picks,
+                indexes: locked.indexes,
+                registries: locked.registries,
+            });
+        }
+        Ok(self.state.as_ref().unwrap())
+    }
+
+    /// Finds the wheels of requirements.txt packages through the index (remembered in the store).
+    fn resolve_index(&mut self, cx: &Ctx) -> Result<()> {
+        let st = self.state.as_mut().unwrap();
+        if !st
+            .picks
+            .iter()
+            .any(|p| matches!(p.origin, Origin::Index { .. }))
+        {
+            return Ok(());
+        }
+        let indexes = index::indexes(self.py.index_url.as_deref(), &st.indexes)?;
+        let tags = st.target.tags();
+        let lock_name = self
+            .lock
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let errors = std::sync::Mutex::new(Vec::new());
+        let target = &st.target;
+        std::thread::scope(|s| {
+            for chunk in st.picks.chunks_mut(4) {
+                let (indexes, tags, errors, lock_name) = (&indexes, &tags, &errors, &lock_name);
+                s.spawn(move || {
+                    for p in chunk {
+                        let Origin::Index { hashes, fallback } = &p.origin else {
+                            continue;
+                        };
+                        let res =
+                            index::hashed_files(&cx.store, indexes, &p.name, &p.version, hashes)
+                                .and_then(|files| {
+                                    let best = files
+                                        .iter()
+                                        .filter(|f| !f.yanked || files.len() == 1)
+                                        .filter_map(|f| {
+                                            Some((
+                                                tags.best(&WheelName::parse(&f.filename)?.tags)?,
+                                                f,
+                                            ))
+                                        })
+                                        .min_by_key(|(r, _)| *r);
+                                    let (filename, sha256, origin) = match (best, fallback) {
+                                        (Some((_, f)), _) => (
+                                            f.filename.clone(),
+                                            f.sha256.clone().unwrap_or_default(),
+                                            Origin::Lock {
+                                                url: Some(f.url.clone()),
+                                                path: None,
+                                            },
+                                        ),
+                                        (None, Some(l)) => (
+                                            l.filename.clone(),
+                                            l.sha256.clone(),
+                                            Origin::Local(l.path.clone()),
+                                        ),
+                                        (None, None) => {
+                                            let wheels: Vec<String> = files
+                                                .iter()
+                                                .map(|f| f.filename.clone())
+                                                .filter(|f| f.ends_with(".whl"))
+                                                .collect();
+                                            let sdist = files
+                                                .iter()
+                                                .find(|f| filename::is_sdist(&f.filename))
+                                                .map(|f| f.filename.as_str());
+                                            let pkg = lock::Package {
+                                                name: p.name.clone(),
+                                                version: p.version.clone(),
+                                                artifacts: lock::Artifacts::Hashes(vec![]),
+                                            };
+                                            bail!(select::no_wheel(
+                                                &pkg, lock_name, &wheels, sdist, None, target
+                                            ));
+                                        }
+                                    };
+                                    Ok((filename, sha256, origin))
+                                });
+                        match res {
+                            Ok((f, h, o)) => {
+                                p.filename = f;
+                                p.sha256 = h;
+                                p.origin = o;
+                            }
+                            Err(e) => errors.lock().unwrap().push(format!("{e:#}")),
+                        }
+                    }
+                });
+            }
+        });
+        let errors = errors.into_inner().unwrap();
+        if !errors.is_empty() {
+            bail!(
+                "finding the wheels of {} package{} through {}:\n    {}",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" },
+                indexes.join(", "),
+                errors.join("\n    ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Where each chosen wheel comes from, for `index::ensure`.
+    fn wants(&self, cx: &Ctx) -> Result<Vec<index::Want>> {
+        let st = self.state.as_ref().unwrap();
+        let mirror = index::mirror(self.py.index_url.as_deref())
+            .map(|m| m.trim_end_matches('/').to_string());
+        let uses_mirror = mirror
+            .as_ref()
+            .is_some_and(|m| !st.registries.iter().any(|r| r.trim_end_matches('/') == m));
+        let mut out = Vec::new();
+        for p in &st.picks {
+            let mut w = index::Want {
+                filename: p.filename.clone(),
+                sha256: p.sha256.clone(),
+                urls: vec![],
+                path: None,
+                pinned_by: self.lock_name(),
+            };
+            match &p.origin {
+                Origin::Lock {
+                    path: Some(path), ..
+                } => w.path = Some(path.clone()),
+                Origin::Lock { url: Some(url), .. } => {
+                    let d = crate::digest::Digest::parse(&format!("sha256:{}", p.sha256))
+                        .map_err(|e| anyhow!(e))?;
+                    if uses_mirror && !cx.store.has(&d) && !st.registries.is_empty() {
+                        let m = mirror.clone().unwrap();
+                        // The mirror first; the lock's own URL stays as the fallback.
+                        let files = index::hashed_files(
+                            &cx.store,
+                            &[m],
+                            &p.name,
+                            &p.version,
+                            std::slice::from_ref(&p.sha256),
+                        )
+                        .unwrap_or_default();
+                        w.urls.extend(
+                            files
+                                .into_iter()
+                                .filter(|f| f.filename == p.filename)
+                                .map(|f| f.url),
+                        );
+                    }
+                    w.urls.push(url.clone());
+                }
+                Origin::Lock { .. } => bail!(
+                    "{} {}: {} names neither a URL nor a path for {}",
+                    p.name,
+                    p.version,
+                    self.lock_name(),
+                    p.filename
+                ),
+                Origin::Local(path) => {
+                    w.path = Some(path.clone());
+                    w.pinned_by = "find_links".into();
+                }
+                Origin::Index { .. } => unreachable!("resolved before"),
+            }
+            out.push(w);
+        }
+        Ok(out)
+    }
+}
+
+impl Recipe for PythonRecipe {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {
+        let owner = self.owner;
+        let st = self.prepare(cx, base)?;
+        let mut t = st.target.clone();
+        t.found.clear();
+        let mut m = BTreeMap::new();
+        m.insert(
+            "[python]".into(),
+            serde_json::json!({ "format": 1, "owner": owner, "target": t }).to_string(),
+        );
+        for p in &st.picks {
+            let what = match &p.origin {
+                Origin::Index { hashes, fallback } => {
+                    let mut h = hashes.clone();
+                    h.sort();
+                    format!(
+                        "{} one of {} (else {:?})",
+                        p.version,
+                        h.join(","),
+                        fallback.as_ref().map(|f| &f.sha256)
+                    )
+                }
+                _ => format!("{} {} sha256:{}", p.version, p.filename, p.sha256),
+            };
+            m.insert(format!("wheel {}", filename::normalize(&p.name)), what);
+        }
+        Ok(m)
+    }
+
+    fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>> {
+        self.prepare(cx, base)?;
+        self.resolve_index(cx)?;
+        let wants = self.wants(cx)?;
+        index::ensure(&cx.store, &wants)?;
+        let st = self.state.as_ref().unwrap();
+        let mut installed = Vec::new();
+        for p in &st.picks {
+            let blob = wheel::blob(&cx.store, &p.sha256)?;
+            installed.push(
+                wheel::install(&blob, &p.filename, &st.target, self.owner)
+                    .with_context(|| format!("installing {} {}", p.name, p.version))?,
+            );
+        }
+        wheel::merge(installed)
+    }
+
+    fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>) {
+        let Some(st) = &self.state else {
+            problems.push(Problem {
+                layer: self.spec.name.clone(),
+                message: "was not prepared".into(),
+            });
+            return;
+        };
+        let dists: Vec<(String, String)> = st
+            .picks
+            .iter()
+            .map(|p| (p.name.clone(), p.version.clone()))
+            .collect();
+        let e = check::Expect {
+            layer: &self.spec.name,
+            me,
+            target: &st.target,
+            dists: &dists,
+            require: &self.py.require,
+            scripts: &self.py.scripts,
+        };
+        check::check_layer(fs, config, &e, problems);
+        for x in self.spec.expect.iter().flatten() {
+            if !fs.exists(x) {
+                problems.push(Problem {
+                    layer: self.spec.name.clone(),
+                    message: format!("expected path {x} is missing from the image"),
+                });
+            }
+        }
+    }
+
+    fn created_by(&self) -> String {
+        match &self.state {
+            Some(st) => format!(
+                "imgbuild layer {} (python {}: {} wheels for CPython {} into {})",
+                self.spec.name,
+                self.lock_name(),
+                st.picks.len(),
+                st.target.version,
+                st.target.site_dir
+            ),
+            None => format!(
+                "imgbuild layer {} (python {})",
+                self.spec.name,
+                self.lock_name()
+            ),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Wheel selection: for each locked distribution, the best wheel for the target's tags, from
+//! the lock, a `find_links` directory, or (requirements.txt) the index's files.
+
+use super::filename::{normalize, WheelName};
+use super::lock::{Artifacts, Locked, Package};
+use super::tags::Tags;
+use super::target::Target;
+use super::version::Version;
+use crate::cache::StatCache;
+use anyhow::{bail, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A wheel in a `find_links` directory.
+#[derive(Clone, Debug, Serialize)]
+pub struct LocalWheel {
+    pub path: PathBuf,
+    pub filename: String,
+    pub sha256: String,
+}
+
+/// Where the chosen wheel comes from.
+#[derive(Clone, Debug, Serialize)]
+pub enum Origin {
+    /// A URL or path named by the lock.
+    Lock {
+        url: Option<String>,
+        path: Option<PathBuf>,
+    },
+    /// A wheel the user built into `find_links`.
+    Local(PathBuf),
+    /// requirements.txt: one of `hashes`, found through the index when the layer is built
+    /// (`fallback`: a `find_links` wheel for when the index has none for the target).
+    Index {
+        hashes: Vec<String>,
+        fallback: Option<LocalWheel>,
+    },
+}
+
+/// The wheel chosen for one distribution.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pick {
+    pub name: String,
+    pub version: String,
+    /// Empty until an `Origin::Index` pick is resolved.
+    pub filename: String,
+    pub sha256: String,
+    pub origin: Origin,
+}
+
+/// Lists the wheels of `find_links` directories (hashes through the stat cache).
+pub fn scan_find_links(dirs: &[PathBuf], stat: &StatCache) -> Result<Vec<LocalWheel>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let rd = std::fs::read_dir(d).map_err(|e| {
+            crate::usage!(
+                "find_links {}: {e} (it must be a local directory of wheels)",
+                d.display()
+            )
+        })?;
+        let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        names.sort();
+        for p in names {
+            let Some(filename) = p.file_name().and_then(|n| n.to_str()).map(String::from) else {
+                continue;
+            };
+            if WheelName::parse(&filename).is_none() {
+                continue;
+            }
+            let md = std::fs::metadata(&p)?;
+            let sha256 = stat.hash(&p, &md)?;
+            out.push(LocalWheel {
+                path: p,
+                filename,
+                sha256,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn same_release(name: &str, version: &str, w: &WheelName) -> bool {
+    normalize(&w.dist) == normalize(name)
+        && match (Version::parse(&w.version), Version::parse(version)) {
+            (Some(a), Some(b)) => a == b,
+            _ => w.version == version,
+        }
+}
+
+/// The best local wheel for a package, if any.
+pub fn best_local<'a>(p: &Package, local: &'a [LocalWheel], tags: &Tags) -> Option<&'a LocalWheel> {
+    local
+        .iter()
+        .filter_map(|l| {
+            let w = WheelName::parse(&l.filename)?;
+            same_release(&p.name, &p.version, &w).then_some(())?;
+            Some((tags.best(&w.tags)?, l))
+        })
+        .min_by_key(|(r, _)| *r)
+        .map(|(_, l)| l)
+}
+
+/// Explains a package without a usable wheel: what exists, what the target takes, what to do.
+pub fn no_wheel(
+    p: &Package,
+    lock: &str,
+    files: &[String],
+    sdist: Option<&str>,
+    other: Option<&str>,
+    target: &Target,
+) -> String {
+    let what = format!("{} {}", p.name, p.version);
+    let todo = format!(
+        "build a wheel for the target (e.g. `pip wheel --no-deps {}=={} -w wheels/` with CPython {} on {} {}) into a directory and set `find_links = \"wheels\"` in the layer's `python` table",
+        p.name, p.version, target.minor_version(), target.libc, target.arch
+    );
+    if let Some(o) = other {
+        return format!("{what} comes from {o} in {lock}; imgbuild installs wheels only and never builds: {todo}");
+    }
+    if files.is_empty() {
+        let s = sdist.map(|s| format!(" ({s})")).unwrap_or_default();
+        return format!("{what} has only a source distribution{s} in {lock}, no wheel; imgbuild installs wheels only and never builds: {todo}");
+    }
+    let mut shown: Vec<&str> = files.iter().map(|s| s.as_str()).take(6).collect();
+    if files.len() > 6 {
+        shown.push("…");
+    }
+    format!(
+        "{what} has no wheel for the target ({}): {lock} has {}; the target accepts {}; {todo}",
+        target.describe(),
+        shown.join(", "),
+        target.tags().describe()
+    )
+}
+
+/// Chooses a wheel for every package; all packages without one are reported together.
+pub fn select(
+    locked: &Locked,
+    target: &Target,
+    local: &[LocalWheel],
+    lock: &str,
+) -> Result<Vec<Pick>> {
+    let tags = target.tags();
+    let mut picks = Vec::new();
+    let mut problems = Vec::new();
+    for p in &locked.packages {
+        match &p.artifacts {
+            Artifacts::Files {
+                wheels,
+                sdist,
+                other,
+            } => {
+                let best = wheels
+                    .iter()
+                    .filter_map(|w| Some((tags.best(&WheelName::parse(&w.filename)?.tags)?, w)))
+                    .min_by_key(|(r, _)| *r)
+                    .map(|(_, w)| w);
+                if let Some(w) = best {
+                    let Some(sha) = &w.sha256 else {
+                        problems.push(format!("{} {}: {lock} gives no sha256 for {}; imgbuild installs only hash-pinned files", p.name, p.version, w.filename));
+                        continue;
+                    };
+                    picks.push(Pick {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        filename: w.filename.clone(),
+                        sha256: sha.clone(),
+                        origin: Origin::Lock {
+                            url: w.url.clone(),
+                            path: w.path.clone(),
+                        },
+                    });
+                } else if let Some(l) = best_local(p, local, &tags) {
+                    picks.push(Pick {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        filename: l.filename.clone(),
+                        sha256: l.sha256.clone(),
+                        origin: Origin::Local(l.path.clone()),
+                    });
+                } else {
+                    let names: Vec<String> = wheels.iter().map(|w| w.filename.clone()).collect();
+                    problems.push(no_wheel(
+                        p,
+                        lock,
+                        &names,
+                        sdist.as_deref(),
+                        other.as_deref(),
+                        target,
+                    ));
+                }
+            }
+            Artifacts::Hashes(hashes) => {
+                let exact = local.iter().find(|l| hashes.contains(&l.sha256));
+                let (filename, sha256, origin) = match exact {
+                    Some(l) => (
+                        l.filename.clone(),
+                        l.sha256.clone(),
+                        Origin::Local(l.path.clone()),
+                    ),
+                    None => (
+                        String::new(),
+                        String::new(),
+                        Origin::Index {
+                            hashes: hashes.clone(),
+                            fallback: best_local(p, local, &tags).cloned(),
+                        },
+                    ),
+                };
+                picks.push(Pick {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    filename,
+                    sha256,
+                    origin,
+                });
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} package{} without a usable wheel for {}:\n    {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            target.describe(),
+            problems.join("\n    ")
+        );
+    }
+    Ok(picks)
+}
+
+/// Resolves the directory of a `find_links` entry written relative to `base`.
+pub fn find_links_dir(base: &Path, entry: &str) -> Result<PathBuf> {
+    if entry.contains("://") {
+        return Err(crate::usage!(
+            "find_links `{entry}`: only a local directory of wheels is supported"
+        ));
+    }
+    Ok(base.join(entry))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+use super::*;
+use crate::python::lock::WheelRef;
+use crate::python::testutil::debian_target;
+
+const H: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+fn pkg(name: &str, version: &str, wheels: &[&str], sdist: Option<&str>) -> Package {
+    Package {
+        name: name.into(),
+        version: version.into(),
+        artifacts: Artifacts::Files {
+            wheels: wheels
+                .iter()
+                .map(|f| WheelRef {
+                    filename: f.to_string(),
+                    url: Some(format!("https://files.example.invalid/{f}")),
+                    path: None,
+                    sha256: Some(H.into()),
+                    size: None,
+                })
+                .collect(),
+            sdist: sdist.map(String::from),
+            other: None,
+        },
+    }
+}
+
+fn locked(p: Vec<Package>) -> Locked {
+    Locked {
+        packages: p,
+        ..Default::default()
+    }
+}
+
+const PSYCOPG: &[&str] = &[
+    "psycopg_binary-3.3.9-cp311-cp311-musllinux_1_2_x86_64.whl",
+    "psycopg_binary-3.3.9-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    "psycopg_binary-3.3.9-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    "psycopg_binary-3.3.9-cp311-cp311-manylinux_2_28_x86_64.whl",
+    "psycopg_binary-3.3.9-cp313-cp313-manylinux_2_28_x86_64.whl",
+    "psycopg_binary-3.3.9-cp311-cp311-manylinux_2_28_aarch64.whl",
+];
+
+#[test]
+fn best_wheel_for_the_target_python_and_glibc() {
+    let l = locked(vec![pkg("psycopg-binary", "3.3.9", PSYCOPG, None)]);
+    let t = debian_target();
+    let p = select(&l, &t, &[], "uv.lock").unwrap();
+    assert_eq!(
+        p[0].filename,
+        "psycopg_binary-3.3.9-cp311-cp311-manylinux_2_28_x86_64.whl"
+    );
+    let mut t313 = t.clone();
+    t313.version = "3.13.1".into();
+    let p = select(&l, &t313, &[], "uv.lock").unwrap();
+    assert_eq!(
+        p[0].filename,
+        "psycopg_binary-3.3.9-cp313-cp313-manylinux_2_28_x86_64.whl"
+    );
+}
+
+#[test]
+fn wrong_python_version_names_the_package_the_tags_and_what_to_do() {
+    let l = locked(vec![pkg(
+        "fastcore",
+        "1.0",
+        &["fastcore-1.0-cp312-cp312-manylinux_2_17_x86_64.whl"],
+        None,
+    )]);
+    let e = select(&l, &debian_target(), &[], "uv.lock")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fastcore 1.0 has no wheel for the target (CPython 3.11.2 at /usr/bin/python3.11 (glibc 2.36, x86_64)"), "{e}");
+    assert!(
+        e.contains("uv.lock has fastcore-1.0-cp312-cp312-manylinux_2_17_x86_64.whl"),
+        "{e}"
+    );
+    assert!(
+        e.contains("the target accepts") && e.contains("cp311-cp311-manylinux_2_36_x86_64"),
+        "{e}"
+    );
+    assert!(e.contains("set `find_links = \"wheels\"`"), "{e}");
+}
+
+#[test]
+fn sdist_only_packages_fail_unless_find_links_has_a_wheel() {
+    let l = locked(vec![
+        pkg("only-src", "2.0", &[], Some("only_src-2.0.tar.gz")),
+        pkg("also-src", "1.0", &[], Some("also_src-1.0.tar.gz")),
+    ]);
+    let e = select(&l, &debian_target(), &[], "uv.lock")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 packages without a usable wheel"), "{e}");
+    assert!(e.contains("only-src 2.0 has only a source distribution (only_src-2.0.tar.gz) in uv.lock, no wheel; imgbuild installs wheels only and never builds"), "{e}");
+    let local = vec![
+        LocalWheel {
+            path: "/w/only_src-2.0-cp311-cp311-linux_x86_64.whl".into(),
+            filename: "only_src-2.0-cp311-cp311-linux_x86_64.whl".into(),
+            sha256: H.into(),
+        },
+        LocalWheel {
+            path: "/w/also_src-1.0-py3-none-any.whl".into(),
+            filename: "also_src-1.0-py3-none-any.whl".into(),
+            sha256: H.into(),
+        },
+        LocalWheel {
+            path: "/w/also_src-1.1-py3-none-any.whl".into(),
+            filename: "also_src-1.1-py3-none-any.whl".into(),
+            sha256: H.into(),
+        },
+    ];
+    let p = select(&l, &debian_target(), &local, "uv.lock").unwrap();
+    assert_eq!(p.len(), 2);
+    assert!(
+        matches!(&p[0].origin, Origin::Local(x) if x.ends_with("only_src-2.0-cp311-cp311-linux_x86_64.whl"))
+    );
+    assert!(
+        matches!(&p[1].origin, Origin::Local(x) if x.ends_with("also_src-1.0-py3-none-any.whl"))
+    );
+}
+
+#[test]
+fn requirements_packages_wait_for_the_index() {
+    let l = locked(vec![Package {
+        name: "alembic".into(),
+        version: "1.20.1".into(),
+        artifacts: Artifacts::Hashes(vec![H.into()]),
+    }]);
+    let p = select(&l, &debian_target(), &[], "requirements.txt").unwrap();
+    assert!(
+        matches!(&p[0].origin, Origin::Index { hashes, fallback: None } if hashes == &vec![H.to_string()])
+    );
+}

@@ -1,0 +1,462 @@
+//! A wheel (PEP 427) turned into layer entries: files stream from the archive into the layer,
+//! `*.data/` directories go to their install schemes, console scripts are generated for the
+//! image's interpreter, and RECORD is rewritten for the installed paths.
+
+use super::filename::{dist_info_name, WheelName};
+use super::record::{self, Row};
+use super::scripts;
+use super::target::Target;
+use crate::layer::{Body, Entry, Source};
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What installing one wheel adds to the layer.
+pub struct Installed {
+    /// `name version` for messages.
+    pub label: String,
+    /// The `.dist-info` directory (absolute).
+    pub dist_info: String,
+    pub entries: Vec<Entry>,
+}
+
+/// One member of the archive, its name checked.
+struct Member {
+    index: usize,
+    name: String,
+    size: u64,
+    mode: Option<u32>,
+}
+
+/// Refuses member names that could land outside the install directories.
+pub fn check_member_name(name: &str) -> Result<(), String> {
+    let trimmed = name.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("an empty name".into());
+    }
+    if name.starts_with('/') || name.starts_with('\\') || name.get(1..2) == Some(":") {
+        return Err("an absolute path".into());
+    }
+    if name.contains('\\') {
+        return Err("a backslash".into());
+    }
+    if name.contains('\0') {
+        return Err("a NUL byte".into());
+    }
+    for c in trimmed.split('/') {
+        match c {
+            ".." => return Err("a `..` component".into()),
+            "" | "." => return Err(format!("a `{c}` component")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn members(zip: &mut zip::ZipArchive<File>, wheel: &str) -> Result<Vec<Member>> {
+    let mut out = Vec::with_capacity(zip.len());
+    for index in 0..zip.len() {
+        let f = zip.by_index_raw(index)?;
+        let name = String::from_utf8(f.name_raw().to_vec()).map_err(|_| {
+            anyhow!("wheel {wheel}: a member name is not UTF-8; refusing the wheel")
+        })?;
+        if let Err(why) = check_member_name(&name) {
+            bail!("wheel {wheel}: refusing member `{name}`: it has {why}");
+        }
+        if f.is_dir() {
+            continue;
+        }
+        out.push(Member {
+            index,
+            name,
+            size: f.size(),
+            mode: f.unix_mode(),
+        });
+    }
+    Ok(out)
+}
+
+fn read_member(zip: &mut zip::ZipArchive<File>, index: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    zip.by_index(index)?.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The `.dist-info` directory of the wheel named `file` (checked against the file name).
+fn dist_info(members: &[Member], file: &WheelName, wheel: &str) -> Result<String> {
+    let want = dist_info_name(&file.dist);
+    let dirs: BTreeSet<&str> = members
+        .iter()
+        .filter_map(|m| m.name.split('/').next())
+        .filter(|d| d.ends_with(".dist-info"))
+        .collect();
+    dirs.iter()
+        .find(|d| {
+            let stem = d.trim_end_matches(".dist-info");
+            stem.rsplit_once('-')
+                .is_some_and(|(n, _)| dist_info_name(n) == want)
+        })
+        .map(|d| d.to_string())
+        .ok_or_else(|| {
+            anyhow!("wheel {wheel} has no {want}-*.dist-info directory (found: {dirs:?})")
+        })
+}
+
+/// Reads and checks every member against the wheel's own RECORD: sha256 and size of each
+/// file, every file listed, every listed file present.
+pub fn verify_archive(path: &Path, filename: &str) -> Result<()> {
+    let wn = WheelName::parse(filename)
+        .ok_or_else(|| anyhow!("`{filename}` is not a wheel file name"))?;
+    let mut zip = zip::ZipArchive::new(File::open(path)?)
+        .with_context(|| format!("wheel {filename} is not a valid zip archive"))?;
+    let ms = members(&mut zip, filename)?;
+    let di = dist_info(&ms, &wn, filename)?;
+    let rec_name = format!("{di}/RECORD");
+    let rec = ms
+        .iter()
+        .find(|m| m.name == rec_name)
+        .ok_or_else(|| anyhow!("wheel {filename} has no {rec_name}"))?;
+    let text = String::from_utf8(read_member(&mut zip, rec.index)?)
+        .map_err(|_| anyhow!("wheel {filename}: {rec_name} is not UTF-8"))?;
+    let rows: BTreeMap<String, Row> = record::parse(&text)
+        .map_err(|e| anyhow!("wheel {filename}: {e}"))?
+        .into_iter()
+        .map(|r| (r.path.clone(), r))
+        .collect();
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for m in &ms {
+        seen.insert(m.name.as_str());
+        let signature = m.name == rec_name
+            || m.name == format!("{rec_name}.jws")
+            || m.name == format!("{rec_name}.p7s");
+        if signature {
+            continue;
+        }
+        let Some(row) = rows.get(&m.name) else {
+            if !record::is_bytecode(&m.name) {
+                problems.push(format!("{} is not listed in RECORD", m.name));
+            }
+            continue;
+        };
+        let Some(want) = &row.sha256 else {
+            if !record::is_bytecode(&m.name) {
+                problems.push(format!("{} has no sha256 in RECORD", m.name));
+            }
+            continue;
+        };
+        let (got, n) = hash_reader(zip.by_index(m.index)?)
+            .with_context(|| format!("wheel {filename}: reading {}", m.name))?;
+        if &got != want {
+            problems.push(format!(
+                "{}: sha256 {} does not match RECORD ({})",
+                m.name,
+                record::hex_to_b64(&got),
+                record::hex_to_b64(want)
+            ));
+        } else if row.size.is_some_and(|s| s != n) {
+            problems.push(format!(
+                "{}: {n} bytes, RECORD says {}",
+                m.name,
+                row.size.unwrap()
+            ));
+        }
+    }
+    for p in rows.keys() {
+        if !seen.contains(p.as_str()) && !record::is_bytecode(p) {
+            problems.push(format!(
+                "{p} is listed in RECORD but missing from the archive"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "wheel {filename} does not match its own RECORD ({} problem{}): {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// sha256 (hex) and length of everything `r` yields.
+fn hash_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            return Ok((hex::encode(h.finalize()), n));
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+}
+
+/// The install scheme: where each part of a wheel goes (absolute paths, no trailing slash).
+fn scheme_dir(t: &Target, key: &str, dist: &str) -> Option<String> {
+    Some(match key {
+        "purelib" | "platlib" => t.site_dir.clone(),
+        "scripts" => t.scripts_dir.clone(),
+        "data" => t.data_dir.clone(),
+        "headers" => format!("{}/{dist}", t.include_dir),
+        _ => return None,
+    })
+}
+
+/// `to` relative to the directory `from` (both absolute), as RECORD writes paths outside it.
+pub fn relative(from: &str, to: &str) -> String {
+    let f: Vec<&str> = from.split('/').filter(|c| !c.is_empty()).collect();
+    let t: Vec<&str> = to.split('/').filter(|c| !c.is_empty()).collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; f.len() - common];
+    parts.extend(&t[common..]);
+    parts.join("/")
+}
+
+fn rel(abs: &str) -> Vec<u8> {
+    abs.trim_start_matches('/').as_bytes().to_vec()
+}
+
+/// Installs the wheel at `archive` (named `filename`) for `target`.
+pub fn install(
+    archive: &Path,
+    filename: &str,
+    target: &Target,
+    owner: (u32, u32),
+) -> Result<Installed> {
+    let wn = WheelName::parse(filename)
+        .ok_or_else(|| anyhow!("`{filename}` is not a wheel file name"))?;
+    let mut zip = zip::ZipArchive::new(File::open(archive)?)
+        .with_context(|| format!("wheel {filename} is not a valid zip archive"))?;
+    let ms = members(&mut zip, filename)?;
+    let di = dist_info(&ms, &wn, filename)?;
+    let stem = di.trim_end_matches(".dist-info").to_string();
+    let data = format!("{stem}.data/");
+    let find = |n: &str| ms.iter().find(|m| m.name == format!("{di}/{n}"));
+    let wheel_meta = match find("WHEEL") {
+        Some(m) => String::from_utf8_lossy(&read_member(&mut zip, m.index)?).into_owned(),
+        None => bail!("wheel {filename} has no {di}/WHEEL"),
+    };
+    match wheel_meta
+        .lines()
+        .find_map(|l| l.strip_prefix("Wheel-Version:"))
+    {
+        Some(v) if v.trim().starts_with("1.") => {}
+        v => bail!(
+            "wheel {filename}: Wheel-Version {:?} is not supported (1.x is)",
+            v.map(str::trim)
+        ),
+    }
+    let rows: BTreeMap<String, Row> = match find("RECORD") {
+        Some(m) => record::parse(&String::from_utf8_lossy(&read_member(&mut zip, m.index)?))
+            .map_err(|e| anyhow!("wheel {filename}: {e}"))?
+            .into_iter()
+            .map(|r| (r.path.clone(), r))
+            .collect(),
+        None => bail!("wheel {filename} has no {di}/RECORD"),
+    };
+    let entry_points = match find("entry_points.txt") {
+        Some(m) => Some(String::from_utf8_lossy(&read_member(&mut zip, m.index)?).into_owned()),
+        None => None,
+    };
+    let archive = Arc::new(archive.to_path_buf());
+    let (uid, gid) = owner;
+    let site = target.site_dir.clone();
+    let mut entries = Vec::new();
+    let mut record_rows = Vec::new();
+    let mut dirs = BTreeSet::new();
+    let mut push = |entries: &mut Vec<Entry>, abs: String, body: Body, mode: u32| {
+        let mut d = abs.as_str();
+        while let Some(i) = d.rfind('/') {
+            d = &d[..i];
+            if d.len() <= site.len() || !d.starts_with(&site) {
+                break;
+            }
+            dirs.insert(d.to_string());
+        }
+        entries.push(Entry {
+            path: rel(&abs),
+            body,
+            mode,
+            uid,
+            gid,
+        });
+    };
+    let skip: BTreeSet<String> = ["RECORD", "RECORD.jws", "RECORD.p7s", "INSTALLER"]
+        .iter()
+        .map(|n| format!("{di}/{n}"))
+        .collect();
+    for m in &ms {
+        if skip.contains(&m.name) {
+            continue;
+        }
+        let (dest, is_script) = match m.name.strip_prefix(&data) {
+            Some(rest) => {
+                let (key, sub) = rest
+                    .split_once('/')
+                    .ok_or_else(|| anyhow!("wheel {filename}: unexpected file {}", m.name))?;
+                let dir = scheme_dir(target, key, &wn.dist).ok_or_else(|| {
+                    anyhow!("wheel {filename}: {} is in an unknown scheme `{key}` (expected purelib, platlib, scripts, data or headers)", m.name)
+                })?;
+                (format!("{dir}/{sub}"), key == "scripts")
+            }
+            None => (format!("{site}/{}", m.name), false),
+        };
+        let exec = m.mode.is_some_and(|mode| mode & 0o111 != 0);
+        if is_script {
+            let bytes = read_member(&mut zip, m.index)?;
+            let bytes = scripts::fix_shebang(bytes, &target.interpreter);
+            let sha = hex::encode(Sha256::digest(&bytes));
+            record_rows.push(Row::new(relative(&site, &dest), &sha, bytes.len() as u64));
+            push(
+                &mut entries,
+                dest,
+                Body::File {
+                    size: bytes.len() as u64,
+                    src: Source::Bytes(bytes.into()),
+                },
+                0o755,
+            );
+            continue;
+        }
+        let row = rows.get(&m.name).ok_or_else(|| {
+            anyhow!(
+                "wheel {filename}: {} is not listed in the wheel's RECORD; refusing the wheel",
+                m.name
+            )
+        })?;
+        match &row.sha256 {
+            Some(sha) => record_rows.push(Row::new(relative(&site, &dest), sha, m.size)),
+            None if record::is_bytecode(&m.name) => {
+                record_rows.push(Row::bare(relative(&site, &dest)))
+            }
+            None => bail!(
+                "wheel {filename}: {} has no sha256 in the wheel's RECORD",
+                m.name
+            ),
+        }
+        let body = Body::File {
+            src: Source::Zip {
+                archive: archive.clone(),
+                index: m.index,
+            },
+            size: m.size,
+        };
+        push(&mut entries, dest, body, if exec { 0o755 } else { 0o644 });
+    }
+    let have: BTreeSet<Vec<u8>> = entries.iter().map(|e| e.path.clone()).collect();
+    if let Some(text) = &entry_points {
+        for s in scripts::parse_entry_points(text)
+            .map_err(|e| anyhow!("wheel {filename}: entry_points.txt: {e}"))?
+        {
+            let dest = format!("{}/{}", target.scripts_dir, s.name);
+            if have.contains(&rel(&dest)) {
+                continue; // the wheel ships this script itself
+            }
+            let bytes = s.render(&target.interpreter).into_bytes();
+            let sha = hex::encode(Sha256::digest(&bytes));
+            record_rows.push(Row::new(relative(&site, &dest), &sha, bytes.len() as u64));
+            push(
+                &mut entries,
+                dest,
+                Body::File {
+                    size: bytes.len() as u64,
+                    src: Source::Bytes(bytes.into()),
+                },
+                0o755,
+            );
+        }
+    }
+    let installer = b"imgbuild\n".to_vec();
+    let inst_path = format!("{site}/{di}/INSTALLER");
+    record_rows.push(Row::new(
+        relative(&site, &inst_path),
+        &hex::encode(Sha256::digest(&installer)),
+        installer.len() as u64,
+    ));
+    push(
+        &mut entries,
+        inst_path,
+        Body::File {
+            size: installer.len() as u64,
+            src: Source::Bytes(installer.into()),
+        },
+        0o644,
+    );
+    let rec_path = format!("{site}/{di}/RECORD");
+    record_rows.push(Row::bare(relative(&site, &rec_path)));
+    let text = record::write(&record_rows).into_bytes();
+    push(
+        &mut entries,
+        rec_path,
+        Body::File {
+            size: text.len() as u64,
+            src: Source::Bytes(text.into()),
+        },
+        0o644,
+    );
+    for d in dirs {
+        entries.push(Entry {
+            path: rel(&d),
+            body: Body::Dir,
+            mode: 0o755,
+            uid,
+            gid,
+        });
+    }
+    Ok(Installed {
+        label: format!("{} {}", wn.dist, wn.version),
+        dist_info: format!("{site}/{di}"),
+        entries,
+    })
+}
+
+/// The path of a wheel blob in the store, for `Source::Zip`.
+pub fn blob(store: &crate::store::Store, sha256: &str) -> Result<PathBuf> {
+    let d = crate::digest::Digest::parse(&format!("sha256:{sha256}")).map_err(|e| anyhow!(e))?;
+    Ok(store.blob_path(&d))
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Joins the entries of several wheels; a file that two distributions install is an error
+/// naming the path and both distributions (all such paths are listed).
+pub fn merge(installed: Vec<Installed>) -> Result<Vec<Entry>> {
+    let mut owner: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+    let mut clashes = Vec::new();
+    let mut out = Vec::new();
+    for w in installed {
+        for e in w.entries {
+            let is_dir = matches!(e.body, Body::Dir);
+            match owner.get(&e.path) {
+                Some(_) if is_dir => continue,
+                Some(first) => clashes.push(format!(
+                    "{} is in both {first} and {}",
+                    e.display(),
+                    w.label
+                )),
+                None => {
+                    owner.insert(e.path.clone(), w.label.clone());
+                    out.push(e);
+                }
+            }
+        }
+    }
+    if !clashes.is_empty() {
+        bail!(
+            "two distributions install the same file ({} collision{}): {}",
+            clashes.len(),
+            if clashes.len() == 1 { "" } else { "s" },
+            clashes.join("; ")
+        );
+    }
+    Ok(out)
+}

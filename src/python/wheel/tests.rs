@@ -1,0 +1,220 @@
+use super::*;
+use crate::python::testutil::{debian_target, wheel};
+
+fn paths(i: &Installed) -> Vec<String> {
+    let mut v: Vec<String> = i.entries.iter().map(|e| e.display()).collect();
+    v.sort();
+    v
+}
+
+fn bytes_of(i: &Installed, path: &str) -> Vec<u8> {
+    let e = i
+        .entries
+        .iter()
+        .find(|e| e.display() == path)
+        .unwrap_or_else(|| panic!("{path} missing"));
+    match &e.body {
+        Body::File {
+            src: Source::Bytes(b),
+            ..
+        } => b.to_vec(),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+const SITE: &str = "/usr/local/lib/python3.11/dist-packages";
+
+#[test]
+fn data_schemes_scripts_record_and_installer() {
+    let d = tempfile::tempdir().unwrap();
+    let w = wheel(
+        d.path(),
+        "demo-1.0-py3-none-any.whl",
+        &[
+            ("demo/__init__.py", b"", 0o644),
+            ("demo/cli.py", b"def main():\n    return 0\n", 0o644),
+            (
+                "demo-1.0.dist-info/METADATA",
+                b"Name: demo\nVersion: 1.0\n",
+                0o644,
+            ),
+            (
+                "demo-1.0.dist-info/entry_points.txt",
+                b"[console_scripts]\ndemo = demo.cli:main\n",
+                0o644,
+            ),
+            (
+                "demo-1.0.data/scripts/demo-raw",
+                b"#!python\nprint('raw')\n",
+                0o755,
+            ),
+            ("demo-1.0.data/data/share/demo/x.txt", b"x", 0o644),
+            ("demo-1.0.data/headers/demo.h", b"int x;", 0o644),
+            ("demo-1.0.data/platlib/demo_ext.so", b"\x7fELF", 0o755),
+        ],
+        |_| {},
+    );
+    verify_archive(&w, "demo-1.0-py3-none-any.whl").unwrap();
+    let i = install(&w, "demo-1.0-py3-none-any.whl", &debian_target(), (0, 0)).unwrap();
+    assert_eq!(i.dist_info, format!("{SITE}/demo-1.0.dist-info"));
+    let p = paths(&i);
+    for want in [
+        format!("{SITE}/demo"),
+        format!("{SITE}/demo/__init__.py"),
+        format!("{SITE}/demo/cli.py"),
+        format!("{SITE}/demo_ext.so"),
+        format!("{SITE}/demo-1.0.dist-info/INSTALLER"),
+        format!("{SITE}/demo-1.0.dist-info/RECORD"),
+        format!("{SITE}/demo-1.0.dist-info/WHEEL"),
+        "/usr/local/bin/demo".into(),
+        "/usr/local/bin/demo-raw".into(),
+        "/usr/local/share/demo/x.txt".into(),
+        "/usr/local/include/python3.11/demo/demo.h".into(),
+    ] {
+        assert!(p.contains(&want), "{want} not in {p:#?}");
+    }
+    let ext = i
+        .entries
+        .iter()
+        .find(|e| e.display().ends_with("demo_ext.so"))
+        .unwrap();
+    assert_eq!(ext.mode, 0o755);
+    let raw = String::from_utf8(bytes_of(&i, "/usr/local/bin/demo-raw")).unwrap();
+    assert_eq!(raw, "#!/usr/bin/python3.11\nprint('raw')\n");
+    let launcher = String::from_utf8(bytes_of(&i, "/usr/local/bin/demo")).unwrap();
+    assert!(
+        launcher.starts_with("#!/usr/bin/python3.11\n")
+            && launcher.contains("from demo.cli import main")
+    );
+    assert_eq!(
+        bytes_of(&i, &format!("{SITE}/demo-1.0.dist-info/INSTALLER")),
+        b"imgbuild\n"
+    );
+    let rec =
+        String::from_utf8(bytes_of(&i, &format!("{SITE}/demo-1.0.dist-info/RECORD"))).unwrap();
+    let rows = record::parse(&rec).unwrap();
+    let row = |p: &str| {
+        rows.iter()
+            .find(|r| r.path == p)
+            .unwrap_or_else(|| panic!("no row {p} in {rec}"))
+    };
+    assert_eq!(row("../../../bin/demo").size, Some(launcher.len() as u64));
+    assert_eq!(
+        row("../../../bin/demo").sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(launcher.as_bytes())).as_str())
+    );
+    assert_eq!(row("../../../share/demo/x.txt").size, Some(1));
+    assert_eq!(row("../../../include/python3.11/demo/demo.h").size, Some(6));
+    assert_eq!(row("demo/cli.py").size, Some(25));
+    assert!(row("demo-1.0.dist-info/RECORD").sha256.is_none());
+    assert!(row("demo-1.0.dist-info/INSTALLER").sha256.is_some());
+    assert!(!rec.contains(".data/"), "{rec}");
+}
+
+#[test]
+fn zip_slip_and_absolute_members_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    for (evil, why) in [
+        ("../../etc/cron.d/x", "a `..` component"),
+        ("/etc/passwd", "an absolute path"),
+        ("demo/..\\..\\x", "a backslash"),
+    ] {
+        let w = wheel(
+            d.path(),
+            "demo-1.0-py3-none-any.whl",
+            &[("demo/__init__.py", b"", 0o644), (evil, b"boom", 0o644)],
+            |_| {},
+        );
+        let e = install(&w, "demo-1.0-py3-none-any.whl", &debian_target(), (0, 0))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(&format!("refusing member `{evil}`: it has {why}")),
+            "{e}"
+        );
+        let e = verify_archive(&w, "demo-1.0-py3-none-any.whl")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refusing member"), "{e}");
+    }
+}
+
+#[test]
+fn tampered_files_do_not_match_the_wheels_record() {
+    let d = tempfile::tempdir().unwrap();
+    let w = wheel(
+        d.path(),
+        "demo-1.0-py3-none-any.whl",
+        &[
+            ("demo/__init__.py", b"print('evil')", 0o644),
+            ("demo/a.py", b"a", 0o644),
+        ],
+        |rows| {
+            rows[0].sha256 = Some(hex::encode(Sha256::digest(b"print('good')")));
+            rows.retain(|r| r.path != "demo/a.py");
+        },
+    );
+    let e = verify_archive(&w, "demo-1.0-py3-none-any.whl")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("wheel demo-1.0-py3-none-any.whl does not match its own RECORD (2 problems)"),
+        "{e}"
+    );
+    assert!(e.contains("demo/__init__.py: sha256"), "{e}");
+    assert!(e.contains("demo/a.py is not listed in RECORD"), "{e}");
+}
+
+#[test]
+fn collisions_between_distributions_name_both() {
+    let d = tempfile::tempdir().unwrap();
+    let t = debian_target();
+    let a = wheel(
+        d.path(),
+        "alpha-1.0-py3-none-any.whl",
+        &[
+            ("shared/__init__.py", b"a", 0o644),
+            ("alpha.py", b"", 0o644),
+        ],
+        |_| {},
+    );
+    let b = wheel(
+        d.path(),
+        "beta-2.0-py3-none-any.whl",
+        &[("shared/__init__.py", b"b", 0o644), ("beta.py", b"", 0o644)],
+        |_| {},
+    );
+    let ia = install(&a, "alpha-1.0-py3-none-any.whl", &t, (0, 0)).unwrap();
+    let ib = install(&b, "beta-2.0-py3-none-any.whl", &t, (0, 0)).unwrap();
+    let e = merge(vec![ia, ib]).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{SITE}/shared/__init__.py is in both alpha 1.0 and beta 2.0"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn owner_applies_to_files_and_package_directories() {
+    let d = tempfile::tempdir().unwrap();
+    let w = wheel(
+        d.path(),
+        "demo-1.0-py3-none-any.whl",
+        &[("demo/sub/__init__.py", b"", 0o644)],
+        |_| {},
+    );
+    let i = install(
+        &w,
+        "demo-1.0-py3-none-any.whl",
+        &debian_target(),
+        (1000, 1001),
+    )
+    .unwrap();
+    for e in &i.entries {
+        assert_eq!((e.uid, e.gid), (1000, 1001), "{}", e.display());
+    }
+    assert!(paths(&i).contains(&format!("{SITE}/demo/sub")));
+    assert_eq!(relative(SITE, "/usr/local/bin/x"), "../../../bin/x");
+}
