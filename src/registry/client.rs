@@ -542,6 +542,16 @@ impl Fetched {
 #[derive(Debug)]
 pub struct SessionGone(pub String);
 
+/// A failure worth one more try: a body cut short, bytes that do not match.
+#[derive(Debug)]
+struct Transient(String);
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Transient {}
+
 impl std::fmt::Display for SessionGone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -600,12 +610,27 @@ impl<'a> Repo<'a> {
         format!("{}/{}", self.client.registry, self.name)
     }
 
-    /// GETs a manifest by tag or digest; `None` when the registry does not have it.
+    /// GETs a manifest by tag or digest; `None` when the registry does not have it. A body
+    /// cut short or bytes that do not match are fetched again, like blobs.
     pub fn get_manifest(&self, reference: &str) -> Result<Option<Fetched>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.get_manifest_once(reference) {
+                Err(e) if attempt < max_attempts() && e.chain().any(|c| c.is::<Transient>()) => {
+                    std::thread::sleep(backoff(attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn get_manifest_once(&self, reference: &str) -> Result<Option<Fetched>> {
         let url = self
             .client
             .url(&format!("v2/{}/manifests/{reference}", self.name));
-        let what = format!("reading manifest {}:{reference}", self.where_());
+        let sep = if reference.contains(':') { '@' } else { ':' };
+        let what = format!("reading manifest {}{sep}{reference}", self.where_());
         let resp = self.send(&what, Retry::Yes, &|h| {
             h.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT)
         })?;
@@ -629,19 +654,19 @@ impl<'a> Repo<'a> {
             .and_then(|v| v.to_str().ok())
             .map(String::from);
         let mut bytes = Vec::new();
-        resp.take(MAX_MANIFEST as u64 + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| what.clone())?;
+        if let Err(e) = resp.take(MAX_MANIFEST as u64 + 1).read_to_end(&mut bytes) {
+            return Err(anyhow::Error::new(Transient(format!("{what}: {e}"))));
+        }
         if bytes.len() > MAX_MANIFEST {
             bail!("{what}: the manifest is larger than 4 MiB");
         }
         let digest = Digest::of(&bytes);
         if let Ok(want) = Digest::parse(reference) {
             if digest != want {
-                bail!(
+                return Err(anyhow::Error::new(Transient(format!(
                     "{what}: the registry sent content that hashes to {digest}, not the \
                      requested {want}"
-                );
+                ))));
             }
         } else if let Some(h) = header_digest.and_then(|h| Digest::parse(&h).ok()) {
             if h != digest {
@@ -740,7 +765,7 @@ impl<'a> Repo<'a> {
     }
 
     /// Downloads a blob into the store, checking digest and size; retried when the connection
-    /// drops, never when the content is wrong. Returns the bytes downloaded.
+    /// drops or the content is wrong. Returns the bytes downloaded.
     pub fn fetch_blob(&self, d: &Digest, size: u64, store: &Store) -> Result<u64> {
         if store.has(d) {
             return Ok(0);
@@ -764,9 +789,9 @@ impl<'a> Repo<'a> {
             }
             match store.put_reader(resp, d, Some(size)) {
                 Ok(()) => return Ok(size),
-                Err(e)
-                    if e.downcast_ref::<std::io::Error>().is_some() && attempt < max_attempts() =>
-                {
+                // A dropped connection or bytes that do not match: fetched again (the path may
+                // be at fault, not the registry); the same mismatch every time is final.
+                Err(_) if attempt < max_attempts() => {
                     std::thread::sleep(backoff(attempt));
                 }
                 Err(e) => {

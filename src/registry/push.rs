@@ -3,7 +3,7 @@
 //! a plain upload when the mount is declined or fails), otherwise uploaded; the manifest is PUT
 //! by digest only after every blob is confirmed present, then each tag.
 
-use super::client::{Client, Repo, SessionGone, Start};
+use super::client::{Client, Repo, Start};
 use super::reference::Reference;
 use super::{known_repositories, remember, Options};
 use crate::image::{ANN_BASE_NAME, MT_MANIFEST};
@@ -185,28 +185,43 @@ fn push_blob(
             d.digest
         ));
     }
+    let mut mounted_session = None;
     for from in sources {
         match repo.start_upload(Some((&d.digest, from))) {
             Ok(Start::Mounted) => return Ok(Outcome::Mounted),
             // Mount declined: the registry opened an ordinary upload session instead.
             Ok(Start::Upload(session)) => {
-                repo.upload(session, &d.digest, d.size, store)?;
-                return Ok(Outcome::Uploaded);
+                mounted_session = Some(session);
+                break;
             }
             // A refused or failed mount is not fatal: the plain upload below decides.
             Err(_) => continue,
         }
     }
-    // A session the registry dropped after an interruption is started again, twice at most.
+    // An upload that fails after its retries is checked and, if need be, started again (twice
+    // at most): the registry may have stored the blob and only the answer was lost, or it may
+    // have dropped the session (`BLOB_UPLOAD_UNKNOWN`) instead of resuming it.
     let mut restarts = 0;
     loop {
-        let res = match repo.start_upload(None)? {
+        let session = match mounted_session.take() {
+            Some(s) => Start::Upload(s),
+            None => repo.start_upload(None)?,
+        };
+        let res = match session {
             Start::Upload(session) => repo.upload(session, &d.digest, d.size, store),
             Start::Mounted => Ok(()),
         };
         match res {
-            Err(e) if restarts < 2 && e.downcast_ref::<SessionGone>().is_some() => restarts += 1,
-            Err(e) => return Err(e),
+            Err(e) if e.chain().any(|c| c.is::<crate::error::UsageError>()) => return Err(e),
+            Err(e) => {
+                if repo.head_blob(&d.digest).ok().flatten() == Some(d.size) {
+                    return Ok(Outcome::Uploaded);
+                }
+                if restarts >= 2 {
+                    return Err(e);
+                }
+                restarts += 1;
+            }
             Ok(()) => return Ok(Outcome::Uploaded),
         }
     }
