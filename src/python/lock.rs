@@ -66,6 +66,12 @@ pub struct Locked {
 pub fn load(path: &Path, env: &Env, choice: &Choice) -> Result<Locked> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| usage!("cannot read lock file {}: {e}", path.display()))?;
+    load_text(&text, path, env, choice)
+}
+
+/// Parses lock `text` as the file at `path` (whose name says the format).
+pub fn load_text(text: &str, path: &Path, env: &Env, choice: &Choice) -> Result<Locked> {
+    let text = text.to_string();
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let mut locked = if name.ends_with(".toml") && name.starts_with("pylock") {
         pylock::load(&text, path, env, choice)?
