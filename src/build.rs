@@ -77,47 +77,8 @@ pub fn build(
     let _pop = Pop;
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
-    let img = project.spec.image(name, &project.spec_path)?.clone();
-    let store = project.store()?;
-    let compression = match opts.compression {
-        Some(c) => c,
-        None => {
-            let s = img
-                .compression
-                .as_deref()
-                .or(project.spec.defaults.compression.as_deref())
-                .unwrap_or("gzip");
-            Compression::parse(s).ok_or_else(|| {
-                usage!(
-                    "compression `{s}` in {}: use gzip, zstd or none",
-                    project.spec_path.display()
-                )
-            })?
-        }
-    };
-    let platform = image_platform(project, &img)?;
-    let cx = Ctx {
-        root: project.root.clone(),
-        stat: StatCache::load(&store, &project.root),
-        store,
-        source_date: plan::source_date(&project.root)?,
-        revision: plan::revision(&project.root),
-        compression,
-        platform,
-        image: img.clone(),
-        image_name: name.to_string(),
-    };
-    let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
-    let base = match base_name.strip_prefix("image:") {
-        Some(other) => image_base(project, name, other, opts, progress, &cx)?,
-        None => base::resolve_with(
-            &base_name,
-            &project.root,
-            &cx.platform,
-            &cx.store,
-            &opts.registry,
-        )?,
-    };
+    let (cx, base) = context(project, name, opts, progress)?;
+    let img = cx.image.clone();
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
@@ -276,6 +237,79 @@ fn descriptor(b: &LayerBlob) -> Descriptor {
         platform: None,
         annotations: BTreeMap::new(),
     }
+}
+
+/// The build context of image `name` and its resolved base.
+fn context(
+    project: &Project,
+    name: &str,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<(Ctx, BaseImage)> {
+    let img = project.spec.image(name, &project.spec_path)?.clone();
+    let store = project.store()?;
+    let compression = match opts.compression {
+        Some(c) => c,
+        None => {
+            let s = img
+                .compression
+                .as_deref()
+                .or(project.spec.defaults.compression.as_deref())
+                .unwrap_or("gzip");
+            Compression::parse(s).ok_or_else(|| {
+                usage!(
+                    "compression `{s}` in {}: use gzip, zstd or none",
+                    project.spec_path.display()
+                )
+            })?
+        }
+    };
+    let platform = image_platform(project, &img)?;
+    let cx = Ctx {
+        root: project.root.clone(),
+        stat: StatCache::load(&store, &project.root),
+        store,
+        source_date: plan::source_date(&project.root)?,
+        revision: plan::revision(&project.root),
+        compression,
+        platform,
+        image: img.clone(),
+        image_name: name.to_string(),
+    };
+    let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
+    let base = match base_name.strip_prefix("image:") {
+        Some(other) => image_base(project, name, other, opts, progress, &cx)?,
+        None => base::resolve_with(
+            &base_name,
+            &project.root,
+            &cx.platform,
+            &cx.store,
+            &opts.registry,
+        )?,
+    };
+    Ok((cx, base))
+}
+
+/// Runs the layer checks of image `name` (expect, python require/scripts/RECORD...) on the
+/// merged filesystem of an image already built: what `imgbuild verify NAME` adds to the
+/// blob checks. Returns the problems found.
+pub fn recheck(
+    project: &Project,
+    name: &str,
+    fs: &Rootfs,
+    config: &ImageConfig,
+    progress: &Progress,
+) -> Result<Vec<Problem>> {
+    let (cx, base) = context(project, name, &Options::default(), progress)?;
+    let mut recipes = plan::recipes(&cx)?;
+    let view = BaseView::new(&base, &cx.store);
+    let mut problems = Vec::new();
+    for (i, r) in recipes.iter_mut().enumerate() {
+        r.inputs(&cx, &view)
+            .with_context(|| format!("layer `{}`", r.name()))?;
+        r.check(fs, config, base.layers.len() + i, &mut problems);
+    }
+    Ok(problems)
 }
 
 /// A layer from the cache when its inputs are unchanged, else written anew.

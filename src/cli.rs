@@ -497,7 +497,7 @@ fn verify_cmd(
     progress: &Progress,
 ) -> Result<i32> {
     let t = &a.target;
-    let (checked, what) = if let Some(rest) = t.strip_prefix("oci:") {
+    let (checked, what, problems) = if let Some(rest) = t.strip_prefix("oci:") {
         let (dir, tag) = layout::split_ref(rest);
         let l = Layout::open(&cwd.join(&dir))?;
         let platform = base::host_platform();
@@ -514,11 +514,11 @@ fn verify_cmd(
                 _ => Err(e),
             }
         })?;
-        (verify::check_image(&l, &manifest, None)?, t.clone())
+        (verify::check_image(&l, &manifest, None)?, t.clone(), vec![])
     } else if let Some(rest) = t.strip_prefix("docker-archive:") {
         let ar = verify::Archive::open(&cwd.join(rest))?;
         let m = ar.manifest.clone();
-        (verify::check_image(&ar, &m, None)?, t.clone())
+        (verify::check_image(&ar, &m, None)?, t.clone(), vec![])
     } else if looks_like_reference(t)
         && !Project::load(cwd, config).is_ok_and(|p| p.spec.images.contains_key(t))
     {
@@ -544,18 +544,25 @@ fn verify_cmd(
         (
             verify::check_image(&store, &manifest, None)?,
             r.with_digest(&digest),
+            vec![],
         )
     } else {
         let project = Project::load(cwd, config)?;
         project.spec.image(t, &project.spec_path)?;
         let (rec, built) = build::last_build(&project, t)?;
         let store = project.store()?;
-        (
-            verify::check_image(&store, &built.manifest, None).context("the last build")?,
-            format!("{t} ({})", rec.digest),
-        )
+        let checked =
+            verify::check_image(&store, &built.manifest, None).context("the last build")?;
+        // An image of this project: its layers' own checks too (expect, require, scripts).
+        let problems = build::recheck(&project, t, &checked.fs, &checked.config, progress)?;
+        (checked, format!("{t} ({})", rec.digest), problems)
     };
-    let problems = crate::python::check_rootfs(&checked.fs, &checked.config);
+    let mut problems = problems;
+    for p in crate::python::check_rootfs(&checked.fs, &checked.config) {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
     if !problems.is_empty() {
         let mut msg = format!(
             "{what} failed verification ({} problem{}):",

@@ -497,3 +497,25 @@ fn large_new_inputs_are_hashed_in_the_writing_pass_and_cached_for_the_next_build
     );
     assert_eq!(first["digest"], second["digest"]);
 }
+
+#[test]
+fn verify_by_name_runs_the_layer_checks_of_the_current_config_on_the_last_build() {
+    let t = tempfile::tempdir().unwrap();
+    sample_project(t.path());
+    ok(imgbuild(t.path()).arg("demo"));
+    ok(imgbuild(t.path()).args(["verify", "demo"]));
+    // The config now expects a file the last build does not have: verify says so.
+    let toml = fs::read_to_string(t.path().join("imgbuild.toml")).unwrap();
+    fs::write(
+        t.path().join("imgbuild.toml"),
+        toml.replace(r#""/bin/sh"]"#, r#""/bin/sh", "/app/server.js"]"#),
+    )
+    .unwrap();
+    let (code, err) = fails(imgbuild(t.path()).args(["verify", "demo"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("failed verification (1 problem)")
+            && err.contains("expected path /app/server.js is missing"),
+        "{err}"
+    );
+}
