@@ -461,97 +461,6 @@ pub fn check_edit(original: &Compose, new_text: &str) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = "x-common: &common\n  image: \"reg.example.com/a/api:latest\"\nservices:\n  api:\n    <<: *common\n  web:\n    image: 'reg.example.com/a/web:1' # keep me\n  db:\n    image: postgres:16\n  tool:\n    build: .\n  env:\n    image: ${API_IMAGE:-x}\n";
-
-    fn pins() -> Pins {
-        let mut p = Pins::new();
-        p.insert(
-            "reg.example.com/a/api".into(),
-            format!("reg.example.com/a/api@sha256:{}", "a".repeat(64)),
-        );
-        p.insert(
-            "reg.example.com/a/web".into(),
-            format!("reg.example.com/a/web@sha256:{}", "b".repeat(64)),
-        );
-        p
-    }
-
-    #[test]
-    fn pins_through_anchors_and_keeps_quotes_and_comments() {
-        let c = Compose::parse(Path::new("c.yml"), BASE.into()).unwrap();
-        let files = [c];
-        let actions = plan(&files, &pins());
-        let new = apply(&files, &actions);
-        let text = &new[&0];
-        let want = BASE
-            .replace(
-                "\"reg.example.com/a/api:latest\"",
-                &format!("\"reg.example.com/a/api@sha256:{}\"", "a".repeat(64)),
-            )
-            .replace(
-                "'reg.example.com/a/web:1'",
-                &format!("'reg.example.com/a/web@sha256:{}'", "b".repeat(64)),
-            );
-        assert_eq!(text, &want);
-        assert!(actions
-            .iter()
-            .any(|(a, _)| matches!(a, Action::Variable { var, .. } if var == "API_IMAGE")));
-        assert!(actions
-            .iter()
-            .any(|(a, _)| matches!(a, Action::BuildOnly { service } if service == "tool")));
-        assert!(actions
-            .iter()
-            .any(|(a, _)| matches!(a, Action::NotBuilt { service, .. } if service == "db")));
-    }
-
-    #[test]
-    fn later_files_override_earlier_ones() {
-        let a = Compose::parse(
-            Path::new("a.yml"),
-            "services:\n  web:\n    image: reg.example.com/a/web:1\n".into(),
-        )
-        .unwrap();
-        let b = Compose::parse(
-            Path::new("b.yml"),
-            "services:\n  web:\n    image: reg.example.com/a/web:2\n    ports: []\n".into(),
-        )
-        .unwrap();
-        let files = [a, b];
-        let new = apply(&files, &plan(&files, &pins()));
-        assert!(
-            !new.contains_key(&0),
-            "the overridden value in the base file is left alone"
-        );
-        assert!(new[&1].contains("@sha256:bbbb"));
-    }
-
-    #[test]
-    fn malformed_yaml_names_the_line() {
-        let e = Compose::parse(
-            Path::new("c.yml"),
-            "services:\n  api:\n    image: [unclosed\n".into(),
-        )
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(e.contains("c.yml:4") || e.contains("c.yml:3"), "{e}");
-    }
-
-    #[test]
-    fn repository_of_strips_tag_and_digest_and_normalises_hub_names() {
-        assert_eq!(repository_of("postgres:16"), "docker.io/library/postgres");
-        assert_eq!(
-            repository_of("localhost:5000/a/b:1@sha256:00"),
-            "localhost:5000/a/b"
-        );
-        assert_eq!(repository_of("reg.io:443/a"), "reg.io:443/a");
-    }
-}
-
 /// What `imgbuild pin` did or would do.
 pub struct Outcome {
     pub actions: Vec<Action>,
@@ -649,4 +558,95 @@ fn write_keeping_mode(path: &Path, text: &str) -> Result<()> {
         let _ = std::fs::set_permissions(path, m);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "x-common: &common\n  image: \"reg.example.com/a/api:latest\"\nservices:\n  api:\n    <<: *common\n  web:\n    image: 'reg.example.com/a/web:1' # keep me\n  db:\n    image: postgres:16\n  tool:\n    build: .\n  env:\n    image: ${API_IMAGE:-x}\n";
+
+    fn pins() -> Pins {
+        let mut p = Pins::new();
+        p.insert(
+            "reg.example.com/a/api".into(),
+            format!("reg.example.com/a/api@sha256:{}", "a".repeat(64)),
+        );
+        p.insert(
+            "reg.example.com/a/web".into(),
+            format!("reg.example.com/a/web@sha256:{}", "b".repeat(64)),
+        );
+        p
+    }
+
+    #[test]
+    fn pins_through_anchors_and_keeps_quotes_and_comments() {
+        let c = Compose::parse(Path::new("c.yml"), BASE.into()).unwrap();
+        let files = [c];
+        let actions = plan(&files, &pins());
+        let new = apply(&files, &actions);
+        let text = &new[&0];
+        let want = BASE
+            .replace(
+                "\"reg.example.com/a/api:latest\"",
+                &format!("\"reg.example.com/a/api@sha256:{}\"", "a".repeat(64)),
+            )
+            .replace(
+                "'reg.example.com/a/web:1'",
+                &format!("'reg.example.com/a/web@sha256:{}'", "b".repeat(64)),
+            );
+        assert_eq!(text, &want);
+        assert!(actions
+            .iter()
+            .any(|(a, _)| matches!(a, Action::Variable { var, .. } if var == "API_IMAGE")));
+        assert!(actions
+            .iter()
+            .any(|(a, _)| matches!(a, Action::BuildOnly { service } if service == "tool")));
+        assert!(actions
+            .iter()
+            .any(|(a, _)| matches!(a, Action::NotBuilt { service, .. } if service == "db")));
+    }
+
+    #[test]
+    fn later_files_override_earlier_ones() {
+        let a = Compose::parse(
+            Path::new("a.yml"),
+            "services:\n  web:\n    image: reg.example.com/a/web:1\n".into(),
+        )
+        .unwrap();
+        let b = Compose::parse(
+            Path::new("b.yml"),
+            "services:\n  web:\n    image: reg.example.com/a/web:2\n    ports: []\n".into(),
+        )
+        .unwrap();
+        let files = [a, b];
+        let new = apply(&files, &plan(&files, &pins()));
+        assert!(
+            !new.contains_key(&0),
+            "the overridden value in the base file is left alone"
+        );
+        assert!(new[&1].contains("@sha256:bbbb"));
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_line() {
+        let e = Compose::parse(
+            Path::new("c.yml"),
+            "services:\n  api:\n    image: [unclosed\n".into(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("c.yml:4") || e.contains("c.yml:3"), "{e}");
+    }
+
+    #[test]
+    fn repository_of_strips_tag_and_digest_and_normalises_hub_names() {
+        assert_eq!(repository_of("postgres:16"), "docker.io/library/postgres");
+        assert_eq!(
+            repository_of("localhost:5000/a/b:1@sha256:00"),
+            "localhost:5000/a/b"
+        );
+        assert_eq!(repository_of("reg.io:443/a"), "reg.io:443/a");
+    }
 }
