@@ -341,3 +341,67 @@ fn an_untrusted_base_cannot_make_imgbuild_write_outside_its_directories() {
         "a layer wrote through a symlink to the host"
     );
 }
+
+/// Registries that always fail one way: each gives its clear error, nothing is half-written.
+/// (Rows of tests/BAD_INPUT.md.)
+#[test]
+fn registries_that_always_fail_give_clear_errors() {
+    use common::faultproxy::Fault;
+    let reg = Registry::start(None);
+    let cases: &[(&str, Fault, &str, &str)] = &[
+        ("registry-5xx-forever", Fault::Status(500), "push", "500"),
+        ("registry-403", Fault::Status(403), "push", "403"),
+        (
+            "registry-lying-content-length",
+            Fault::Truncate,
+            "pull",
+            "error",
+        ),
+    ];
+    // An image in the registry to pull.
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    project(d, &format!("{}/bad/api", reg.host()));
+    let s: serde_json::Value = serde_json::from_slice(
+        &ok(imgbuild(d)
+            .args(["build", "api", "--push", "--json"])
+            .env("HOME", d.join(".home")))
+        .stdout,
+    )
+    .unwrap();
+    let digest = s["digest"].as_str().unwrap().to_string();
+    let mut failures = Vec::new();
+    for (id, fault, op, want) in cases {
+        let proxy = FaultProxy::start(reg.port, 1.0, &[*fault], Duration::from_secs(1), 7);
+        let p = tempfile::tempdir().unwrap();
+        project(p.path(), &format!("127.0.0.1:{}/bad/api", proxy.port));
+        let mut c = imgbuild(p.path());
+        c.env("HOME", p.path().join(".home"))
+            .env("IMGBUILD_REGISTRY_ATTEMPTS", "2")
+            .env("IMGBUILD_HTTP_TIMEOUT", "5");
+        let out = match *op {
+            "push" => c.args(["build", "api", "--push"]).output().unwrap(),
+            _ => c
+                .args([
+                    "verify",
+                    &format!("127.0.0.1:{}/bad/api@{digest}", proxy.port),
+                ])
+                .output()
+                .unwrap(),
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || clean_failure(&out).is_err() || !err.contains(want) {
+            failures.push(format!(
+                "{id}: exit {:?}, want `{want}` in: {err}",
+                out.status.code()
+            ));
+        }
+        let temps: Vec<_> = fs::read_dir(p.path().join(".store/tmp"))
+            .map(|r| r.flatten().collect())
+            .unwrap_or_default();
+        if !temps.is_empty() {
+            failures.push(format!("{id}: temp files left"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -634,3 +634,245 @@ fn requirements_package_with_no_wheel_for_the_target_on_the_index() {
     );
     assert!(err.contains("fast 1.0 has no wheel for the target (CPython 3.11.2 at /usr/bin/python3.11 (glibc 2.36, x86_64), site directory /usr/local/lib/python3.11/dist-packages): requirements.txt has fast-1.0-cp312-cp312-manylinux_2_17_x86_64.whl; the target accepts"), "{err}");
 }
+
+/// A zip written exactly as given (no RECORD fixing); returns its sha256.
+fn raw_wheel(dir: &Path, filename: &str, entries: &[(&str, &[u8])]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(filename);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    for (n, b) in entries {
+        z.start_file(*n, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(b).unwrap();
+    }
+    z.finish().unwrap();
+    hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))
+}
+
+/// Bad lock files and evil wheels, end to end: exit code, message, nothing written.
+/// (Rows of tests/BAD_INPUT.md.)
+#[test]
+fn bad_lock_files_and_evil_wheels_give_their_errors_and_write_nothing() {
+    type Setup = fn(&Path);
+    fn one(d: &Path, file: &str, sha: &str) {
+        pylock(d, &[("demo", "1.0", &[(file, sha)], None)]);
+    }
+    let cases: Vec<(&str, Setup, i32, &str)> = vec![
+        (
+            "lock-malformed",
+            |d| {
+                std::fs::write(
+                    d.join("pylock.toml"),
+                    "lock-version = \"1.0\"\n[[packages]\nname = 1\n",
+                )
+                .unwrap()
+            },
+            2,
+            "pylock.toml",
+        ),
+        (
+            "lock-missing-hashes",
+            |d| {
+                std::fs::write(d.join("requirements.txt"), "demo==1.0\n").unwrap();
+                let t = std::fs::read_to_string(d.join("imgbuild.toml")).unwrap();
+                std::fs::write(
+                    d.join("imgbuild.toml"),
+                    t.replace("lock = \"pylock.toml\"", "lock = \"requirements.txt\""),
+                )
+                .unwrap();
+            },
+            2,
+            "--hash",
+        ),
+        (
+            "lock-unknown-package",
+            |d| {
+                let t = std::fs::read_to_string(d.join("imgbuild.toml")).unwrap();
+                std::fs::write(
+                    d.join("imgbuild.toml"),
+                    t.replace(
+                        "lock = \"pylock.toml\"",
+                        "lock = \"pylock.toml\", exclude = [\"nope\"]",
+                    ),
+                )
+                .unwrap();
+            },
+            2,
+            "exclude `nope`",
+        ),
+        (
+            "wheel-bad-hash",
+            |d| {
+                let (_, _) = make_wheel(&d.join("wheels"), "demo-1.0-py3-none-any.whl", DEMO);
+                pylock(
+                    d,
+                    &[(
+                        "demo",
+                        "1.0",
+                        &[("demo-1.0-py3-none-any.whl", &"1".repeat(64))],
+                        None,
+                    )],
+                );
+            },
+            1,
+            "sha256",
+        ),
+        (
+            "wheel-bad-zip",
+            |d| {
+                std::fs::write(
+                    d.join("wheels/demo-1.0-py3-none-any.whl"),
+                    b"this is not a zip",
+                )
+                .unwrap();
+                let sha = hex::encode(Sha256::digest(b"this is not a zip"));
+                pylock(
+                    d,
+                    &[("demo", "1.0", &[("demo-1.0-py3-none-any.whl", &sha)], None)],
+                );
+            },
+            1,
+            "zip",
+        ),
+        (
+            "wheel-zip-slip",
+            |d| {
+                let mut files = DEMO.to_vec();
+                files.push(("../../etc/evil.py", b"x", 0o644));
+                let (_, sha) = make_wheel(&d.join("wheels"), "demo-1.0-py3-none-any.whl", &files);
+                pylock(
+                    d,
+                    &[("demo", "1.0", &[("demo-1.0-py3-none-any.whl", &sha)], None)],
+                );
+            },
+            1,
+            "..",
+        ),
+        (
+            "wheel-absolute-path",
+            |d| {
+                let mut files = DEMO.to_vec();
+                files.push(("/etc/evil.py", b"x", 0o644));
+                let (_, sha) = make_wheel(&d.join("wheels"), "demo-1.0-py3-none-any.whl", &files);
+                pylock(
+                    d,
+                    &[("demo", "1.0", &[("demo-1.0-py3-none-any.whl", &sha)], None)],
+                );
+            },
+            1,
+            "absolute",
+        ),
+        (
+            "wheel-duplicate-file",
+            |d| {
+                let (_, sha) = make_wheel(&d.join("wheels"), "demo-1.0-py3-none-any.whl", DEMO);
+                let (_, sha2) = make_wheel(
+                    &d.join("wheels"),
+                    "other-2.0-py3-none-any.whl",
+                    &[("demo/__init__.py", b"# mine", 0o644)],
+                );
+                pylock(
+                    d,
+                    &[
+                        ("demo", "1.0", &[("demo-1.0-py3-none-any.whl", &sha)], None),
+                        (
+                            "other",
+                            "2.0",
+                            &[("other-2.0-py3-none-any.whl", &sha2)],
+                            None,
+                        ),
+                    ],
+                );
+            },
+            1,
+            "demo/__init__.py",
+        ),
+        (
+            "wheel-malformed-record",
+            |d| {
+                let sha = raw_wheel(
+                    &d.join("wheels"),
+                    "demo-1.0-py3-none-any.whl",
+                    &[
+                        ("demo/__init__.py", b""),
+                        (
+                            "demo-1.0.dist-info/WHEEL",
+                            b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n",
+                        ),
+                        (
+                            "demo-1.0.dist-info/METADATA",
+                            b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+                        ),
+                        (
+                            "demo-1.0.dist-info/RECORD",
+                            b"demo/__init__.py,md5=abc,zero\n\"unterminated\n",
+                        ),
+                    ],
+                );
+                one(d, "demo-1.0-py3-none-any.whl", &sha);
+            },
+            1,
+            "RECORD",
+        ),
+        (
+            "wheel-missing-metadata",
+            |d| {
+                use imgbuild::python::record::{self, Row};
+                let wheel = b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n";
+                let rows = [
+                    Row::new("demo/__init__.py", &hex::encode(Sha256::digest(b"")), 0),
+                    Row::new(
+                        "demo-1.0.dist-info/WHEEL",
+                        &hex::encode(Sha256::digest(wheel)),
+                        wheel.len() as u64,
+                    ),
+                    Row::bare("demo-1.0.dist-info/RECORD"),
+                ];
+                let rec = record::write(&rows);
+                let sha = raw_wheel(
+                    &d.join("wheels"),
+                    "demo-1.0-py3-none-any.whl",
+                    &[
+                        ("demo/__init__.py", b""),
+                        ("demo-1.0.dist-info/WHEEL", wheel),
+                        ("demo-1.0.dist-info/RECORD", rec.as_bytes()),
+                    ],
+                );
+                one(d, "demo-1.0-py3-none-any.whl", &sha);
+            },
+            1,
+            "METADATA",
+        ),
+        (
+            "wheel-wrong-tags",
+            |d| {
+                let (_, sha) = make_wheel(
+                    &d.join("wheels"),
+                    "demo-1.0-cp313-cp313-manylinux_2_17_x86_64.whl",
+                    DEMO,
+                );
+                one(d, "demo-1.0-cp313-cp313-manylinux_2_17_x86_64.whl", &sha);
+            },
+            1,
+            "cp313",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (id, setup, code, want) in &cases {
+        let t = demo_project(Some("require = [\"demo.cli\"]"), "");
+        let d = t.path();
+        setup(d);
+        let out = build(d, &["build", "t"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let got = out.status.code().unwrap_or(-1);
+        if got != *code || !err.contains(want) {
+            failures.push(format!(
+                "{id}: exit {got} (want {code}), want `{want}` in:\n{err}"
+            ));
+        }
+        if d.join(".imgbuild/oci/index.json").exists() {
+            failures.push(format!("{id}: an image was written"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

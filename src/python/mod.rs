@@ -91,6 +91,10 @@ pub fn recipe(cx: &Ctx, l: &LayerSpec) -> Result<Box<dyn Recipe>> {
     }))
 }
 
+/// Part of every python layer's cache key: bump when installing (its checks included) changes,
+/// so layers installed by an older imgbuild are installed (and checked) again.
+const INSTALLER_FORMAT: u32 = 2;
+
 /// A python layer.
 pub struct PythonRecipe {
     spec: LayerSpec,
@@ -346,7 +350,8 @@ impl Recipe for PythonRecipe {
         let mut m = BTreeMap::new();
         m.insert(
             "[python]".into(),
-            serde_json::json!({ "format": 1, "owner": owner, "target": t }).to_string(),
+            serde_json::json!({ "format": INSTALLER_FORMAT, "owner": owner, "target": t })
+                .to_string(),
         );
         for p in &st.picks {
             let what = match &p.origin {

@@ -225,6 +225,43 @@ fn rel(abs: &str) -> Vec<u8> {
 }
 
 /// Installs the wheel at `archive` (named `filename`) for `target`.
+/// METADATA must name the distribution and version the wheel's file name gives.
+fn check_metadata(text: &str, wn: &WheelName, filename: &str, di: &str) -> Result<()> {
+    let header = text.split("\n\n").next().unwrap_or("");
+    let field = |k: &str| {
+        header.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(f, _)| f.trim().eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.trim().to_string())
+        })
+    };
+    let (Some(name), Some(version)) = (field("Name"), field("Version")) else {
+        bail!(
+            "wheel {filename}: {di}/METADATA has no Name or Version field; the wheel is malformed"
+        );
+    };
+    if dist_info_name(&name) != dist_info_name(&wn.dist) {
+        bail!(
+            "wheel {filename}: {di}/METADATA names `{name}`, not `{}`",
+            wn.dist
+        );
+    }
+    let norm = |v: &str| {
+        v.trim_start_matches(['v', 'V'])
+            .to_ascii_lowercase()
+            .replace('_', "-")
+    };
+    if norm(&version) != norm(&wn.version)
+        && super::version::Version::parse(&version) != super::version::Version::parse(&wn.version)
+    {
+        bail!(
+            "wheel {filename}: {di}/METADATA says version {version}, not {}",
+            wn.version
+        );
+    }
+    Ok(())
+}
+
 pub fn install(
     archive: &Path,
     filename: &str,
@@ -254,6 +291,13 @@ pub fn install(
             v.map(str::trim)
         ),
     }
+    let metadata = match find("METADATA") {
+        Some(m) => String::from_utf8_lossy(&read_member(&mut zip, m.index)?).into_owned(),
+        None => {
+            bail!("wheel {filename} has no {di}/METADATA (PEP 427 requires it); rebuild the wheel")
+        }
+    };
+    check_metadata(&metadata, &wn, filename, &di)?;
     let rows: BTreeMap<String, Row> = match find("RECORD") {
         Some(m) => record::parse(&String::from_utf8_lossy(&read_member(&mut zip, m.index)?))
             .map_err(|e| anyhow!("wheel {filename}: {e}"))?
