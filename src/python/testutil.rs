@@ -31,7 +31,7 @@ pub fn debian_target() -> Target {
 /// A wheel member: name, content, unix mode.
 pub type File<'a> = (&'a str, &'a [u8], u32);
 
-/// Writes `dir/filename` with `files`, a WHEEL, and a RECORD listing everything
+/// Writes `dir/filename` with `files`, a WHEEL, METADATA, and a RECORD listing everything
 /// (`tamper` edits the RECORD rows before they are written).
 pub fn wheel(
     dir: &Path,
@@ -51,6 +51,16 @@ pub fn wheel(
         .map(|(n, b, m)| (n.to_string(), b.to_vec(), *m))
         .collect();
     all.push((wheel_name, wheel_meta.to_vec(), 0o644));
+    if !files
+        .iter()
+        .any(|(n, _, _)| n.ends_with(".dist-info/METADATA"))
+    {
+        let meta = format!(
+            "Metadata-Version: 2.1\nName: {}\nVersion: {}\n",
+            stem[0], stem[1]
+        );
+        all.push((format!("{di}/METADATA"), meta.into_bytes(), 0o644));
+    }
     let mut rows: Vec<Row> = all
         .iter()
         .map(|(n, b, _)| Row::new(n.clone(), &hex::encode(Sha256::digest(b)), b.len() as u64))

@@ -225,6 +225,19 @@ fn rel(abs: &str) -> Vec<u8> {
 }
 
 /// Installs the wheel at `archive` (named `filename`) for `target`.
+/// A file imgbuild writes itself (script, INSTALLER): its RECORD row and its layer body.
+fn generated(site: &str, dest: &str, bytes: Vec<u8>, rows: &mut Vec<Row>) -> Body {
+    rows.push(Row::new(
+        relative(site, dest),
+        &hex::encode(Sha256::digest(&bytes)),
+        bytes.len() as u64,
+    ));
+    Body::File {
+        size: bytes.len() as u64,
+        src: Source::Bytes(bytes.into()),
+    }
+}
+
 /// METADATA must name the distribution and version the wheel's file name gives.
 fn check_metadata(text: &str, wn: &WheelName, filename: &str, di: &str) -> Result<()> {
     let header = text.split("\n\n").next().unwrap_or("");
@@ -357,17 +370,8 @@ pub fn install(
         if is_script {
             let bytes = read_member(&mut zip, m.index)?;
             let bytes = scripts::fix_shebang(bytes, &target.interpreter);
-            let sha = hex::encode(Sha256::digest(&bytes));
-            record_rows.push(Row::new(relative(&site, &dest), &sha, bytes.len() as u64));
-            push(
-                &mut entries,
-                dest,
-                Body::File {
-                    size: bytes.len() as u64,
-                    src: Source::Bytes(bytes.into()),
-                },
-                0o755,
-            );
+            let body = generated(&site, &dest, bytes, &mut record_rows);
+            push(&mut entries, dest, body, 0o755);
             continue;
         }
         let row = rows.get(&m.name).ok_or_else(|| {
@@ -405,35 +409,13 @@ pub fn install(
                 continue; // the wheel ships this script itself
             }
             let bytes = s.render(&target.interpreter).into_bytes();
-            let sha = hex::encode(Sha256::digest(&bytes));
-            record_rows.push(Row::new(relative(&site, &dest), &sha, bytes.len() as u64));
-            push(
-                &mut entries,
-                dest,
-                Body::File {
-                    size: bytes.len() as u64,
-                    src: Source::Bytes(bytes.into()),
-                },
-                0o755,
-            );
+            let body = generated(&site, &dest, bytes, &mut record_rows);
+            push(&mut entries, dest, body, 0o755);
         }
     }
-    let installer = b"imgbuild\n".to_vec();
     let inst_path = format!("{site}/{di}/INSTALLER");
-    record_rows.push(Row::new(
-        relative(&site, &inst_path),
-        &hex::encode(Sha256::digest(&installer)),
-        installer.len() as u64,
-    ));
-    push(
-        &mut entries,
-        inst_path,
-        Body::File {
-            size: installer.len() as u64,
-            src: Source::Bytes(installer.into()),
-        },
-        0o644,
-    );
+    let body = generated(&site, &inst_path, b"imgbuild\n".to_vec(), &mut record_rows);
+    push(&mut entries, inst_path, body, 0o644);
     let rec_path = format!("{site}/{di}/RECORD");
     record_rows.push(Row::bare(relative(&site, &rec_path)));
     let text = record::write(&record_rows).into_bytes();
