@@ -1,6 +1,7 @@
 //! `imgbuild pin`: rewrite the `image:` of compose services to `repository@sha256:…`,
 //! changing no other byte of the file (comments, anchors, order and quoting stay).
 
+use crate::error::Hint;
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use saphyr_parser::{Event, Parser, ScalarStyle};
@@ -136,7 +137,24 @@ impl Compose {
                         let slot = pending_key.last_mut().unwrap();
                         match slot.take() {
                             None => *slot = Some(node),
-                            Some(k) => m.push((k, node)),
+                            Some(k) => {
+                                // docker compose refuses a key given twice in one mapping.
+                                if let Node::Scalar { value, line, .. } = &k {
+                                    let first = m.iter().find_map(|(o, _)| match o {
+                                        Node::Scalar {
+                                            value: v, line: l, ..
+                                        } if v == value && v != "<<" => Some(*l),
+                                        _ => None,
+                                    });
+                                    if let Some(first) = first {
+                                        return Err(usage!(
+                                            "{}:{line}: malformed YAML: key `{value}` is given twice in one mapping (first at line {first})",
+                                            path.display()
+                                        ));
+                                    }
+                                }
+                                m.push((k, node))
+                            }
                         }
                     }
                     Some((Node::Seq(s), _)) => s.push(node),
@@ -461,6 +479,127 @@ pub fn check_edit(original: &Compose, new_text: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `imgbuild pin` did or would do.
+pub struct Outcome {
+    pub actions: Vec<Action>,
+    /// Files rewritten (or, with `check`, that would be).
+    pub changed: Vec<PathBuf>,
+}
+
+/// Pins `paths` to `pins`. With `check`, writes nothing and reports what is not pinned.
+/// `env_file` receives `VAR=repo@digest` for services whose image is a variable.
+pub fn pin_files(
+    paths: &[PathBuf],
+    pins: &Pins,
+    env_file: Option<&Path>,
+    check: bool,
+) -> Result<Outcome> {
+    let files = paths
+        .iter()
+        .map(|p| Compose::load(p))
+        .collect::<Result<Vec<_>>>()?;
+    let planned = plan(&files, pins);
+    let relevant = planned
+        .iter()
+        .any(|(a, _)| !matches!(a, Action::NotBuilt { .. } | Action::BuildOnly { .. }));
+    if !relevant {
+        let seen: Vec<String> = planned
+            .iter()
+            .filter_map(|(a, _)| match a {
+                Action::NotBuilt { service, image } => Some(format!("{service} ({image})")),
+                Action::BuildOnly { service } => Some(format!("{service} (`build:` only)")),
+                _ => None,
+            })
+            .collect();
+        let known: Vec<&str> = pins.keys().map(|s| s.as_str()).collect();
+        let mut e = usage!(
+            "no service in {} uses an image imgbuild pushed (services: {}; pushed repositories: {})",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            if seen.is_empty() { "none".into() } else { seen.join(", ") },
+            if known.is_empty() { "none — run `imgbuild push IMAGE` first".into() } else { known.join(", ") }
+        );
+        if let Some(h) = other_host_hint(&planned, pins) {
+            e = e.hint(h);
+        }
+        bail!(e);
+    }
+    let mut vars = BTreeMap::new();
+    for (a, _) in &planned {
+        if let Action::Variable { var, .. } = a {
+            // A variable image is pinned through the env file when it names one of our repositories
+            // by default value (`${VAR:-repo:tag}`) or when exactly one image was pushed.
+            if let Some(to) = variable_target(a, pins) {
+                vars.insert(var.clone(), to);
+            }
+        }
+    }
+    let new = apply(&files, &planned);
+    let mut changed: Vec<PathBuf> = new.keys().map(|i| files[*i].path.clone()).collect();
+    if let (Some(env), false) = (env_file, vars.is_empty()) {
+        let text = update_env_file(env, &vars)?;
+        if std::fs::read_to_string(env).ok().as_deref() != Some(text.as_str()) {
+            changed.push(env.to_path_buf());
+            if !check {
+                crate::store::write_atomic(env, text.as_bytes())?;
+            }
+        }
+    }
+    if !check {
+        for (i, text) in &new {
+            check_edit(&files[*i], text)?;
+        }
+        for (i, text) in &new {
+            write_keeping_mode(&files[*i].path, text)?;
+        }
+    }
+    Ok(Outcome {
+        actions: planned.into_iter().map(|(a, _)| a).collect(),
+        changed,
+    })
+}
+
+/// A service image with the path of a pushed repository on another registry host: the compose
+/// file and `repository` in imgbuild.toml disagree about the registry.
+fn other_host_hint(planned: &[(Action, Option<ImageSite>)], pins: &Pins) -> Option<String> {
+    let path_of = |repo: &str| repo.split_once('/').map(|(_, p)| p.to_string());
+    planned.iter().find_map(|(a, _)| {
+        let Action::NotBuilt { service, image } = a else {
+            return None;
+        };
+        let theirs = repository_of(image);
+        let p = path_of(&theirs)?;
+        let ours = pins.keys().find(|k| path_of(k).as_deref() == Some(p.as_str()))?;
+        Some(format!(
+            "service `{service}` names {theirs}, but imgbuild pushed {ours}: the same repository on another registry host; make `repository` in imgbuild.toml and the compose file name the same registry"
+        ))
+    })
+}
+
+fn variable_target(a: &Action, pins: &Pins) -> Option<String> {
+    let Action::Variable { image, .. } = a else {
+        return None;
+    };
+    if let Some((_, default)) = image
+        .trim_start_matches("${")
+        .trim_end_matches('}')
+        .split_once(":-")
+    {
+        return pins.get(&repository_of(default)).cloned();
+    }
+    (pins.len() == 1)
+        .then(|| pins.values().next().cloned())
+        .flatten()
+}
+
+fn write_keeping_mode(path: &Path, text: &str) -> Result<()> {
+    let mode = std::fs::metadata(path).map(|m| m.permissions());
+    crate::store::write_atomic(path, text.as_bytes())?;
+    if let Ok(m) = mode {
+        let _ = std::fs::set_permissions(path, m);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,103 +689,4 @@ mod tests {
         );
         assert_eq!(repository_of("reg.io:443/a"), "reg.io:443/a");
     }
-}
-
-/// What `imgbuild pin` did or would do.
-pub struct Outcome {
-    pub actions: Vec<Action>,
-    /// Files rewritten (or, with `check`, that would be).
-    pub changed: Vec<PathBuf>,
-}
-
-/// Pins `paths` to `pins`. With `check`, writes nothing and reports what is not pinned.
-/// `env_file` receives `VAR=repo@digest` for services whose image is a variable.
-pub fn pin_files(
-    paths: &[PathBuf],
-    pins: &Pins,
-    env_file: Option<&Path>,
-    check: bool,
-) -> Result<Outcome> {
-    let files = paths
-        .iter()
-        .map(|p| Compose::load(p))
-        .collect::<Result<Vec<_>>>()?;
-    let planned = plan(&files, pins);
-    let relevant = planned
-        .iter()
-        .any(|(a, _)| !matches!(a, Action::NotBuilt { .. } | Action::BuildOnly { .. }));
-    if !relevant {
-        let seen: Vec<String> = planned
-            .iter()
-            .filter_map(|(a, _)| match a {
-                Action::NotBuilt { service, image } => Some(format!("{service} ({image})")),
-                _ => None,
-            })
-            .collect();
-        let known: Vec<&str> = pins.keys().map(|s| s.as_str()).collect();
-        bail!(usage!(
-            "no service in {} uses an image imgbuild pushed (services: {}; pushed repositories: {})",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-            if seen.is_empty() { "none with an image".into() } else { seen.join(", ") },
-            if known.is_empty() { "none — run `imgbuild push IMAGE` first".into() } else { known.join(", ") }
-        ));
-    }
-    let mut vars = BTreeMap::new();
-    for (a, _) in &planned {
-        if let Action::Variable { var, .. } = a {
-            // A variable image is pinned through the env file when it names one of our repositories
-            // by default value (`${VAR:-repo:tag}`) or when exactly one image was pushed.
-            if let Some(to) = variable_target(a, pins) {
-                vars.insert(var.clone(), to);
-            }
-        }
-    }
-    let new = apply(&files, &planned);
-    let mut changed: Vec<PathBuf> = new.keys().map(|i| files[*i].path.clone()).collect();
-    if let (Some(env), false) = (env_file, vars.is_empty()) {
-        let text = update_env_file(env, &vars)?;
-        if std::fs::read_to_string(env).ok().as_deref() != Some(text.as_str()) {
-            changed.push(env.to_path_buf());
-            if !check {
-                crate::store::write_atomic(env, text.as_bytes())?;
-            }
-        }
-    }
-    if !check {
-        for (i, text) in &new {
-            check_edit(&files[*i], text)?;
-        }
-        for (i, text) in &new {
-            write_keeping_mode(&files[*i].path, text)?;
-        }
-    }
-    Ok(Outcome {
-        actions: planned.into_iter().map(|(a, _)| a).collect(),
-        changed,
-    })
-}
-
-fn variable_target(a: &Action, pins: &Pins) -> Option<String> {
-    let Action::Variable { image, .. } = a else {
-        return None;
-    };
-    if let Some((_, default)) = image
-        .trim_start_matches("${")
-        .trim_end_matches('}')
-        .split_once(":-")
-    {
-        return pins.get(&repository_of(default)).cloned();
-    }
-    (pins.len() == 1)
-        .then(|| pins.values().next().cloned())
-        .flatten()
-}
-
-fn write_keeping_mode(path: &Path, text: &str) -> Result<()> {
-    let mode = std::fs::metadata(path).map(|m| m.permissions());
-    crate::store::write_atomic(path, text.as_bytes())?;
-    if let Ok(m) = mode {
-        let _ = std::fs::set_permissions(path, m);
-    }
-    Ok(())
 }

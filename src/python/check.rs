@@ -471,10 +471,49 @@ pub fn check_rootfs(fs: &Rootfs, config: &ImageConfig) -> Vec<Problem> {
                     layer: "image".into(),
                     message: format!("{} holds packages for Python 3.{minor}, but no PATH directory of the image has {name}", abs(&site)),
                 });
+            } else if let Some(message) = unread_site(fs, config, &site) {
+                problems.push(Problem {
+                    layer: "image".into(),
+                    message,
+                });
             }
         }
     }
     problems
+}
+
+/// A `PREFIX/lib/python3.N/site-packages` that no interpreter of the image reads: there is no
+/// `PREFIX/bin/python3.N` (or `python3`, `python`) whose scheme it belongs to, PYTHONPATH does
+/// not name it, and it is not a user site. Debian's python3 reads `dist-packages` only, so
+/// packages copied into `/usr/local/lib/python3.N/site-packages` of a Debian image are
+/// invisible to it.
+fn unread_site(fs: &Rootfs, config: &ImageConfig, site: &str) -> Option<String> {
+    let site = abs(site);
+    let lib = site.strip_suffix("/site-packages")?;
+    let (libdir, name) = lib.rsplit_once('/')?;
+    name.strip_prefix("python3.")?;
+    let prefix = libdir
+        .strip_suffix("/lib")
+        .or_else(|| libdir.strip_suffix("/lib64"))?;
+    if site.contains("/.local/lib/") || env_list(config, "PYTHONPATH").contains(&site) {
+        return None;
+    }
+    let own = [name, "python3", "python"]
+        .iter()
+        .any(|n| fs.exists(&format!("{prefix}/bin/{n}")));
+    if own {
+        return None;
+    }
+    let mut msg = format!(
+        "{site} holds packages that no interpreter of the image reads: there is no {prefix}/bin/{name} for it and PYTHONPATH does not name it"
+    );
+    let debian = format!("/usr/bin/{name}");
+    if fs.exists(&debian) && fs.exists("/usr/lib/python3/dist-packages") {
+        msg.push_str(&format!(
+            "; {debian} is Debian's python3, which reads {prefix}/lib/{name}/dist-packages"
+        ));
+    }
+    Some(msg)
 }
 
 #[cfg(test)]

@@ -106,10 +106,11 @@ fn roll(cfg: &Config) -> f64 {
     (*x >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A request: its request line, header lines and raw body bytes.
+type Request = (String, Vec<String>, Vec<u8>);
+
 /// Reads one request: head lines and raw body bytes (Content-Length or chunked, kept as sent).
-fn read_request(
-    r: &mut BufReader<TcpStream>,
-) -> std::io::Result<Option<(String, Vec<String>, Vec<u8>)>> {
+fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Ok(None);
