@@ -573,8 +573,14 @@ fn verify_cmd(
             serde_json::json!({"image": what, "ok": true, "layers": checked.layers, "bytes": checked.bytes})
         );
     } else {
+        let dists = crate::python::distributions(&checked.fs);
+        let python = if dists > 0 {
+            format!("; {dists} Python distributions match their RECORD")
+        } else {
+            String::new()
+        };
         progress.note(&format!(
-            "verified {what}: {} layers, {} bytes, every digest and diff_id checks",
+            "verified {what}: {} layers, {} bytes, every digest and diff_id checks{python}",
             checked.layers, checked.bytes
         ));
     }
@@ -927,6 +933,8 @@ fn pin_cmd(
         a.env_file.as_ref().map(|f| cwd.join(f)).as_deref(),
         a.check,
     )?;
+    // Paths as the user named them (relative to the working directory).
+    let shown = |f: &std::path::Path| f.strip_prefix(cwd).unwrap_or(f).display().to_string();
     let mut stale = 0;
     for act in &out.actions {
         match act {
@@ -941,7 +949,7 @@ fn pin_cmd(
                 let verb = if a.check { "not pinned" } else { "pinned" };
                 progress.note(&format!(
                     "{verb}: {service} ({}:{line}) {from} → {to}",
-                    file.display()
+                    shown(file)
                 ));
             }
             Action::AlreadyPinned { service, .. } => {
@@ -968,11 +976,7 @@ fn pin_cmd(
         }
     }
     if a.check && (stale > 0 || !out.changed.is_empty()) {
-        let files: Vec<String> = out
-            .changed
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect();
+        let files: Vec<String> = out.changed.iter().map(|f| shown(f)).collect();
         let files = if files.is_empty() {
             "the compose files".to_string()
         } else {

@@ -482,6 +482,19 @@ pub fn check_rootfs(fs: &Rootfs, config: &ImageConfig) -> Vec<Problem> {
     problems
 }
 
+/// How many installed distributions `check_rootfs` checks: the `.dist-info/RECORD` files
+/// directly under a `site-packages` or `dist-packages` directory.
+pub fn distributions(fs: &Rootfs) -> usize {
+    fs.captured
+        .keys()
+        .filter(|k| k.ends_with(".dist-info/RECORD"))
+        .filter(|k| {
+            let parts: Vec<&str> = k.rsplitn(3, '/').collect();
+            matches!(parts.as_slice(), [_, _, site] if site.ends_with("/site-packages") || site.ends_with("/dist-packages"))
+        })
+        .count()
+}
+
 /// A `PREFIX/lib/python3.N/site-packages` that no interpreter of the image reads: there is no
 /// `PREFIX/bin/python3.N` (or `python3`, `python`) whose scheme it belongs to, PYTHONPATH does
 /// not name it, and it is not a user site. Debian's python3 reads `dist-packages` only, so
