@@ -499,8 +499,13 @@ pub fn distributions(fs: &Rootfs) -> usize {
 /// `PREFIX/bin/python3.N` (or `python3`, `python`) whose scheme it belongs to, PYTHONPATH does
 /// not name it, and it is not a user site. Debian's python3 reads `dist-packages` only, so
 /// packages copied into `/usr/local/lib/python3.N/site-packages` of a Debian image are
-/// invisible to it.
+/// invisible to it. Said only where the image is known to have Debian's python3 (its
+/// `/usr/lib/python3/dist-packages`): Fedora's python3, for one, does read
+/// `/usr/local/lib/python3.N/site-packages`.
 fn unread_site(fs: &Rootfs, config: &ImageConfig, site: &str) -> Option<String> {
+    if !fs.exists("/usr/lib/python3/dist-packages") {
+        return None;
+    }
     let site = abs(site);
     let lib = site.strip_suffix("/site-packages")?;
     let (libdir, name) = lib.rsplit_once('/')?;
@@ -521,7 +526,7 @@ fn unread_site(fs: &Rootfs, config: &ImageConfig, site: &str) -> Option<String> 
         "{site} holds packages that no interpreter of the image reads: there is no {prefix}/bin/{name} for it and PYTHONPATH does not name it"
     );
     let debian = format!("/usr/bin/{name}");
-    if fs.exists(&debian) && fs.exists("/usr/lib/python3/dist-packages") {
+    if fs.exists(&debian) {
         msg.push_str(&format!(
             "; {debian} is Debian's python3, which reads {prefix}/lib/{name}/dist-packages"
         ));

@@ -446,3 +446,36 @@ fn verify_finds_a_site_packages_directory_no_interpreter_reads() {
     );
     assert!(check_rootfs(&fs, &config()).is_empty());
 }
+
+#[test]
+fn site_packages_of_a_python_that_is_not_debians_is_not_judged() {
+    // The same site-packages without Debian's /usr/lib/python3/dist-packages: Fedora's python3
+    // (for one) reads /usr/local/lib/python3.N/site-packages, so nothing is said.
+    let d = tempfile::tempdir().unwrap();
+    let mut t = debian_target();
+    t.site_dir = "/usr/local/lib/python3.11/site-packages".into();
+    let w = wheel(
+        d.path(),
+        "single-2.0-py3-none-any.whl",
+        &[("single.py", b"y = 2\n", 0o644)],
+        |_| {},
+    );
+    let entries = merge(vec![
+        install(&w, "single-2.0-py3-none-any.whl", &t, (0, 0)).unwrap()
+    ])
+    .unwrap();
+    let entries = layer::normalise(entries).unwrap();
+    let store = Store::open(d.path().join("store")).unwrap();
+    let (_, listing) = layer::write(
+        &entries,
+        0,
+        crate::compress::Compression::None,
+        &store,
+        &|_| {},
+    )
+    .unwrap();
+    let mut fs = Rootfs::default();
+    fs.apply(0, &base_listing());
+    fs.apply(1, &listing);
+    assert!(check_rootfs(&fs, &config()).is_empty());
+}
