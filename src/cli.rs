@@ -26,6 +26,9 @@ Examples:
   imgbuild build api --push --tag 1.4   build, then publish to the image's repository
   imgbuild push api                     publish the last build of `api`
   imgbuild verify registry.example.com/acme/api@sha256:…   pull by digest and verify
+  imgbuild test api                     run the image's `smoke` commands in it (runc)
+  imgbuild pin docker-compose.prod.yml  set `image:` to the digests of the last pushes
+  imgbuild pin --check docker-compose.prod.yml   exit 1 if the file is not pinned to them
   imgbuild lock --update                re-resolve the registry bases pinned in imgbuild.lock
   imgbuild login registry.example.com --username ci --password-stdin < pw.txt
   imgbuild base import rootfs/ --output oci:base:latest
