@@ -8,9 +8,9 @@ build:
 test:
     cargo test --locked
 
-# Only the end-to-end tests (real registry, umoci, skopeo, runc)
+# Only the end-to-end tests (real registry, umoci, skopeo, runc; the README walkthrough)
 e2e:
-    cargo test --locked --test core --test registry
+    cargo test --locked --test core --test registry --test walkthrough
 
 # Benchmarks against named peers; writes BENCHMARKS.md and bench/results.json
 bench runs="5":

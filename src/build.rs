@@ -77,12 +77,11 @@ pub fn build(
     let _pop = Pop;
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
-    let (cx, base) = context(project, name, opts, progress)?;
+    let (cx, mut recipes, base) = context(project, name, opts, progress)?;
     let img = cx.image.clone();
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
-    let mut recipes = plan::recipes(&cx)?;
     let view = BaseView::new(&base, &cx.store);
     let mut layers: Vec<(LayerBlob, bool)> = Vec::new();
     for r in recipes.iter_mut() {
@@ -245,7 +244,7 @@ fn context(
     name: &str,
     opts: &Options,
     progress: &Progress,
-) -> Result<(Ctx, BaseImage)> {
+) -> Result<(Ctx, Vec<Box<dyn plan::Recipe>>, BaseImage)> {
     let img = project.spec.image(name, &project.spec_path)?.clone();
     let store = project.store()?;
     let compression = match opts.compression {
@@ -276,6 +275,9 @@ fn context(
         image: img.clone(),
         image_name: name.to_string(),
     };
+    // The layers' inputs are checked first (a missing build output or lock file fails here),
+    // so a bad project fails before a base is pulled or anything is written.
+    let recipes = plan::recipes(&cx)?;
     let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
     let base = match base_name.strip_prefix("image:") {
         Some(other) => image_base(project, name, other, opts, progress, &cx)?,
@@ -287,7 +289,7 @@ fn context(
             &opts.registry,
         )?,
     };
-    Ok((cx, base))
+    Ok((cx, recipes, base))
 }
 
 /// Runs the layer checks of image `name` (expect, python require/scripts/RECORD...) on the
@@ -300,8 +302,7 @@ pub fn recheck(
     config: &ImageConfig,
     progress: &Progress,
 ) -> Result<Vec<Problem>> {
-    let (cx, base) = context(project, name, &Options::default(), progress)?;
-    let mut recipes = plan::recipes(&cx)?;
+    let (cx, mut recipes, base) = context(project, name, &Options::default(), progress)?;
     let view = BaseView::new(&base, &cx.store);
     let mut problems = Vec::new();
     for (i, r) in recipes.iter_mut().enumerate() {
@@ -628,14 +629,18 @@ pub fn push(
     Ok(written)
 }
 
-/// Reads the last build of `name`, reconstructing the image from the store.
-pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)> {
+/// The record of the last build of `name` (its digest and pushes), without the image.
+pub fn last_record(project: &Project, name: &str) -> Result<BuildRecord> {
     let p = record_path(project, name);
     let bytes = std::fs::read(&p).map_err(|_| {
         usage!("image `{name}` has not been built yet; run `imgbuild build {name}` first")
     })?;
-    let rec: BuildRecord =
-        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))
+}
+
+/// Reads the last build of `name`, reconstructing the image from the store.
+pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)> {
+    let rec = last_record(project, name)?;
     let store = project.store()?;
     let manifest_bytes = store.read(&rec.digest).with_context(|| {
         format!("the last build of `{name}` is no longer in the store; rebuild it")

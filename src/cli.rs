@@ -26,6 +26,9 @@ Examples:
   imgbuild build api --push --tag 1.4   build, then publish to the image's repository
   imgbuild push api                     publish the last build of `api`
   imgbuild verify registry.example.com/acme/api@sha256:…   pull by digest and verify
+  imgbuild test api                     run the image's `smoke` commands in it (runc)
+  imgbuild pin docker-compose.prod.yml  set `image:` to the digests of the last pushes
+  imgbuild pin --check docker-compose.prod.yml   exit 1 if the file is not pinned to them
   imgbuild lock --update                re-resolve the registry bases pinned in imgbuild.lock
   imgbuild login registry.example.com --username ci --password-stdin < pw.txt
   imgbuild base import rootfs/ --output oci:base:latest
@@ -580,8 +583,14 @@ fn verify_cmd(
             serde_json::json!({"image": what, "ok": true, "layers": checked.layers, "bytes": checked.bytes})
         );
     } else {
+        let dists = crate::python::distributions(&checked.fs);
+        let python = if dists > 0 {
+            format!("; {dists} Python distributions match their RECORD")
+        } else {
+            String::new()
+        };
         progress.note(&format!(
-            "verified {what}: {} layers, {} bytes, every digest and diff_id checks",
+            "verified {what}: {} layers, {} bytes, every digest and diff_id checks{python}",
             checked.layers, checked.bytes
         ));
     }
@@ -842,20 +851,38 @@ fn pin_cmd(
                 )
             })?;
             if let (Some(repo), Some(d)) = (s.repository, s.digest) {
+                // A build that was not pushed names a digest the registry may not have: the
+                // server would find out when it pulls. `--check` may still compare against it.
+                let pushed = s.reference.ends_with(&format!("@{d}"))
+                    && pin::repository_of(&s.reference) == pin::normalise_repository(&repo);
+                if !pushed && !a.check {
+                    return Err(usage!(
+                        "{}:{}: image `{}` was built ({d}) but not pushed (its reference is `{}`); pinning it would name a digest the registry may not have",
+                        j.display(),
+                        n + 1,
+                        s.image,
+                        s.reference
+                    )
+                    .hint(format!(
+                        "pin from the output of `imgbuild build {0} --push --json` or `imgbuild push {0} --json`",
+                        s.image
+                    )));
+                }
                 pins.insert(pin::normalise_repository(&repo), format!("{repo}@{d}"));
             }
         }
     } else {
         let project = Project::load(cwd, config)?;
         for name in project.spec.images.keys() {
-            let Ok((rec, _)) = build::last_build(&project, name) else {
+            // Only the record is needed: the image itself may live in another store.
+            let Ok(rec) = build::last_record(&project, name) else {
                 continue;
             };
             let Some(repo) = rec.repository.clone() else {
                 continue;
             };
             if rec.pushed.is_empty() {
-                unpushed.push(format!("{name} ({repo})"));
+                unpushed.push((name.clone(), repo, rec.digest.to_string()));
             } else {
                 pins.insert(
                     pin::normalise_repository(&repo),
@@ -864,23 +891,60 @@ fn pin_cmd(
             }
         }
     }
+    let files: Vec<PathBuf> = a.files.iter().map(|f| cwd.join(f)).collect();
+    // An image whose last build was not pushed: the compose file would be pinned to an older
+    // push (or left on its tag) while the build says otherwise. Refuse, naming the services.
+    if !unpushed.is_empty() {
+        let composes = files
+            .iter()
+            .map(|p| pin::Compose::load(p))
+            .collect::<Result<Vec<_>>>()?;
+        for (name, repo, digest) in &unpushed {
+            let want = pin::normalise_repository(repo);
+            let mut users: Vec<String> = Vec::new();
+            for (i, c) in composes.iter().enumerate() {
+                for (service, (site, _)) in c.services(i) {
+                    if site.is_some_and(|s| pin::repository_of(&s.value) == want)
+                        && !users.contains(&service)
+                    {
+                        users.push(service);
+                    }
+                }
+            }
+            if !users.is_empty() {
+                return Err(usage!(
+                    "the last build of `{name}` ({digest}) has not been pushed, and {} use{} {repo}; pinning now would not pin that build",
+                    users.join(", "),
+                    if users.len() == 1 { "s" } else { "" }
+                )
+                .hint(format!(
+                    "run `imgbuild push {name}` (or build with `--push`), then pin"
+                )));
+            }
+        }
+    }
     if pins.is_empty() {
         let mut e = usage!("nothing to pin: no image has been pushed yet");
         if !unpushed.is_empty() {
+            let list: Vec<String> = unpushed
+                .iter()
+                .map(|(n, r, _)| format!("{n} ({r})"))
+                .collect();
             e = e.hint(format!(
                 "built but not pushed: {}; run `imgbuild push IMAGE` first",
-                unpushed.join(", ")
+                list.join(", ")
             ));
         }
         return Err(e);
     }
-    let files: Vec<PathBuf> = a.files.iter().map(|f| cwd.join(f)).collect();
     let out = pin::pin_files(
         &files,
         &pins,
         a.env_file.as_ref().map(|f| cwd.join(f)).as_deref(),
         a.check,
     )?;
+    // Paths as the user named them (relative to the working directory).
+    let shown = |f: &std::path::Path| f.strip_prefix(cwd).unwrap_or(f).display().to_string();
     let mut stale = 0;
     for act in &out.actions {
         match act {
@@ -895,7 +959,7 @@ fn pin_cmd(
                 let verb = if a.check { "not pinned" } else { "pinned" };
                 progress.note(&format!(
                     "{verb}: {service} ({}:{line}) {from} → {to}",
-                    file.display()
+                    shown(file)
                 ));
             }
             Action::AlreadyPinned { service, .. } => {
@@ -922,9 +986,19 @@ fn pin_cmd(
         }
     }
     if a.check && (stale > 0 || !out.changed.is_empty()) {
+        let files: Vec<String> = out.changed.iter().map(|f| shown(f)).collect();
+        let files = if files.is_empty() {
+            "the compose files".to_string()
+        } else {
+            files.join(", ")
+        };
+        let what = if stale > 0 {
+            format!("{stale} service(s) in {files} are")
+        } else {
+            format!("{files} is")
+        };
         progress.note(&format!(
-            "{} not pinned to the current digests; run `imgbuild pin` without --check",
-            out.changed.len().max(1)
+            "{what} not pinned to the current digests; run `imgbuild pin` without --check"
         ));
         return Ok(1);
     }

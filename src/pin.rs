@@ -1,6 +1,7 @@
 //! `imgbuild pin`: rewrite the `image:` of compose services to `repository@sha256:…`,
 //! changing no other byte of the file (comments, anchors, order and quoting stay).
 
+use crate::error::Hint;
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use saphyr_parser::{Event, Parser, ScalarStyle};
@@ -136,7 +137,24 @@ impl Compose {
                         let slot = pending_key.last_mut().unwrap();
                         match slot.take() {
                             None => *slot = Some(node),
-                            Some(k) => m.push((k, node)),
+                            Some(k) => {
+                                // docker compose refuses a key given twice in one mapping.
+                                if let Node::Scalar { value, line, .. } = &k {
+                                    let first = m.iter().find_map(|(o, _)| match o {
+                                        Node::Scalar {
+                                            value: v, line: l, ..
+                                        } if v == value && v != "<<" => Some(*l),
+                                        _ => None,
+                                    });
+                                    if let Some(first) = first {
+                                        return Err(usage!(
+                                            "{}:{line}: malformed YAML: key `{value}` is given twice in one mapping (first at line {first})",
+                                            path.display()
+                                        ));
+                                    }
+                                }
+                                m.push((k, node))
+                            }
                         }
                     }
                     Some((Node::Seq(s), _)) => s.push(node),
@@ -489,16 +507,21 @@ pub fn pin_files(
             .iter()
             .filter_map(|(a, _)| match a {
                 Action::NotBuilt { service, image } => Some(format!("{service} ({image})")),
+                Action::BuildOnly { service } => Some(format!("{service} (`build:` only)")),
                 _ => None,
             })
             .collect();
         let known: Vec<&str> = pins.keys().map(|s| s.as_str()).collect();
-        bail!(usage!(
+        let mut e = usage!(
             "no service in {} uses an image imgbuild pushed (services: {}; pushed repositories: {})",
             paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-            if seen.is_empty() { "none with an image".into() } else { seen.join(", ") },
+            if seen.is_empty() { "none".into() } else { seen.join(", ") },
             if known.is_empty() { "none — run `imgbuild push IMAGE` first".into() } else { known.join(", ") }
-        ));
+        );
+        if let Some(h) = other_host_hint(&planned, pins) {
+            e = e.hint(h);
+        }
+        bail!(e);
     }
     let mut vars = BTreeMap::new();
     for (a, _) in &planned {
@@ -532,6 +555,23 @@ pub fn pin_files(
     Ok(Outcome {
         actions: planned.into_iter().map(|(a, _)| a).collect(),
         changed,
+    })
+}
+
+/// A service image with the path of a pushed repository on another registry host: the compose
+/// file and `repository` in imgbuild.toml disagree about the registry.
+fn other_host_hint(planned: &[(Action, Option<ImageSite>)], pins: &Pins) -> Option<String> {
+    let path_of = |repo: &str| repo.split_once('/').map(|(_, p)| p.to_string());
+    planned.iter().find_map(|(a, _)| {
+        let Action::NotBuilt { service, image } = a else {
+            return None;
+        };
+        let theirs = repository_of(image);
+        let p = path_of(&theirs)?;
+        let ours = pins.keys().find(|k| path_of(k).as_deref() == Some(p.as_str()))?;
+        Some(format!(
+            "service `{service}` names {theirs}, but imgbuild pushed {ours}: the same repository on another registry host; make `repository` in imgbuild.toml and the compose file name the same registry"
+        ))
     })
 }
 

@@ -39,7 +39,7 @@ pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome
             "image `{name}` has no `smoke` commands in {}",
             project.spec_path.display()
         )
-        .hint("add e.g. smoke = [\"python3 -c 'import app'\"] to the image section"));
+        .hint("add command lines to the image section, e.g. smoke = [\"python3 -c 'import app'\"] or smoke = [\"test -f /app/server.js\"]"));
     }
     let runc = which("runc").ok_or_else(|| {
         anyhow::Error::new(NoRuntime(

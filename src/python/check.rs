@@ -471,10 +471,67 @@ pub fn check_rootfs(fs: &Rootfs, config: &ImageConfig) -> Vec<Problem> {
                     layer: "image".into(),
                     message: format!("{} holds packages for Python 3.{minor}, but no PATH directory of the image has {name}", abs(&site)),
                 });
+            } else if let Some(message) = unread_site(fs, config, &site) {
+                problems.push(Problem {
+                    layer: "image".into(),
+                    message,
+                });
             }
         }
     }
     problems
+}
+
+/// How many installed distributions `check_rootfs` checks: the `.dist-info/RECORD` files
+/// directly under a `site-packages` or `dist-packages` directory.
+pub fn distributions(fs: &Rootfs) -> usize {
+    fs.captured
+        .keys()
+        .filter(|k| k.ends_with(".dist-info/RECORD"))
+        .filter(|k| {
+            let parts: Vec<&str> = k.rsplitn(3, '/').collect();
+            matches!(parts.as_slice(), [_, _, site] if site.ends_with("/site-packages") || site.ends_with("/dist-packages"))
+        })
+        .count()
+}
+
+/// A `PREFIX/lib/python3.N/site-packages` that no interpreter of the image reads: there is no
+/// `PREFIX/bin/python3.N` (or `python3`, `python`) whose scheme it belongs to, PYTHONPATH does
+/// not name it, and it is not a user site. Debian's python3 reads `dist-packages` only, so
+/// packages copied into `/usr/local/lib/python3.N/site-packages` of a Debian image are
+/// invisible to it. Said only where the image is known to have Debian's python3 (its
+/// `/usr/lib/python3/dist-packages`): Fedora's python3, for one, does read
+/// `/usr/local/lib/python3.N/site-packages`.
+fn unread_site(fs: &Rootfs, config: &ImageConfig, site: &str) -> Option<String> {
+    if !fs.exists("/usr/lib/python3/dist-packages") {
+        return None;
+    }
+    let site = abs(site);
+    let lib = site.strip_suffix("/site-packages")?;
+    let (libdir, name) = lib.rsplit_once('/')?;
+    name.strip_prefix("python3.")?;
+    let prefix = libdir
+        .strip_suffix("/lib")
+        .or_else(|| libdir.strip_suffix("/lib64"))?;
+    if site.contains("/.local/lib/") || env_list(config, "PYTHONPATH").contains(&site) {
+        return None;
+    }
+    let own = [name, "python3", "python"]
+        .iter()
+        .any(|n| fs.exists(&format!("{prefix}/bin/{n}")));
+    if own {
+        return None;
+    }
+    let mut msg = format!(
+        "{site} holds packages that no interpreter of the image reads: there is no {prefix}/bin/{name} for it and PYTHONPATH does not name it"
+    );
+    let debian = format!("/usr/bin/{name}");
+    if fs.exists(&debian) {
+        msg.push_str(&format!(
+            "; {debian} is Debian's python3, which reads {prefix}/lib/{name}/dist-packages"
+        ));
+    }
+    Some(msg)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub mod wheel;
 #[cfg(test)]
 mod testutil;
 
-pub use check::check_rootfs;
+pub use check::{check_rootfs, distributions};
 
 use crate::image::ImageConfig;
 use crate::layer::Entry;

@@ -106,7 +106,7 @@ fn roll(cfg: &Config) -> f64 {
     (*x >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A request line, its header lines, and its raw body.
+/// A request: its request line, header lines and raw body bytes.
 type Request = (String, Vec<String>, Vec<u8>);
 
 /// Reads one request: head lines and raw body bytes (Content-Length or chunked, kept as sent).

@@ -377,3 +377,105 @@ fn a_record_rewritten_by_a_later_layer_is_named() {
         "{p:#?}"
     );
 }
+
+#[test]
+fn verify_finds_a_site_packages_directory_no_interpreter_reads() {
+    // Packages copied into /usr/local/lib/python3.11/site-packages of a Debian image (a builder
+    // stage on a python.org image, a runtime stage on Debian): Debian's python3 never reads it.
+    let d = tempfile::tempdir().unwrap();
+    let mut t = debian_target();
+    t.site_dir = "/usr/local/lib/python3.11/site-packages".into();
+    let w = wheel(
+        d.path(),
+        "single-2.0-py3-none-any.whl",
+        &[("single.py", b"y = 2\n", 0o644)],
+        |_| {},
+    );
+    let entries = merge(vec![
+        install(&w, "single-2.0-py3-none-any.whl", &t, (0, 0)).unwrap()
+    ])
+    .unwrap();
+    let entries = layer::normalise(entries).unwrap();
+    let store = Store::open(d.path().join("store")).unwrap();
+    let (_, listing) = layer::write(
+        &entries,
+        0,
+        crate::compress::Compression::None,
+        &store,
+        &|_| {},
+    )
+    .unwrap();
+    let mut base = base_listing();
+    base.nodes
+        .push(node("usr/lib", Kind::Dir, 0o755, None, None));
+    base.nodes
+        .push(node("usr/lib/python3", Kind::Dir, 0o755, None, None));
+    base.nodes.push(node(
+        "usr/lib/python3/dist-packages",
+        Kind::Dir,
+        0o755,
+        None,
+        None,
+    ));
+    let mut fs = Rootfs::default();
+    fs.apply(0, &base);
+    fs.apply(1, &listing);
+    let r: Vec<String> = check_rootfs(&fs, &config())
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(r, vec!["/usr/local/lib/python3.11/site-packages holds packages that no interpreter of the image reads: there is no /usr/local/bin/python3.11 for it and PYTHONPATH does not name it; /usr/bin/python3.11 is Debian's python3, which reads /usr/local/lib/python3.11/dist-packages".to_string()]);
+
+    // PYTHONPATH naming it, or an interpreter of that prefix, makes it read.
+    let mut c = config();
+    c.config
+        .set_env("PYTHONPATH", "/usr/local/lib/python3.11/site-packages");
+    assert!(check_rootfs(&fs, &c).is_empty());
+    fs.apply(
+        2,
+        &app(
+            vec![node(
+                "usr/local/bin/python3.11",
+                Kind::File,
+                0o755,
+                Some(b"\x7fELF"),
+                None,
+            )],
+            &[],
+        ),
+    );
+    assert!(check_rootfs(&fs, &config()).is_empty());
+}
+
+#[test]
+fn site_packages_of_a_python_that_is_not_debians_is_not_judged() {
+    // The same site-packages without Debian's /usr/lib/python3/dist-packages: Fedora's python3
+    // (for one) reads /usr/local/lib/python3.N/site-packages, so nothing is said.
+    let d = tempfile::tempdir().unwrap();
+    let mut t = debian_target();
+    t.site_dir = "/usr/local/lib/python3.11/site-packages".into();
+    let w = wheel(
+        d.path(),
+        "single-2.0-py3-none-any.whl",
+        &[("single.py", b"y = 2\n", 0o644)],
+        |_| {},
+    );
+    let entries = merge(vec![
+        install(&w, "single-2.0-py3-none-any.whl", &t, (0, 0)).unwrap()
+    ])
+    .unwrap();
+    let entries = layer::normalise(entries).unwrap();
+    let store = Store::open(d.path().join("store")).unwrap();
+    let (_, listing) = layer::write(
+        &entries,
+        0,
+        crate::compress::Compression::None,
+        &store,
+        &|_| {},
+    )
+    .unwrap();
+    let mut fs = Rootfs::default();
+    fs.apply(0, &base_listing());
+    fs.apply(1, &listing);
+    assert!(check_rootfs(&fs, &config()).is_empty());
+}
