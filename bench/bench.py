@@ -1062,7 +1062,7 @@ def main():
     ap.add_argument("--only", default=",".join(SECTION_ORDER), help="comma-separated sections: " + ",".join(SECTION_ORDER))
     ap.add_argument("--md", help="write the markdown report here")
     ap.add_argument("--json", help="write (merge) the JSON results here")
-    ap.add_argument("--note", help="a line shown at the top of the report (e.g. the machine's state)")
+    ap.add_argument("--note", default=os.environ.get("IMGBUILD_BENCH_NOTE"), help="a line shown at the top of the report, e.g. the machine's state (default: $IMGBUILD_BENCH_NOTE)")
     ap.add_argument("--perf", action="store_true", help="also profile one cold api build with perf")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--no-install", action="store_true", help="fail instead of installing missing peers")
