@@ -21,6 +21,11 @@ Sections (each runnable alone):
   memory    peak RSS of the whole imgbuild process: a 200 MB layer (gzip, zstd), the api build
   scaling   build time, peak RSS and no-op rebuild time for site-packages of ~50, ~200, ~800 MB
 
+Environment: IMGBUILD (the binary; default target/release/imgbuild), UV (a uv binary), IMGBUILD_BENCH_CACHE,
+IMGBUILD_FIXTURE_CACHE (the debootstrap tarball), IMGBUILD_BENCH_NOTE (default --note),
+IMGBUILD_BENCH_PUSH_MIB (data layer of the push image, default 64), IMGBUILD_BENCH_BUILDAH_DRIVER
+(default overlay; vfs where overlay cannot work, and the report says so).
+
 Needs a release build (`cargo build --release`). Peers missing from PATH are installed with
 apt-get (pigz zstd buildah skopeo runc docker-registry busybox-static debootstrap), uv with pip
 into a temporary venv (or set UV=/path/to/uv). Inputs that cost time to make are cached per
@@ -731,7 +736,9 @@ def section_api(S, ctx):
         def uv_pigz(i):
             rmtree(target)
             tgz.unlink(missing_ok=True)
-            r = run(f"{shlex.quote(uv)} pip install --quiet --python {py} --target {target} -r {fx.requirements} && "
+            # --offline after the warm-up round: the peer's best case, no index round trips (imgbuild's warm
+            # wheel store needs none either); the first round fills uv's cache from the index.
+            r = run(f"{shlex.quote(uv)} pip install --quiet {'--offline ' if i else ''}--python {py} --target {target} -r {fx.requirements} && "
                     f"tar -C {target} -cf - . | pigz -p2 -6 > {tgz}", env=uv_env)
             r.bytes = tgz.stat().st_size
             return r
@@ -756,7 +763,7 @@ def section_api(S, ctx):
         data = {"packages": fx.packages, "buildah_storage": bh.driver, "index": "host default" if not bh.index else "host index-url"}
         rows = []
         spec = [("imgbuild cold", None, "cold: empty layer cache, warm wheel cache"),
-                ("uv+pigz cold", "imgbuild cold", "`uv pip install --target` (warm uv cache) + `tar | pigz -p2 -6` of the deps"),
+                ("uv+pigz cold", "imgbuild cold", "`uv pip install --offline --target` (warm uv cache) + `tar | pigz -p2 -6` of the deps"),
                 ("buildah cold", "imgbuild cold", f"multi-stage Dockerfile, no image or layer of it in storage (before: {BUILDAH_BEFORE['cold']} s)"),
                 ("imgbuild no-op", None, "nothing changed"),
                 ("buildah no-op", "imgbuild no-op", f"every step cached (before: {BUILDAH_BEFORE['no-op']} s)"),
