@@ -1093,8 +1093,11 @@ def machine():
 
 
 def imgbuild_version():
-    p = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
-    return p.stdout.strip() or "?"
+    """The commit the binary is built from, and whether its sources differ from it."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock", "build.rs"],
+                           capture_output=True, text=True).stdout.strip()
+    return (head or "?") + (" with uncommitted changes to src" if dirty else "")
 
 
 def cleanup():
@@ -1115,7 +1118,13 @@ def main():
     ap.add_argument("--perf", action="store_true", help="also profile one cold api build with perf")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--no-install", action="store_true", help="fail instead of installing missing peers")
+    ap.add_argument("--render", action="store_true", help="only re-render --md from the --json file")
     a = ap.parse_args()
+    if a.render:
+        if not (a.json and a.md):
+            sys.exit("--render needs --json and --md")
+        Path(a.md).write_text(render(json.loads(Path(a.json).read_text())) + "\n")
+        return
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     for s in only:
         if s not in SECTIONS:
