@@ -8,7 +8,7 @@ and JSON (--json FILE). With --only, the sections not run are kept from an exist
 so a section can be re-measured alone and the report stays whole.
 
 Usage: bench/bench.py [--runs N] [--only SECTION,...] [--md BENCHMARKS.md] [--json bench/results.json]
-                      [--note TEXT] [--perf] [--keep] [--no-install]
+                      [--note TEXT] [--perf] [--keep] [--no-install] [--render]
 Sections (each runnable alone):
   layers    layer throughput: imgbuild gzip/zstd vs tar|pigz -p2 -6, tar|gzip -6, tar|zstd -3 -T2,
             on a ~150 MB tree of many small files and on one 500 MB file; output sizes
@@ -20,6 +20,9 @@ Sections (each runnable alone):
             unchanged, one layer changed (time and bytes)
   memory    peak RSS of the whole imgbuild process: a 200 MB layer (gzip, zstd), the api build
   scaling   build time, peak RSS and no-op rebuild time for site-packages of ~50, ~200, ~800 MB
+
+--perf adds a `perf record` profile (top symbols, per-thread split) of one imgbuild gzip build per
+layers input and of one cold api build. --render re-renders --md from --json without measuring.
 
 Environment: IMGBUILD (the binary; default target/release/imgbuild), UV (a uv binary), IMGBUILD_BENCH_CACHE,
 IMGBUILD_FIXTURE_CACHE (the debootstrap tarball), IMGBUILD_BENCH_NOTE (default --note),
@@ -699,6 +702,10 @@ def section_layers(S, ctx):
             return f
 
         lp.build("gzip")  # warm-up: binary, page cache
+        if ctx.perf and shutil.which("perf"):
+            lp.fresh()
+            perf_note(S, ctx, f"layers-{key}-gzip", f"one imgbuild gzip build of the {key} input",
+                      [IMGBUILD, "-q", "--config", lp.cfg["gzip"], "build", "t", "--output", f"oci:{lp.work / 'oci'}:t"], lp.root, lp.env)
         res = rounds([("imgbuild gzip", lambda i: lp.build("gzip")),
                       ("tar | pigz -p2 -6", peer("pigz -p2 -6")),
                       ("tar | gzip -6", peer("gzip -6")),
@@ -817,15 +824,51 @@ def section_api(S, ctx):
         S.target(f"cold api ≥ {TARGET['api_vs_buildah']}× buildah bud --layers (overlay)", f"{b['median']:.2f}×", b["median"] >= TARGET["api_vs_buildah"])
         if ctx.perf and shutil.which("perf"):
             fx.cold()
-            data_file = ctx.work / "perf.data"
-            sh(["perf", "record", "-q", "-F", "2000", "-g", "-o", data_file, "--", IMGBUILD, "-q", "build", "api"], cwd=fx.project, env=fx.env)
-            rep = sh(["perf", "report", "-i", data_file, "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "1.5", "-g", "none"], check=False)
-            lines = [l for l in rep.stdout.splitlines() if l.strip() and not l.startswith("#")][:30]
-            S.note("`perf record` of one cold build (self time, ≥ 1.5 %):\n\n```\n" + "\n".join(lines) + "\n```")
-            S.result("perf_top", lines)
+            perf_note(S, ctx, "api-cold", "one cold api build", [IMGBUILD, "-q", "build", "api"], fx.project, fx.env)
     finally:
         fx.restore()
         bh.close()
+
+
+def perf_note(S, ctx, key, what, argv, cwd, env):
+    """Profiles one run of argv with perf; adds the top symbols and the per-thread split to S."""
+    data_file = ctx.work / f"perf-{key}.data"
+    sh(["perf", "record", "-q", "-F", "2000", "-g", "-o", data_file, "--"] + argv, cwd=cwd, env=env)
+    rep = sh(["perf", "report", "-i", data_file, "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "1.5", "-g", "none"], check=False)
+    lines = [" ".join(l.split()[:3]) + " " + " ".join(l.split()[3:]).rstrip(" -") for l in rep.stdout.splitlines()
+             if l.strip() and not l.startswith("#")][:30]
+    threads = perf_threads(data_file)
+    S.note(f"`perf record` of {what} (self time, ≥ 1.5 %):\n\n```\n" + "\n".join(lines) + "\n```\n\n"
+           "Per thread (share of all samples, then its top symbols): the busiest thread is the critical path.\n\n```\n"
+           + "\n".join(threads) + "\n```")
+    S.result(f"perf {key}", {"top": lines, "threads": threads})
+    data_file.unlink(missing_ok=True)
+
+
+def perf_threads(data_file, top=3):
+    """Samples per thread of a perf.data file, with each thread's leading symbols."""
+    out = sh(["perf", "script", "-i", data_file, "-F", "tid,ip,sym"], check=False).stdout
+    count, tid, first = {}, None, False
+    for line in out.splitlines():
+        if not line.strip():
+            tid = None
+            continue
+        if tid is None or not line[:1].isspace():
+            tid, first = line.strip(), True
+            continue
+        if first:
+            parts = line.split(None, 1)
+            sym = parts[1].strip()[:80] if len(parts) > 1 else "?"
+            count.setdefault(tid, {}).setdefault(sym, 0)
+            count[tid][sym] += 1
+            first = False
+    total = sum(sum(v.values()) for v in count.values()) or 1
+    lines = []
+    for t, syms in sorted(count.items(), key=lambda kv: -sum(kv[1].values()))[:4]:
+        n = sum(syms.values())
+        best = sorted(syms.items(), key=lambda kv: -kv[1])[:top]
+        lines.append(f"thread {t}: {100 * n / total:4.1f} % — " + ", ".join(f"{s} {100 * m / n:.0f} %" for s, m in best))
+    return lines
 
 
 def section_rebuilds(S, ctx):
