@@ -12,10 +12,16 @@ test:
 e2e:
     cargo test --locked --test core --test registry --test walkthrough
 
-# Benchmarks against named peers; writes BENCHMARKS.md and bench/results.json
+# Benchmarks against named peers (installs missing ones: apt-get, uv in a temp venv); writes
+# BENCHMARKS.md and bench/results.json. Sections: layers api rebuilds push memory scaling
 bench runs="5":
     cargo build --release --locked
     python3 bench/bench.py --runs {{runs}} --md BENCHMARKS.md --json bench/results.json
+
+# One benchmark section (e.g. `just bench-only api`), merged into BENCHMARKS.md and bench/results.json
+bench-only section runs="5":
+    cargo build --release --locked
+    python3 bench/bench.py --runs {{runs}} --only {{section}} --md BENCHMARKS.md --json bench/results.json
 
 fmt:
     cargo fmt --all
