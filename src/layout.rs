@@ -181,13 +181,19 @@ impl Layout {
         }
         let tmp = temp_path(&self.dir.join("blobs/sha256"), "blob");
         let res = (|| -> Result<()> {
-            let mut r = HashReader::new(store.open_blob(d)?);
-            let mut f = File::create(&tmp)?;
-            io::copy(&mut r, &mut f)?;
-            f.sync_all()?;
-            let (got, n) = r.finish();
-            if &got != d || n != size {
-                bail!("stored blob {d} is corrupt (hashes to {got}, {n} bytes); run `imgbuild store fsck`");
+            if store.is_fresh(d) {
+                // Written and hashed by this very build: a plain (kernel-side) copy.
+                fs::copy(store.blob_path(d), &tmp)?;
+                File::open(&tmp)?.sync_all()?;
+            } else {
+                let mut r = HashReader::new(store.open_blob(d)?);
+                let mut f = File::create(&tmp)?;
+                io::copy(&mut r, &mut f)?;
+                f.sync_all()?;
+                let (got, n) = r.finish();
+                if &got != d || n != size {
+                    bail!("stored blob {d} is corrupt (hashes to {got}, {n} bytes); run `imgbuild store fsck`");
+                }
             }
             fs::rename(&tmp, &dest)?;
             Ok(())

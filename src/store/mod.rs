@@ -20,6 +20,8 @@ pub struct Store {
     root: PathBuf,
     /// A shared lock held while the store is open; `gc` takes it exclusively.
     _lock: std::sync::Arc<File>,
+    /// Blobs this process wrote and hashed itself: their bytes need no second check.
+    fresh: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Digest>>>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -82,6 +84,7 @@ impl Store {
         let store = Store {
             root,
             _lock: std::sync::Arc::new(lock),
+            fresh: Default::default(),
         };
         check::remove_dead_temps(&store.root.join("tmp"));
         Ok(store)
@@ -93,6 +96,12 @@ impl Store {
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// True when this process wrote `d` (hashing the bytes as it did): reading it back for
+    /// output needs no second hash. Blobs from earlier runs are re-checked when used.
+    pub fn is_fresh(&self, d: &Digest) -> bool {
+        self.fresh.lock().unwrap().contains(d)
     }
 
     pub fn has(&self, d: &Digest) -> bool {
@@ -203,6 +212,7 @@ impl BlobWriter {
         drop(f);
         let dest = self.store.blob_path(digest);
         fs::rename(&self.path, &dest).with_context(|| format!("storing blob {digest}"))?;
+        self.store.fresh.lock().unwrap().insert(digest.clone());
         Ok(digest.clone())
     }
 }
