@@ -313,6 +313,16 @@ pub fn recheck(
     Ok(problems)
 }
 
+/// What a layer's cache key is the hash of.
+#[derive(Serialize)]
+struct Material<'a> {
+    tar_format: u32,
+    compression: &'a str,
+    mtime: u64,
+    platform: String,
+    inputs: &'a BTreeMap<String, String>,
+}
+
 /// A layer from the cache when its inputs are unchanged, else written anew.
 fn build_layer(
     cx: &Ctx,
@@ -325,14 +335,17 @@ fn build_layer(
     let inputs = r
         .inputs(cx, base)
         .with_context(|| format!("layer `{name}`"))?;
-    let mut material = serde_json::json!({
-        "tar_format": layer::TAR_FORMAT,
-        "compression": cx.compression.as_str(),
-        "mtime": cx.source_date,
-        "platform": cx.platform.to_string(),
-        "inputs": inputs,
-    });
-    let key = cache::layer_key(&material);
+    let mut inputs = inputs;
+    let material = |inputs: &BTreeMap<String, String>| {
+        cache::layer_key(&Material {
+            tar_format: layer::TAR_FORMAT,
+            compression: cx.compression.as_str(),
+            mtime: cx.source_date,
+            platform: cx.platform.to_string(),
+            inputs,
+        })
+    };
+    let key = material(&inputs);
     let scope = format!("{}\0{}\0{}", cx.root.display(), cx.image_name, name);
     let complete = !inputs.contains_key(plan::UNHASHED);
     if let Some(hit) = complete
@@ -393,12 +406,10 @@ fn build_layer(
     .with_context(|| format!("layer `{name}`"))?;
     bar.finish();
     cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
-    let (key, inputs) = match (complete, r.inputs_after(cx, &listing)) {
-        (false, Some(full)) => {
-            material["inputs"] = serde_json::to_value(&full)?;
-            (cache::layer_key(&material), full)
-        }
-        _ => (key, inputs),
+    let key = if !complete && r.inputs_after(cx, &listing, &mut inputs) {
+        material(&inputs)
+    } else {
+        key
     };
     if !inputs.contains_key(plan::UNHASHED) {
         cache::put_layer(

@@ -131,8 +131,11 @@ pub struct CachedLayer {
 }
 
 /// The key of a layer: sha256 over its canonical input description.
-pub fn layer_key(material: &serde_json::Value) -> String {
-    sha256_hex(&serde_json::to_vec(material).expect("json"))
+pub fn layer_key<T: Serialize + ?Sized>(material: &T) -> String {
+    // Hashed as it is serialised: a large layer's inputs are never held as one JSON text.
+    let mut w = crate::digest::HashWriter::new(std::io::sink());
+    serde_json::to_writer(&mut w, material).expect("json");
+    w.finish().1.hex().to_string()
 }
 
 pub fn get_layer(store: &Store, key: &str) -> Option<CachedLayer> {

@@ -225,10 +225,16 @@ impl Collector {
                 }
                 self.inodes.insert(id, path.clone());
             }
-            let sha = stat
-                .hash(src, md)
-                .with_context(|| format!("reading {}", src.display()))?;
-            self.hashes.insert(path.clone(), sha);
+            // Known to the stat cache, or hashed later: before the build when the unknown files
+            // are few (`hash_unhashed`), else while the layer is written (`hashes_from`).
+            match stat.lookup(src, md) {
+                Some(sha) => {
+                    self.hashes.insert(path.clone(), sha);
+                }
+                None => self
+                    .unhashed
+                    .push((path.clone(), src.to_path_buf(), md.clone())),
+            }
             Body::File {
                 src: Source::Disk(src.to_path_buf()),
                 size: md.len(),
@@ -311,19 +317,30 @@ impl Collector {
         Ok(())
     }
 
-    /// Takes the hashes of unhashed files from the listing of the layer they were written to.
-    pub fn hashes_from(&mut self, stat: &StatCache, listing: &crate::rootfs::Listing) {
+    /// Learns the hashes of unhashed files from the listing of the layer they were written to;
+    /// returns (displayed path, size, sha256) of each.
+    pub fn hashes_from(
+        &mut self,
+        stat: &StatCache,
+        listing: &crate::rootfs::Listing,
+    ) -> Vec<(String, u64, String)> {
         let by_path: HashMap<&str, &str> = listing
             .nodes
             .iter()
             .filter_map(|n| Some((n.path.as_str(), n.sha256.as_deref()?)))
             .collect();
+        let mut learned = Vec::new();
         for (path, src, md) in std::mem::take(&mut self.unhashed) {
-            if let Some(sha) = by_path.get(String::from_utf8_lossy(&path).as_ref()) {
-                stat.remember(&src, &md, sha);
-                self.hashes.insert(path, sha.to_string());
+            let shown = String::from_utf8_lossy(&path).into_owned();
+            match by_path.get(shown.as_str()) {
+                Some(sha) => {
+                    stat.remember(&src, &md, sha);
+                    learned.push((format!("/{shown}"), md.len(), sha.to_string()));
+                }
+                None => self.unhashed.push((path, src, md)),
             }
         }
+        learned
     }
 
     pub fn unhashed_bytes(&self) -> u64 {

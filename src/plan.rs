@@ -187,14 +187,15 @@ pub trait Recipe {
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>);
     /// The history line for the image config.
     fn created_by(&self) -> String;
-    /// When `inputs` could not fingerprint everything cheaply (it then returns the key
-    /// `UNHASHED`), the full inputs recomputed from the written layer's listing.
+    /// When `inputs` could not fingerprint everything cheaply (it then has the key `UNHASHED`),
+    /// completes `inputs` from the written layer's listing; true when it did.
     fn inputs_after(
         &mut self,
         _cx: &Ctx,
         _listing: &crate::rootfs::Listing,
-    ) -> Option<BTreeMap<String, String>> {
-        None
+        _inputs: &mut BTreeMap<String, String>,
+    ) -> bool {
+        false
     }
 }
 
@@ -368,18 +369,27 @@ impl Recipe for FilesRecipe {
         Ok(m)
     }
     fn entries(&mut self, cx: &Ctx, _base: &BaseView) -> Result<Vec<Entry>> {
-        Ok(self.collect(cx)?.entries.clone())
+        self.collect(cx)?;
+        Ok(std::mem::take(
+            &mut self.collected.as_mut().unwrap().entries,
+        ))
     }
     fn inputs_after(
         &mut self,
         cx: &Ctx,
         listing: &crate::rootfs::Listing,
-    ) -> Option<BTreeMap<String, String>> {
-        let c = self.collected.as_mut()?;
-        c.hashes_from(&cx.stat, listing);
-        let mut m = c.summary();
-        m.insert("[layer]".into(), serde_json::to_string(&self.spec).ok()?);
-        Some(m)
+        inputs: &mut BTreeMap<String, String>,
+    ) -> bool {
+        let Some(c) = self.collected.as_mut() else {
+            return false;
+        };
+        for (path, size, sha) in c.hashes_from(&cx.stat, listing) {
+            if let Some(v) = inputs.get_mut(&path) {
+                *v = v.replacen(&format!("file {size}  "), &format!("file {size} {sha} "), 1);
+            }
+        }
+        inputs.remove(UNHASHED);
+        c.unhashed.is_empty()
     }
     fn check(&self, fs: &Rootfs, _config: &ImageConfig, _me: usize, problems: &mut Vec<Problem>) {
         for e in &self.expect {

@@ -486,8 +486,13 @@ fn large_new_inputs_are_hashed_in_the_writing_pass_and_cached_for_the_next_build
         .status()
         .unwrap();
     fs::write(d.join("imgbuild.toml"), "[images.d]\nbase = \"scratch\"\n[[images.d.layers]]\nname = \"data\"\nfiles = [{ from = \"data\", to = \"/data\" }]\n").unwrap();
-    let first: serde_json::Value =
-        serde_json::from_slice(&ok(imgbuild(d).args(["build", "d", "--json"])).stdout).unwrap();
+    let out = ok(imgbuild(d).args(["build", "d", "--json", "-v"]));
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("building and hashing in one pass"),
+        "the big new file is read once, not hashed first: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second: serde_json::Value =
         serde_json::from_slice(&ok(imgbuild(d).args(["build", "d", "--json"])).stdout).unwrap();
     assert_eq!(first["layers"][0]["cached"], false);
