@@ -238,13 +238,15 @@ fn descriptor(b: &LayerBlob) -> Descriptor {
     }
 }
 
-/// The build context of image `name` and its resolved base.
+type Recipes = Vec<Box<dyn plan::Recipe>>;
+
+/// The build context of image `name`, its layers' recipes and its resolved base.
 fn context(
     project: &Project,
     name: &str,
     opts: &Options,
     progress: &Progress,
-) -> Result<(Ctx, Vec<Box<dyn plan::Recipe>>, BaseImage)> {
+) -> Result<(Ctx, Recipes, BaseImage)> {
     let img = project.spec.image(name, &project.spec_path)?.clone();
     let store = project.store()?;
     let compression = match opts.compression {

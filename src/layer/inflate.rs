@@ -17,6 +17,8 @@ const WINDOW: u64 = 16 << 20;
 /// Members larger than this are streamed by the writer itself.
 const LARGEST: u64 = 8 << 20;
 
+type Pending = Receiver<Result<Vec<u8>>>;
+
 struct Job {
     archive: Arc<PathBuf>,
     index: usize,
@@ -28,7 +30,8 @@ pub struct Inflater<'a> {
     entries: &'a [Entry],
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
-    pending: VecDeque<(usize, u64, Receiver<Result<Vec<u8>>>)>,
+    /// (entry index, size, where its bytes arrive), in entry order.
+    pending: VecDeque<(usize, u64, Pending)>,
     next: usize,
     in_flight: u64,
 }
