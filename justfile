@@ -30,9 +30,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets --locked -- -D warnings
 
-# Long reliability runs: 100 random SIGKILLs of a build (CI runs a few)
+# Long reliability runs (CI runs short ones): 100 random SIGKILLs of a build, and 500 push+pull
+# rounds (1000 operations) through a proxy injecting faults into 10% of requests
 soak:
     IMGBUILD_SOAK_RUNS=100 cargo test --locked --test reliability -- --nocapture
+    IMGBUILD_FAULT_RUNS=500 IMGBUILD_FAULT_SECONDS=1500 cargo test --locked --test faults pushes -- --nocapture
 
 # Fuzz every target for `seconds` each (needs `cargo install cargo-fuzz`; stable works with RUSTC_BOOTSTRAP=1)
 fuzz seconds="60":
