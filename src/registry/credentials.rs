@@ -407,16 +407,7 @@ pub fn store(env: &Env, registry: &str, username: &str, secret: &str) -> Result<
         bail!("{} is not a JSON object", p.display());
     }
     let key = config_key(registry);
-    let helper = doc
-        .get("credHelpers")
-        .and_then(|m| m.as_object())
-        .and_then(|m| {
-            m.iter()
-                .find(|(k, _)| normalise_key(k) == registry)
-                .and_then(|(_, v)| v.as_str())
-        })
-        .or_else(|| doc.get("credsStore").and_then(|v| v.as_str()))
-        .map(String::from);
+    let helper = configured_helper(&doc, registry);
     if let Some(h) = helper {
         let input = serde_json::json!({"ServerURL": key, "Username": username, "Secret": secret});
         let (ok, _) = run_helper(env, &h, "store", input.to_string().as_bytes())?;
@@ -453,6 +444,19 @@ pub fn store(env: &Env, registry: &str, username: &str, secret: &str) -> Result<
     Ok(p.display().to_string())
 }
 
+/// The credential helper docker's config names for `registry` (`credHelpers`, else `credsStore`).
+fn configured_helper(doc: &Value, registry: &str) -> Option<String> {
+    doc.get("credHelpers")
+        .and_then(|m| m.as_object())
+        .and_then(|m| {
+            m.iter()
+                .find(|(k, _)| normalise_key(k) == registry)
+                .and_then(|(_, v)| v.as_str())
+        })
+        .or_else(|| doc.get("credsStore").and_then(|v| v.as_str()))
+        .map(String::from)
+}
+
 /// Removes stored credentials for `registry`; returns whether there were any.
 pub fn erase(env: &Env, registry: &str) -> Result<bool> {
     let Some(p) = env.docker_config_path() else {
@@ -462,16 +466,7 @@ pub fn erase(env: &Env, registry: &str) -> Result<bool> {
         return Ok(false);
     };
     let key = config_key(registry);
-    let helper = doc
-        .get("credHelpers")
-        .and_then(|m| m.as_object())
-        .and_then(|m| {
-            m.iter()
-                .find(|(k, _)| normalise_key(k) == registry)
-                .and_then(|(_, v)| v.as_str())
-        })
-        .or_else(|| doc.get("credsStore").and_then(|v| v.as_str()))
-        .map(String::from);
+    let helper = configured_helper(&doc, registry);
     if let Some(h) = helper {
         let _ = run_helper(env, &h, "erase", key.as_bytes());
     }
