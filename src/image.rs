@@ -96,6 +96,33 @@ pub struct Index {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl Index {
+    /// The manifest for `platform`, or a message naming the platforms the index has.
+    pub fn for_platform(&self, platform: &Platform) -> Result<&Descriptor, String> {
+        if let Some(m) = self
+            .manifests
+            .iter()
+            .find(|m| m.platform.as_ref().is_some_and(|p| p.matches(platform)))
+        {
+            return Ok(m);
+        }
+        let have: Vec<String> = self
+            .manifests
+            .iter()
+            .filter_map(|m| m.platform.as_ref())
+            .map(|p| p.to_string())
+            .collect();
+        Err(format!(
+            "has no manifest for {platform} (it has: {})",
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
+        ))
+    }
+}
+
 /// The image config (`application/vnd.oci.image.config.v1+json`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct ImageConfig {

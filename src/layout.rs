@@ -145,23 +145,9 @@ impl Layout {
         if desc.media_type == MT_INDEX || desc.media_type == MT_DOCKER_LIST {
             let idx: Index = serde_json::from_slice(&bytes)
                 .with_context(|| format!("parsing index {}", desc.digest))?;
-            let Some(m) = idx
-                .manifests
-                .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| p.matches(platform)))
-            else {
-                let have: Vec<String> = idx
-                    .manifests
-                    .iter()
-                    .filter_map(|m| m.platform.as_ref())
-                    .map(|p| p.to_string())
-                    .collect();
-                bail!(usage!(
-                    "image index {} has no manifest for {platform} (it has: {})",
-                    desc.digest,
-                    have.join(", ")
-                ));
-            };
+            let m = idx
+                .for_platform(platform)
+                .map_err(|e| usage!("image index {} {e}", desc.digest))?;
             return self.manifest_for(m.clone(), platform);
         }
         let m: Manifest = serde_json::from_slice(&bytes)

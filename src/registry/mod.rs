@@ -103,30 +103,9 @@ fn by_digest(lazy: &mut Lazy, store: &Store, d: &Digest) -> Result<Option<Fetche
 fn pick_platform(index: &Fetched, platform: &Platform, what: &str) -> Result<Digest> {
     let idx: Index = serde_json::from_slice(&index.bytes)
         .with_context(|| format!("{what}: index {} is malformed", index.digest))?;
-    let found = idx
-        .manifests
-        .iter()
-        .find(|m| m.platform.as_ref().is_some_and(|p| p.matches(platform)));
-    match found {
-        Some(m) => Ok(m.digest.clone()),
-        None => {
-            let have: Vec<String> = idx
-                .manifests
-                .iter()
-                .filter_map(|m| m.platform.as_ref())
-                .map(|p| p.to_string())
-                .collect();
-            Err(usage!(
-                "{what}: the image index {} has no manifest for {platform} (it has: {})",
-                index.digest,
-                if have.is_empty() {
-                    "none".into()
-                } else {
-                    have.join(", ")
-                }
-            ))
-        }
-    }
+    idx.for_platform(platform)
+        .map(|m| m.digest.clone())
+        .map_err(|e| usage!("{what}: the image index {} {e}", index.digest))
 }
 
 /// Why a tag could not be found: no repository, or no such tag (with the tags there are).
