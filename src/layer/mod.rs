@@ -5,8 +5,6 @@
 //! links stored as links, long names as GNU `././@LongLink` records. The tar, its diff_id and the
 //! compressed digest are produced in one pass.
 
-mod inflate;
-
 use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashWriter};
 use crate::rootfs::{Capture, Kind, Listing, Node};
@@ -156,7 +154,7 @@ fn relink(entries: &mut [Entry]) -> Result<()> {
         .map(|(i, e)| (e.path.clone(), i))
         .collect();
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
+    for e in entries {
         if let Body::Link(t) = &e.body {
             let Some(&ti) = pos.get(t) else {
                 bail!(
@@ -222,15 +220,14 @@ pub fn write(
     tar.follow_symlinks(false);
     tar.sparse(false);
     let mut zips = ZipCache::default();
-    let mut ahead = inflate::Inflater::new(entries);
     let mut listing = Vec::with_capacity(entries.len());
     let mut captured = std::collections::BTreeMap::new();
-    for (i, e) in entries.iter().enumerate() {
+    for e in entries {
         check_path(&e.path).map_err(|m| anyhow::anyhow!("refusing layer entry: {m}"))?;
         let inflated = ahead
             .take(i)
             .with_context(|| format!("writing {}", e.display()))?;
-        let (node, text) = append(&mut tar, e, mtime, &mut zips, inflated)
+        let (node, text) = append(&mut tar, e, mtime, &mut zips)
             .with_context(|| format!("writing {}", e.display()))?;
         progress(node.size);
         if let Some(t) = text {
@@ -273,7 +270,6 @@ fn append<W: Write>(
     e: &Entry,
     mtime: u64,
     zips: &mut ZipCache,
-    inflated: Option<Vec<u8>>,
 ) -> Result<(Node, Option<String>)> {
     let mut h = header(e, mtime);
     let path = OsStr::from_bytes(&e.path);
@@ -296,10 +292,7 @@ fn append<W: Write>(
         Body::File { src, size } => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(*size);
-            let reader: Box<dyn Read> = match inflated {
-                Some(bytes) => Box::new(io::Cursor::new(bytes)),
-                None => zips.open(src)?,
-            };
+            let reader = zips.open(src)?;
             let mut hashing = Checked {
                 inner: reader,
                 hasher: Sha256::new(),
