@@ -154,7 +154,7 @@ fn relink(entries: &mut [Entry]) -> Result<()> {
         .map(|(i, e)| (e.path.clone(), i))
         .collect();
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         if let Body::Link(t) = &e.body {
             let Some(&ti) = pos.get(t) else {
                 bail!(
@@ -224,9 +224,6 @@ pub fn write(
     let mut captured = std::collections::BTreeMap::new();
     for e in entries {
         check_path(&e.path).map_err(|m| anyhow::anyhow!("refusing layer entry: {m}"))?;
-        let inflated = ahead
-            .take(i)
-            .with_context(|| format!("writing {}", e.display()))?;
         let (node, text) = append(&mut tar, e, mtime, &mut zips)
             .with_context(|| format!("writing {}", e.display()))?;
         progress(node.size);
