@@ -244,7 +244,14 @@ pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Built, String
         entries
     };
     let entries = layer::normalise(entries)?;
-    let (blob, _) = layer::write(&entries, imp.mtime, imp.compression, store, &|_| {})?;
+    let (blob, _) = layer::write(
+        &entries,
+        imp.mtime,
+        imp.compression,
+        compress::DEFAULT_GZIP_LEVEL,
+        store,
+        &|_| {},
+    )?;
     let mut run = RunConfig::default();
     for (k, v) in &imp.env {
         run.set_env(k, v);

@@ -26,6 +26,7 @@ use std::time::Instant;
 pub struct Options {
     pub output: Option<String>,
     pub compression: Option<Compression>,
+    pub gzip_level: Option<u32>,
     pub verbose: bool,
     /// Also publish to the image's `repository` (`--push`), with these tags (`--tag`).
     pub push: bool,
@@ -211,6 +212,7 @@ fn image_base(
             project.state_dir().join("oci").display()
         )),
         compression: opts.compression,
+        gzip_level: opts.gzip_level,
         verbose: opts.verbose,
         push: false,
         tags: vec![],
@@ -265,6 +267,17 @@ fn context(
             })?
         }
     };
+    let gzip_level = opts
+        .gzip_level
+        .or(img.gzip_level)
+        .or(project.spec.defaults.gzip_level)
+        .unwrap_or(crate::compress::DEFAULT_GZIP_LEVEL);
+    if !(1..=9).contains(&gzip_level) {
+        return Err(usage!(
+            "gzip_level {gzip_level} in {}: use 1 (fastest) to 9 (smallest)",
+            project.spec_path.display()
+        ));
+    }
     let platform = image_platform(project, &img)?;
     let cx = Ctx {
         root: project.root.clone(),
@@ -273,6 +286,7 @@ fn context(
         source_date: plan::source_date(&project.root)?,
         revision: plan::revision(&project.root),
         compression,
+        gzip_level,
         platform,
         image: img.clone(),
         image_name: name.to_string(),
@@ -320,6 +334,7 @@ pub fn recheck(
 struct Material<'a> {
     tar_format: u32,
     compression: &'a str,
+    gzip_level: u32,
     mtime: u64,
     platform: String,
     inputs: &'a BTreeMap<String, String>,
@@ -342,6 +357,11 @@ fn build_layer(
         cache::layer_key(&Material {
             tar_format: layer::TAR_FORMAT,
             compression: cx.compression.as_str(),
+            gzip_level: if cx.compression == Compression::Gzip {
+                cx.gzip_level
+            } else {
+                0
+            },
             mtime: cx.source_date,
             platform: cx.platform.to_string(),
             inputs,
@@ -402,9 +422,14 @@ fn build_layer(
         })
         .sum();
     let bar = progress.layer(&name, total);
-    let (blob, listing) = layer::write(&entries, cx.source_date, cx.compression, &cx.store, &|n| {
-        bar.inc(n)
-    })
+    let (blob, listing) = layer::write(
+        &entries,
+        cx.source_date,
+        cx.compression,
+        cx.gzip_level,
+        &cx.store,
+        &|n| bar.inc(n),
+    )
     .with_context(|| format!("layer `{name}`"))?;
     bar.finish();
     cache::put_listing(&cx.store, &blob.diff_id, &listing)?;

@@ -107,6 +107,9 @@ struct BuildArgs {
     /// Layer compression (overrides imgbuild.toml)
     #[arg(long, value_parser = ["gzip", "zstd", "none"])]
     compression: Option<String>,
+    /// gzip level, 1 (fastest) to 9 (smallest); default 5 (overrides imgbuild.toml)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=9))]
+    gzip_level: Option<u32>,
     /// Also publish each image to its `repository` from imgbuild.toml
     #[arg(long)]
     push: bool,
@@ -287,6 +290,7 @@ fn run(cli: Cli) -> Result<i32> {
             let opts = Options {
                 output: a.output.clone(),
                 compression: a.compression.as_deref().and_then(Compression::parse),
+                gzip_level: a.gzip_level,
                 verbose: cli.verbose,
                 push: a.push,
                 tags: a.tags.clone(),

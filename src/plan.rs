@@ -72,6 +72,7 @@ pub struct Ctx {
     pub source_date: u64,
     pub revision: Option<String>,
     pub compression: Compression,
+    pub gzip_level: u32,
     pub platform: Platform,
     pub image: ImageSpec,
     pub image_name: String,

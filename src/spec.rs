@@ -25,6 +25,8 @@ pub struct Spec {
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     pub compression: Option<String>,
+    /// 1 (fastest) to 9 (smallest); default 5.
+    pub gzip_level: Option<u32>,
     pub platform: Option<String>,
 }
 
@@ -48,6 +50,7 @@ pub struct ImageSpec {
     #[serde(default)]
     pub smoke: Vec<String>,
     pub compression: Option<String>,
+    pub gzip_level: Option<u32>,
     pub platform: Option<String>,
     #[serde(default)]
     pub layers: Vec<LayerSpec>,

@@ -231,17 +231,28 @@ fn golden_digests() {
         "[defaults]\nplatform = \"linux/amd64\"\n[images.web]\nbase = \"scratch\"\ncmd = [\"/serve\"]\n[[images.web.layers]]\nname = \"site\"\nfiles = [{ from = \"site\", to = \"/srv\" }]\n",
     )
     .unwrap();
-    let build = |c: &str| {
+    let build = |args: &[&str]| {
         stdout(&ok(imgbuild(d)
-            .args(["build", "web", "--compression", c])
+            .args(["build", "web"])
+            .args(args)
             .env("SOURCE_DATE_EPOCH", "1700000000")))
     };
-    let got = [build("gzip"), build("zstd"), build("none")];
-    let want = [GOLDEN_GZIP, GOLDEN_ZSTD, GOLDEN_NONE];
-    assert_eq!(got, want, "golden digests changed (gzip, zstd, none)");
+    let got = [
+        build(&["--compression", "gzip"]),
+        build(&["--compression", "gzip", "--gzip-level", "6"]),
+        build(&["--compression", "zstd"]),
+        build(&["--compression", "none"]),
+    ];
+    let want = [GOLDEN_GZIP, GOLDEN_GZIP_6, GOLDEN_ZSTD, GOLDEN_NONE];
+    assert_eq!(
+        got, want,
+        "golden digests changed (gzip, gzip level 6, zstd, none)"
+    );
 }
 
-const GOLDEN_GZIP: &str = "sha256:912d7bd823673f88393f7facb47d85403f4a5bc0510b0e120ecf1bc224e4afc0";
+const GOLDEN_GZIP: &str = "sha256:0f1fe56c51e83b6c0fe60731985234f4120e0928b5f06852e091d2dca6f4230e";
+const GOLDEN_GZIP_6: &str =
+    "sha256:912d7bd823673f88393f7facb47d85403f4a5bc0510b0e120ecf1bc224e4afc0";
 const GOLDEN_ZSTD: &str = "sha256:1020409fd846e516753c6e73383fac11dbf7b2baf9373d8e2649a791dadea2c0";
 const GOLDEN_NONE: &str = "sha256:6511c0b5b9d5ec6eb198f290589877edc793200057583be39aea964fcfce12a3";
 

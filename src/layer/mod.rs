@@ -210,12 +210,13 @@ pub fn write(
     entries: &[Entry],
     mtime: u64,
     compression: Compression,
+    gzip_level: u32,
     store: &Store,
     progress: Progress,
 ) -> Result<(LayerBlob, Listing)> {
     let tmp = store.writer()?;
     let compressed = HashWriter::new(tmp);
-    let enc = compress::encoder(compression, compressed)?;
+    let enc = compress::encoder(compression, gzip_level, compressed)?;
     let mut tar = tar::Builder::new(HashWriter::new(enc));
     tar.follow_symlinks(false);
     tar.sparse(false);

@@ -589,7 +589,7 @@ mod tests {
         write(
             &d.path().join(".docker/config.json"),
             &format!(
-                r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"r.example.com:5000":{{"username":"bob","password":"pw"}}}}}}"#
+                r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"r.example.com:5000":{{"username":"bob","password":"bob-Secret-77"}}}}}}"#
             ),
         );
         let e = env(d.path(), &[]);
@@ -607,8 +607,8 @@ mod tests {
             s.contains("IMGBUILD_REGISTRY_USER/PASSWORD (not set)"),
             "{s}"
         );
-        // The secret never shows in Debug.
-        assert!(!format!("{c:?}").contains("pw"));
+        // The secret never shows in Debug (a distinctive one: temp paths are random text).
+        assert!(!format!("{c:?}").contains("bob-Secret-77"));
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn image(app: Listing) -> (Rootfs, tempfile::TempDir) {
         &entries,
         0,
         crate::compress::Compression::None,
+        crate::compress::DEFAULT_GZIP_LEVEL,
         &store,
         &|_| {},
     )
@@ -401,6 +402,7 @@ fn verify_finds_a_site_packages_directory_no_interpreter_reads() {
         &entries,
         0,
         crate::compress::Compression::None,
+        crate::compress::DEFAULT_GZIP_LEVEL,
         &store,
         &|_| {},
     )
@@ -470,6 +472,7 @@ fn site_packages_of_a_python_that_is_not_debians_is_not_judged() {
         &entries,
         0,
         crate::compress::Compression::None,
+        crate::compress::DEFAULT_GZIP_LEVEL,
         &store,
         &|_| {},
     )
