@@ -448,6 +448,9 @@ class LayerProject:
 # The store's contents a cold build keeps: blobs (wheels among them) and the wheel records.
 # Everything else (layer cache, stat cache, listings, python targets, roots) is removed.
 WHEEL_CACHE = {"blobs", "python-wheels", "python-index", "tmp", ".lock"}
+# What the store remembers about a base it has seen (its file listing, the detected Python target):
+# kept by a "cold" build (the layer cache is what is emptied), wiped by a first build on the base.
+BASE_FACTS = {"listings-v2", "python-target"}
 
 
 class Fixture:
@@ -485,11 +488,13 @@ class Fixture:
         r.bytes = sum(l["size"] for l in r.json.get("layers", []))
         return r
 
-    def cold(self):
-        """Empty layer cache, warm wheel cache."""
+    def cold(self, first_on_base=False):
+        """Empty layer cache and output layout, warm wheel cache; with `first_on_base`, the
+        store also forgets what it learnt from the base."""
+        keep = WHEEL_CACHE if first_on_base else WHEEL_CACHE | BASE_FACTS
         if self.store.exists():
             for p in self.store.iterdir():
-                if p.name not in WHEEL_CACHE:
+                if p.name not in keep:
                     rmtree(p) if p.is_dir() else p.unlink()
         rmtree(self.project / ".imgbuild")
 
@@ -773,6 +778,10 @@ def section_api(S, ctx):
             fx.cold()
             return fx.build()
 
+        def ib_first(i):
+            fx.cold(first_on_base=True)
+            return fx.build()
+
         def bh_cold(i):
             bh.cold()
             return bh.build()
@@ -782,7 +791,7 @@ def section_api(S, ctx):
             return fx.build()
 
         log(f"api: {runs} rounds + a warm-up (imgbuild, uv+pigz, buildah: cold, no-op, one-file change)")
-        res = rounds([("imgbuild cold", ib_cold), ("uv+pigz cold", uv_pigz), ("buildah cold", bh_cold),
+        res = rounds([("imgbuild cold", ib_cold), ("imgbuild first build on the base", ib_first), ("uv+pigz cold", uv_pigz), ("buildah cold", bh_cold),
                       ("imgbuild no-op", lambda i: fx.build()), ("buildah no-op", lambda i: bh.build()),
                       ("imgbuild one-file change", ib_change), ("buildah one-file change", lambda i: bh.build())], runs)
         fx.restore()
@@ -790,7 +799,8 @@ def section_api(S, ctx):
             S.note("**buildah storage:** " + bh.fallback)
         data = {"packages": fx.packages, "buildah_storage": bh.driver, "index": "host default" if not bh.index else "host index-url"}
         rows = []
-        spec = [("imgbuild cold", None, "cold: empty layer cache, warm wheel cache"),
+        spec = [("imgbuild cold", None, "cold: empty layer cache and output layout, warm wheel cache, a base seen before"),
+                ("imgbuild first build on the base", None, "also no facts about the base: its layers are read to list its files and find its Python"),
                 ("uv+pigz cold", "imgbuild cold", "`uv pip install --offline --target` (warm uv cache) + `tar | pigz -p2 -6` of the deps"),
                 ("buildah cold", "imgbuild cold", f"multi-stage Dockerfile, no image or layer of it in storage (before: {BUILDAH_BEFORE['cold']} s)"),
                 ("imgbuild no-op", None, "nothing changed"),

@@ -24,6 +24,26 @@ struct StatEntry {
     sha256: String,
 }
 
+/// What identifies a file's content without reading it: size, mtime and inode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FileId {
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_ns: i64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(md: &fs::Metadata) -> FileId {
+        FileId {
+            size: md.len(),
+            mtime: md.mtime(),
+            mtime_ns: md.mtime_nsec(),
+            ino: md.ino(),
+        }
+    }
+}
+
 /// Remembers content hashes by (path, size, mtime, inode) so an unchanged file is never re-read.
 pub struct StatCache {
     file: PathBuf,
@@ -49,45 +69,38 @@ impl StatCache {
         }
     }
 
-    /// The remembered sha256 (hex) of the file at `path` with metadata `md`, without reading it.
-    pub fn lookup(&self, path: &Path, md: &fs::Metadata) -> Option<String> {
-        let e = self
-            .entries
-            .lock()
-            .unwrap()
-            .get(path.to_string_lossy().as_ref())
-            .cloned()?;
-        (e.size == md.len()
-            && e.mtime == md.mtime()
-            && e.mtime_ns == md.mtime_nsec()
-            && e.ino == md.ino())
-        .then_some(e.sha256)
+    /// The remembered sha256 (hex) of the file at `path` with identity `id`, without reading it.
+    pub fn lookup(&self, path: &Path, id: &FileId) -> Option<String> {
+        let entries = self.entries.lock().unwrap();
+        let e = entries.get(path.to_string_lossy().as_ref())?;
+        (e.size == id.size && e.mtime == id.mtime && e.mtime_ns == id.mtime_ns && e.ino == id.ino)
+            .then(|| e.sha256.clone())
     }
 
-    /// The sha256 (hex) of the file at `path` with metadata `md`, reading it only when needed.
-    pub fn hash(&self, path: &Path, md: &fs::Metadata) -> io::Result<String> {
-        if let Some(h) = self.lookup(path, md) {
+    /// The sha256 (hex) of the file at `path` with identity `id`, reading it only when needed.
+    pub fn hash(&self, path: &Path, id: &FileId) -> io::Result<String> {
+        if let Some(h) = self.lookup(path, id) {
             return Ok(h);
         }
         let sha = hash_file(path)?;
-        self.remember(path, md, &sha);
+        self.remember(path, id, &sha);
         Ok(sha)
     }
 
-    /// Records that the file with metadata `md` (taken before reading it) hashes to `sha`.
-    pub fn remember(&self, path: &Path, md: &fs::Metadata, sha: &str) {
+    /// Records that the file with identity `id` (taken before reading it) hashes to `sha`.
+    pub fn remember(&self, path: &Path, id: &FileId, sha: &str) {
         // A file modified in the last two seconds may change again within the same mtime tick
         // ("racy" entry, as git calls it): do not remember it.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        if now - md.mtime() > 2 {
+        if now - id.mtime > 2 {
             let e = StatEntry {
-                size: md.len(),
-                mtime: md.mtime(),
-                mtime_ns: md.mtime_nsec(),
-                ino: md.ino(),
+                size: id.size,
+                mtime: id.mtime,
+                mtime_ns: id.mtime_ns,
+                ino: id.ino,
                 sha256: sha.to_string(),
             };
             self.entries

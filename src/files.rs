@@ -1,7 +1,7 @@
 //! File layers: project files and directories mapped into the image, with excludes,
 //! guaranteed directories and owner/mode overrides.
 
-use crate::cache::StatCache;
+use crate::cache::{FileId, StatCache};
 use crate::layer::{check_path, Body, Entry, Source};
 use crate::usage;
 use anyhow::{bail, Context, Result};
@@ -36,10 +36,18 @@ pub struct Collector {
     /// Content hash of each regular file entry, by path, for the cache key.
     pub hashes: HashMap<Vec<u8>, String>,
     /// Files the stat cache did not know: (layer path, source, metadata taken before reading).
-    pub unhashed: Vec<(Vec<u8>, PathBuf, fs::Metadata)>,
+    pub unhashed: Vec<(Vec<u8>, PathBuf, FileId)>,
     pub skipped: Vec<String>,
     inodes: HashMap<(u64, u64), Vec<u8>>,
-    origin: HashMap<Vec<u8>, String>,
+    /// Where each path came from: a hash of the path → its entry's index (`usize::MAX`: ensure_dirs).
+    origin: HashMap<u64, usize>,
+}
+
+fn path_hash(p: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
 }
 
 pub fn globs(patterns: &[String]) -> Result<GlobSet> {
@@ -227,13 +235,12 @@ impl Collector {
             }
             // Known to the stat cache, or hashed later: before the build when the unknown files
             // are few (`hash_unhashed`), else while the layer is written (`hashes_from`).
-            match stat.lookup(src, md) {
+            let id = FileId::of(md);
+            match stat.lookup(src, &id) {
                 Some(sha) => {
                     self.hashes.insert(path.clone(), sha);
                 }
-                None => self
-                    .unhashed
-                    .push((path.clone(), src.to_path_buf(), md.clone())),
+                None => self.unhashed.push((path.clone(), src.to_path_buf(), id)),
             }
             Body::File {
                 src: Source::Disk(src.to_path_buf()),
@@ -266,36 +273,50 @@ impl Collector {
     }
 
     fn push(&mut self, e: Entry, src: &Path) -> Result<()> {
-        if let Some(prev) = self
-            .origin
-            .insert(e.path.clone(), src.display().to_string())
-        {
-            if !matches!(e.body, Body::Dir)
-                || !self
-                    .entries
-                    .iter()
-                    .any(|x| x.path == e.path && matches!(x.body, Body::Dir))
-            {
-                return Err(usage!(
-                    "{} is written twice in one layer: from {prev} and from {}",
-                    e.display(),
-                    src.display()
-                ));
+        if let Some(prev) = self.find(&e.path) {
+            let both_dirs = matches!(e.body, Body::Dir)
+                && (prev == usize::MAX || matches!(self.entries[prev].body, Body::Dir));
+            if both_dirs {
+                return Ok(()); // the same directory reached by two mappings
             }
-            return Ok(()); // the same directory reached by two mappings
+            let from = match self.entries.get(prev).map(|p| &p.body) {
+                Some(Body::File {
+                    src: Source::Disk(p),
+                    ..
+                }) => p.display().to_string(),
+                Some(_) => "another mapping".to_string(),
+                None => "ensure_dirs".to_string(),
+            };
+            return Err(usage!(
+                "{} is written twice in one layer: from {from} and from {}",
+                e.display(),
+                src.display()
+            ));
         }
+        self.origin.insert(path_hash(&e.path), self.entries.len());
         self.entries.push(e);
         Ok(())
+    }
+
+    /// The entry already added for `path` (`usize::MAX` for an ensure_dirs directory).
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        let &i = self.origin.get(&path_hash(path))?;
+        match self.entries.get(i) {
+            Some(e) if e.path == path => Some(i),
+            None if i == usize::MAX => Some(i),
+            // Two paths with one 64-bit hash: look the slow way.
+            _ => self.entries.iter().position(|e| e.path == path),
+        }
     }
 
     /// Directories that must exist even when no source provides them.
     pub fn ensure_dir(&mut self, path: &str, owner: Option<(u32, u32)>) -> Result<()> {
         let p = image_path(path)?.into_bytes();
-        if p.is_empty() || self.origin.contains_key(&p) {
+        if p.is_empty() || self.find(&p).is_some() {
             return Ok(());
         }
         let (uid, gid) = owner.unwrap_or((0, 0));
-        self.origin.insert(p.clone(), "ensure_dirs".into());
+        self.origin.insert(path_hash(&p), self.entries.len());
         self.entries.push(Entry {
             path: p,
             body: Body::Dir,
@@ -330,21 +351,21 @@ impl Collector {
             .filter_map(|n| Some((n.path.as_str(), n.sha256.as_deref()?)))
             .collect();
         let mut learned = Vec::new();
-        for (path, src, md) in std::mem::take(&mut self.unhashed) {
+        for (path, src, id) in std::mem::take(&mut self.unhashed) {
             let shown = String::from_utf8_lossy(&path).into_owned();
             match by_path.get(shown.as_str()) {
                 Some(sha) => {
-                    stat.remember(&src, &md, sha);
-                    learned.push((format!("/{shown}"), md.len(), sha.to_string()));
+                    stat.remember(&src, &id, sha);
+                    learned.push((format!("/{shown}"), id.size, sha.to_string()));
                 }
-                None => self.unhashed.push((path, src, md)),
+                None => self.unhashed.push((path, src, id)),
             }
         }
         learned
     }
 
     pub fn unhashed_bytes(&self) -> u64 {
-        self.unhashed.iter().map(|(_, _, md)| md.len()).sum()
+        self.unhashed.iter().map(|(_, _, id)| id.size).sum()
     }
 
     /// Per-path input summary (kind, mode, owner, size, hash or link) for cache keys and `-v`.

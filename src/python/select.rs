@@ -68,7 +68,7 @@ pub fn scan_find_links(dirs: &[PathBuf], stat: &StatCache) -> Result<Vec<LocalWh
                 continue;
             }
             let md = std::fs::metadata(&p)?;
-            let sha256 = stat.hash(&p, &md)?;
+            let sha256 = stat.hash(&p, &crate::cache::FileId::of(&md))?;
             out.push(LocalWheel {
                 path: p,
                 filename,
