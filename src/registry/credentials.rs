@@ -237,15 +237,7 @@ pub fn lookup(env: &Env, registry: &str, repository: Option<&str>) -> Lookup {
             }
         }
     };
-    if let Some(h) = doc
-        .get("credHelpers")
-        .and_then(|m| m.as_object())
-        .and_then(|m| {
-            m.iter()
-                .find(|(k, _)| normalise_key(k) == registry)
-                .and_then(|(_, v)| v.as_str())
-        })
-    {
+    if let Some(h) = cred_helper_entry(&doc, registry) {
         if let Some(c) = helper_for(h, &mut l, "credHelpers") {
             l.credential = Some(c);
             return l;
@@ -446,15 +438,18 @@ pub fn store(env: &Env, registry: &str, username: &str, secret: &str) -> Result<
 
 /// The credential helper docker's config names for `registry` (`credHelpers`, else `credsStore`).
 fn configured_helper(doc: &Value, registry: &str) -> Option<String> {
-    doc.get("credHelpers")
-        .and_then(|m| m.as_object())
-        .and_then(|m| {
-            m.iter()
-                .find(|(k, _)| normalise_key(k) == registry)
-                .and_then(|(_, v)| v.as_str())
-        })
+    cred_helper_entry(doc, registry)
         .or_else(|| doc.get("credsStore").and_then(|v| v.as_str()))
         .map(String::from)
+}
+
+/// `credHelpers[registry]` of docker's config.
+fn cred_helper_entry<'a>(doc: &'a Value, registry: &str) -> Option<&'a str> {
+    doc.get("credHelpers")?
+        .as_object()?
+        .iter()
+        .find(|(k, _)| normalise_key(k) == registry)
+        .and_then(|(_, v)| v.as_str())
 }
 
 /// Removes stored credentials for `registry`; returns whether there were any.
