@@ -84,7 +84,8 @@ pub fn build(
 
     let t1 = Instant::now();
     let view = BaseView::new(&base, &cx.store);
-    let mut layers: Vec<(LayerBlob, bool)> = Vec::new();
+    // Each layer, with its listing when it was written now (None: taken from the cache).
+    let mut layers: Vec<(LayerBlob, Option<Listing>)> = Vec::new();
     for r in recipes.iter_mut() {
         layers.push(build_layer(&cx, r.as_mut(), &view, opts, progress)?);
     }
@@ -145,7 +146,7 @@ pub fn build(
                 digest: b.digest.clone(),
                 diff_id: b.diff_id.clone(),
                 size: b.size,
-                cached: *cached,
+                cached: cached.is_none(),
             })
             .collect(),
         uploaded_bytes: written.uploaded_bytes,
@@ -347,7 +348,7 @@ fn build_layer(
     base: &BaseView,
     opts: &Options,
     progress: &Progress,
-) -> Result<(LayerBlob, bool)> {
+) -> Result<(LayerBlob, Option<Listing>)> {
     let name = r.name().to_string();
     let inputs = r
         .inputs(cx, base)
@@ -380,7 +381,7 @@ fn build_layer(
                 inputs.len()
             ));
         }
-        return Ok((hit.blob, true));
+        return Ok((hit.blob, None));
     }
     if opts.verbose {
         let why = match cache::last_inputs(&cx.store, &scope) {
@@ -449,7 +450,7 @@ fn build_layer(
         )?;
         cache::put_last_inputs(&cx.store, &scope, &inputs)?;
     }
-    Ok((blob, false))
+    Ok((blob, Some(listing)))
 }
 
 /// The image config: the base's, overridden by the image section, with one history entry per layer.
@@ -457,7 +458,7 @@ fn image_config(
     cx: &Ctx,
     base: &BaseImage,
     recipes: &[Box<dyn plan::Recipe>],
-    layers: &[(LayerBlob, bool)],
+    layers: &[(LayerBlob, Option<Listing>)],
 ) -> Result<ImageConfig> {
     let img = &cx.image;
     let mut c = base.config.clone();
@@ -519,7 +520,7 @@ fn verify(
     cx: &Ctx,
     base: &BaseView,
     recipes: &[Box<dyn plan::Recipe>],
-    layers: &[(LayerBlob, bool)],
+    layers: &[(LayerBlob, Option<Listing>)],
     config: &ImageConfig,
 ) -> Result<()> {
     let mut fs: Rootfs = base
@@ -527,11 +528,14 @@ fn verify(
         .context("reading the base image's layers for verification")?
         .clone();
     let offset = base.base.layers.len();
-    for (i, (blob, _)) in layers.iter().enumerate() {
-        let listing: Listing = cache::get_listing(&cx.store, &blob.diff_id)
-            .map(Ok)
-            .unwrap_or_else(|| base::listing(&cx.store, &descriptor(blob), &blob.diff_id))?;
-        fs.apply(offset + i, &listing);
+    for (i, (blob, written)) in layers.iter().enumerate() {
+        match written {
+            Some(listing) => fs.apply(offset + i, listing),
+            None => fs.apply(
+                offset + i,
+                &base::listing(&cx.store, &descriptor(blob), &blob.diff_id)?,
+            ),
+        }
     }
     let mut problems: Vec<Problem> = Vec::new();
     for (i, r) in recipes.iter().enumerate() {

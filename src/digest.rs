@@ -33,9 +33,6 @@ impl Digest {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    pub fn short(&self) -> &str {
-        &self.0[7..19]
-    }
 }
 
 impl fmt::Display for Digest {

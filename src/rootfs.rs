@@ -335,13 +335,6 @@ impl Rootfs {
     pub fn exists(&self, path: &str) -> bool {
         path.trim_matches('/').is_empty() || self.resolve(path).is_some()
     }
-
-    /// The layer index that last wrote `path` (no symlink resolution).
-    pub fn owner(&self, path: &str) -> Option<usize> {
-        self.files
-            .get(path.trim_start_matches('/'))
-            .map(|(_, l)| *l)
-    }
 }
 
 #[cfg(test)]
@@ -390,7 +383,7 @@ mod tests {
         assert!(fs.exists("/a/y"));
         assert!(!fs.exists("/b/z"));
         assert!(fs.exists("/b/new"));
-        assert_eq!(fs.owner("/b/new"), Some(1));
+        assert_eq!(fs.files.get("b/new").map(|(_, l)| *l), Some(1));
     }
 
     #[test]

@@ -45,15 +45,7 @@ fn json(out: &std::process::Output) -> Value {
 /// `imgbuild` with credentials from nowhere but what the test sets.
 fn cmd(dir: &Path) -> Command {
     let mut c = imgbuild(dir);
-    c.env("HOME", dir.join(".home"))
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("IMGBUILD_REGISTRY_USER")
-        .env_remove("IMGBUILD_REGISTRY_PASSWORD")
-        .env_remove("IMGBUILD_REGISTRY_HOST")
-        .env("IMGBUILD_REGISTRY_ATTEMPTS", "2");
+    without_credentials(&mut c, &dir.join(".home")).env("IMGBUILD_REGISTRY_ATTEMPTS", "2");
     c
 }
 
@@ -172,15 +164,7 @@ fn large_layers_go_up_in_chunks_of_at_most_4_mib() {
     let repo = format!("{}/acme/big", reg.host());
     project(d, &repo, &busybox_ref());
     // 9 MiB that does not compress: three chunks.
-    let mut x: u64 = 0x2545F4914F6CDD1D;
-    let noise: Vec<u8> = (0..9 * 1024 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(0x2545F4914F6CDD1D, 9 * 1024 * 1024);
     fs::write(d.join("app/noise.bin"), &noise).unwrap();
     let s = json(&ok(cmd(d).args(["build", "api", "--push", "--json"])));
     let digest = s["digest"].as_str().unwrap();
@@ -859,15 +843,7 @@ fn retries_on_503_429_and_dropped_connections_and_recovers_a_cut_chunked_upload(
     let d = t.path();
     let repo = format!("127.0.0.1:{}/acme/flaky", proxy.port);
     project(d, &repo, &busybox_ref());
-    let mut x: u64 = 0x9E3779B97F4A7C15;
-    let noise: Vec<u8> = (0..10 * 1024 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(0x9E3779B97F4A7C15, 10 * 1024 * 1024);
     fs::write(d.join("app/noise.bin"), &noise).unwrap();
     let s = json(&ok(cmd(d)
         .args(["build", "api", "--push", "--json"])

@@ -13,16 +13,8 @@ fn project(dir: &Path) {
     for (i, layer) in ["a", "b", "c"].iter().enumerate() {
         let d = dir.join(layer);
         fs::create_dir_all(&d).unwrap();
-        let mut x: u64 = 0x9e3779b97f4a7c15 ^ i as u64;
         for f in 0..4 {
-            let bytes: Vec<u8> = (0..1_000_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 56) as u8
-                })
-                .collect();
+            let bytes = noise(0x9e3779b97f4a7c15 ^ (i * 4 + f) as u64, 1_000_000);
             fs::write(d.join(format!("f{f}.bin")), bytes).unwrap();
         }
     }

@@ -129,16 +129,9 @@ fn in_project(program: &str, dir: &Path, home: &Path) -> Command {
     let mut c = Command::new(program);
     c.current_dir(dir)
         .env("PATH", test_path())
-        .env("HOME", home)
         .env("IMGBUILD_CACHE", shared_store())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("IMGBUILD_REGISTRY_USER")
-        .env_remove("IMGBUILD_REGISTRY_PASSWORD")
-        .env_remove("IMGBUILD_REGISTRY_HOST");
+        .env_remove("SOURCE_DATE_EPOCH");
+    without_credentials(&mut c, home);
     c
 }
 

@@ -187,17 +187,11 @@ pub fn lookup(env: &Env, registry: &str, repository: Option<&str>) -> Lookup {
             Err(e) => l
                 .searched
                 .push(format!("{} (unreadable: {e})", p.display())),
-            Ok(Some(doc)) => match auths_entry(&doc, registry, repository) {
-                Some(Ok(mut c)) => {
-                    c.source = p.display().to_string();
-                    l.credential = Some(c);
+            Ok(Some(doc)) => {
+                if take_auths(&mut l, &doc, &p, registry, repository, "") {
                     return l;
                 }
-                Some(Err(e)) => l.searched.push(format!("{} ({e})", p.display())),
-                None => l
-                    .searched
-                    .push(format!("{} (no entry for {registry})", p.display())),
-            },
+            }
         }
     }
     // 3. docker config.json.
@@ -243,16 +237,8 @@ pub fn lookup(env: &Env, registry: &str, repository: Option<&str>) -> Lookup {
             return l;
         }
     }
-    match auths_entry(&doc, registry, None) {
-        Some(Ok(mut c)) => {
-            c.source = p.display().to_string();
-            l.credential = Some(c);
-            return l;
-        }
-        Some(Err(e)) => l.searched.push(format!("{} ({e})", p.display())),
-        None => l
-            .searched
-            .push(format!("{} auths (no entry for {registry})", p.display())),
+    if take_auths(&mut l, &doc, &p, registry, None, "auths ") {
+        return l;
     }
     if let Some(s) = doc.get("credsStore").and_then(|v| v.as_str()) {
         if let Some(c) = helper_for(s, &mut l, "credsStore") {
@@ -434,6 +420,31 @@ pub fn store(env: &Env, registry: &str, username: &str, secret: &str) -> Result<
     a.insert(key, Value::Object(e));
     write_config(&p, &doc)?;
     Ok(p.display().to_string())
+}
+
+/// Takes the `auths` entry of `doc` (read from `path`) for `registry` into `l`; true when
+/// found, else notes what was searched.
+fn take_auths(
+    l: &mut Lookup,
+    doc: &Value,
+    path: &Path,
+    registry: &str,
+    repository: Option<&str>,
+    what: &str,
+) -> bool {
+    match auths_entry(doc, registry, repository) {
+        Some(Ok(mut c)) => {
+            c.source = path.display().to_string();
+            l.credential = Some(c);
+            return true;
+        }
+        Some(Err(e)) => l.searched.push(format!("{} ({e})", path.display())),
+        None => l.searched.push(format!(
+            "{} {what}(no entry for {registry})",
+            path.display()
+        )),
+    }
+    false
 }
 
 /// The credential helper docker's config names for `registry` (`credHelpers`, else `credsStore`).

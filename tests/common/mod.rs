@@ -359,3 +359,29 @@ pub fn package_index() -> String {
         .arg("from pip._internal.models.index import PyPI; print(PyPI.simple_url)"));
     stdout(&out)
 }
+
+/// `len` bytes that do not compress (xorshift from `seed`): layers of a known, real size.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+/// Clears every place registry credentials could come from, and points HOME at `home`:
+/// a test's imgbuild sees only the credentials the test gives it.
+pub fn without_credentials<'a>(c: &'a mut Command, home: &Path) -> &'a mut Command {
+    c.env("HOME", home)
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("IMGBUILD_REGISTRY_USER")
+        .env_remove("IMGBUILD_REGISTRY_PASSWORD")
+        .env_remove("IMGBUILD_REGISTRY_HOST")
+}

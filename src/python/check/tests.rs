@@ -1,6 +1,6 @@
 use super::*;
 use crate::image::History;
-use crate::layer::{self, Entry};
+use crate::layer;
 use crate::python::testutil::{debian_target, wheel};
 use crate::python::wheel::{install, merge};
 use crate::rootfs::{Listing, Node};
@@ -96,22 +96,14 @@ fn image(app: Listing) -> (Rootfs, tempfile::TempDir) {
         &[("single.py", b"y = 2\n", 0o644)],
         |_| {},
     );
-    let entries: Vec<Entry> = merge(vec![
-        install(&demo, "demo-1.0-py3-none-any.whl", &t, (0, 0)).unwrap(),
-        install(&single, "single-2.0-py3-none-any.whl", &t, (0, 0)).unwrap(),
-    ])
-    .unwrap();
-    let entries = layer::normalise(entries).unwrap();
-    let store = Store::open(d.path().join("store")).unwrap();
-    let (_, listing) = layer::write(
-        &entries,
-        0,
-        crate::compress::Compression::None,
-        crate::compress::DEFAULT_GZIP_LEVEL,
-        &store,
-        &|_| {},
-    )
-    .unwrap();
+    let listing = installed(
+        d.path(),
+        &t,
+        &[
+            (&demo, "demo-1.0-py3-none-any.whl"),
+            (&single, "single-2.0-py3-none-any.whl"),
+        ],
+    );
     assert!(listing
         .captured
         .contains_key(&format!("{SITE}/demo-1.0.dist-info/RECORD")));
@@ -156,6 +148,31 @@ fn app(nodes: Vec<Node>, captured: &[(&str, &str)]) -> Listing {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     }
+}
+
+/// The listing of a layer holding `wheels` installed for `t` (written to a store under `dir`).
+fn installed(
+    dir: &std::path::Path,
+    t: &Target,
+    wheels: &[(&std::path::PathBuf, &str)],
+) -> crate::rootfs::Listing {
+    let all = wheels
+        .iter()
+        .map(|(w, name)| install(w, name, t, (0, 0)).unwrap())
+        .collect();
+    let entries = layer::normalise(merge(all).unwrap()).unwrap();
+    let store = Store::open(dir.join("store")).unwrap();
+    let none = crate::compress::Compression::None;
+    layer::write(
+        &entries,
+        0,
+        none,
+        crate::compress::DEFAULT_GZIP_LEVEL,
+        &store,
+        &|_| {},
+    )
+    .unwrap()
+    .1
 }
 
 #[test]
@@ -392,21 +409,7 @@ fn verify_finds_a_site_packages_directory_no_interpreter_reads() {
         &[("single.py", b"y = 2\n", 0o644)],
         |_| {},
     );
-    let entries = merge(vec![
-        install(&w, "single-2.0-py3-none-any.whl", &t, (0, 0)).unwrap()
-    ])
-    .unwrap();
-    let entries = layer::normalise(entries).unwrap();
-    let store = Store::open(d.path().join("store")).unwrap();
-    let (_, listing) = layer::write(
-        &entries,
-        0,
-        crate::compress::Compression::None,
-        crate::compress::DEFAULT_GZIP_LEVEL,
-        &store,
-        &|_| {},
-    )
-    .unwrap();
+    let listing = installed(d.path(), &t, &[(&w, "single-2.0-py3-none-any.whl")]);
     let mut base = base_listing();
     base.nodes
         .push(node("usr/lib", Kind::Dir, 0o755, None, None));
@@ -462,21 +465,7 @@ fn site_packages_of_a_python_that_is_not_debians_is_not_judged() {
         &[("single.py", b"y = 2\n", 0o644)],
         |_| {},
     );
-    let entries = merge(vec![
-        install(&w, "single-2.0-py3-none-any.whl", &t, (0, 0)).unwrap()
-    ])
-    .unwrap();
-    let entries = layer::normalise(entries).unwrap();
-    let store = Store::open(d.path().join("store")).unwrap();
-    let (_, listing) = layer::write(
-        &entries,
-        0,
-        crate::compress::Compression::None,
-        crate::compress::DEFAULT_GZIP_LEVEL,
-        &store,
-        &|_| {},
-    )
-    .unwrap();
+    let listing = installed(d.path(), &t, &[(&w, "single-2.0-py3-none-any.whl")]);
     let mut fs = Rootfs::default();
     fs.apply(0, &base_listing());
     fs.apply(1, &listing);
