@@ -1,8 +1,9 @@
 //! `docker-archive` output: the tarball `docker load` reads (manifest.json, config, layers).
 
 use crate::digest::HashReader;
-use crate::publish::{Built, Destination, Written};
+use crate::image::Built;
 use crate::store::{temp_path, Store};
+use crate::target::{Destination, Written};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::fs::{self, File};

@@ -1,58 +1,25 @@
 //! Base images: `scratch`, an OCI layout on disk, or a registry reference; and
 //! `imgbuild base import`, which makes a base from a root filesystem.
 
-use crate::cache::{self, StatCache};
+use crate::cache::StatCache;
 use crate::compress::{self, Compression};
-use crate::digest::{Digest, HashReader};
 use crate::error::Hint;
 use crate::files::{Collector, Mapping};
-use crate::image::{self, Descriptor, ImageConfig, Platform, RootFs, RunConfig};
+use crate::image::{self, BaseImage, Built, Descriptor, ImageConfig, Platform, RootFs, RunConfig};
 use crate::layer::{self, Body, Entry, Source};
-use crate::layout::{self, Layout};
-use crate::publish::{Built, Output};
+use crate::layout::Layout;
+use crate::project::Project;
 use crate::registry;
-use crate::rootfs::{clean_tar_path, Listing, ReadLimits};
+use crate::rootfs::clean_tar_path;
 use crate::store::Store;
+use crate::target::Output;
 use crate::usage;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// A resolved base: its config and layers, every blob already in the store.
-#[derive(Clone, Debug)]
-pub struct BaseImage {
-    /// The base as written in the config (for annotations and messages).
-    pub name: String,
-    /// Manifest digest; `None` for scratch.
-    pub digest: Option<Digest>,
-    pub config: ImageConfig,
-    pub layers: Vec<Descriptor>,
-}
-
-impl BaseImage {
-    pub fn scratch(platform: &Platform) -> BaseImage {
-        BaseImage {
-            name: "scratch".into(),
-            digest: None,
-            config: ImageConfig {
-                architecture: platform.architecture.clone(),
-                os: platform.os.clone(),
-                variant: platform.variant.clone(),
-                rootfs: RootFs {
-                    kind: "layers".into(),
-                    diff_ids: vec![],
-                },
-                ..Default::default()
-            },
-            layers: vec![],
-        }
-    }
-}
 
 /// Loads a base from an OCI layout (`oci:DIR[:TAG]`, DIR relative to `root`) into the store.
 pub fn from_layout(
@@ -62,7 +29,7 @@ pub fn from_layout(
     platform: &Platform,
     store: &Store,
 ) -> Result<BaseImage> {
-    let (dir, tag) = layout::split_ref(rest);
+    let (dir, tag) = crate::target::split_ref(rest);
     let dir = root.join(dir);
     let l = Layout::open(&dir).map_err(|e| {
         usage!("base `{written}`: {e}").hint(format!(
@@ -80,7 +47,7 @@ pub fn from_layout(
             manifest.config.digest
         )
     })?;
-    check_base(written, &config, &manifest.layers, platform)?;
+    crate::image::check_base(written, &config, &manifest.layers, platform)?;
     store.put(&config_bytes)?;
     let mut layers = Vec::new();
     for d in &manifest.layers {
@@ -91,7 +58,7 @@ pub fn from_layout(
                 .put_reader(f, &d.digest, Some(d.size))
                 .with_context(|| format!("base `{written}`: layer {}", d.digest))?;
         }
-        layers.push(normalise_layer(d)?);
+        layers.push(crate::image::normalise_layer(d)?);
     }
     Ok(BaseImage {
         name: written.to_string(),
@@ -99,112 +66,6 @@ pub fn from_layout(
         config,
         layers,
     })
-}
-
-/// Sanity checks that hold for any base.
-pub fn check_base(
-    written: &str,
-    config: &ImageConfig,
-    layers: &[Descriptor],
-    platform: &Platform,
-) -> Result<()> {
-    if config.rootfs.diff_ids.len() != layers.len() {
-        bail!(usage!(
-            "base `{written}`: its config lists {} diff_ids but its manifest has {} layers",
-            config.rootfs.diff_ids.len(),
-            layers.len()
-        ));
-    }
-    if !config.architecture.is_empty()
-        && (config.architecture != platform.architecture || config.os != platform.os)
-    {
-        bail!(usage!(
-            "base `{written}` is for {}/{}, but this image is built for {platform}",
-            config.os,
-            config.architecture
-        )
-        .context("set `platform` in [defaults] or the image to match the base, or choose a base for that platform"));
-    }
-    Ok(())
-}
-
-/// Docker media types for layers become their OCI equivalents (the bytes are the same).
-pub fn normalise_layer(d: &Descriptor) -> Result<Descriptor> {
-    let c = Compression::from_media_type(&d.media_type).ok_or_else(|| {
-        usage!(
-            "layer {} has media type `{}`, which imgbuild cannot read",
-            d.digest,
-            d.media_type
-        )
-    })?;
-    let mut d = d.clone();
-    d.media_type = c.layer_media_type().to_string();
-    Ok(d)
-}
-
-/// The listing of a stored layer: from the cache, or by reading the blob (checking its diff_id).
-pub fn listing(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<Listing> {
-    if let Some(l) = cache::get_listing(store, diff_id) {
-        return Ok(l);
-    }
-    let listing = read_layer(
-        BufReader::new(store.open_blob(&layer.digest)?),
-        layer,
-        diff_id,
-    )?;
-    cache::put_listing(store, diff_id, &listing)?;
-    Ok(listing)
-}
-
-/// Reads a layer blob: checks its digest, size and diff_id, and lists it.
-pub fn read_layer(r: impl Read, layer: &Descriptor, diff_id: &Digest) -> Result<Listing> {
-    let c = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
-        usage!(
-            "layer {} has media type `{}`, which imgbuild cannot read",
-            layer.digest,
-            layer.media_type
-        )
-    })?;
-    let mut outer = HashReader::new(r);
-    let parsed = (|| -> Result<(Listing, Digest)> {
-        let dec = compress::decoder(c, &mut outer)
-            .with_context(|| format!("decompressing layer {}", layer.digest))?;
-        let mut inner = HashReader::new(dec);
-        let listing = Listing::from_tar(
-            &mut inner,
-            &ReadLimits {
-                refuse_devices: true,
-            },
-        )
-        .with_context(|| format!("reading layer {}", layer.digest))?;
-        io::copy(&mut inner, &mut io::sink())
-            .with_context(|| format!("decompressing layer {}", layer.digest))?;
-        Ok((listing, inner.finish().0))
-    })();
-    // The blob's own digest is checked first: a corrupt blob explains any parse error.
-    io::copy(&mut outer, &mut io::sink())?;
-    let (blob_digest, size) = outer.finish();
-    if blob_digest != layer.digest {
-        bail!(
-            "layer blob {} is corrupt: its content hashes to {blob_digest}",
-            layer.digest
-        );
-    }
-    if size != layer.size {
-        bail!(
-            "layer blob {} has {size} bytes, but its descriptor says {}",
-            layer.digest,
-            layer.size
-        );
-    }
-    let (listing, got) = parsed?;
-    if &got != diff_id {
-        bail!(
-            "layer {} uncompresses to {got}, but the image config says its diff_id is {diff_id}",
-            layer.digest
-        );
-    }
-    Ok(listing)
 }
 
 /// `imgbuild base import`: one deterministic layer from a rootfs directory or tar.
@@ -257,7 +118,7 @@ pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Built, String
         run.set_env(k, v);
     }
     if run.env_var("PATH").is_none() {
-        run.set_env("PATH", DEFAULT_PATH);
+        run.set_env("PATH", image::DEFAULT_PATH);
     }
     let config = ImageConfig {
         created: Some(image::rfc3339(imp.mtime)),
@@ -289,14 +150,13 @@ pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Built, String
         platform: None,
         annotations: BTreeMap::new(),
     }];
-    let built = crate::build::assemble("base", None, &config, layers, BTreeMap::new(), store)?;
+    let built = image::assemble("base", None, &config, layers, BTreeMap::new(), store)?;
     let note = if skipped.is_empty() {
         String::new()
     } else {
         format!("skipped {} device nodes, FIFOs or sockets", skipped.len())
     };
-    let dest = out.destination();
-    dest.write(&built, store)?;
+    crate::publish::destination(out).write(&built, store)?;
     Ok((built, note))
 }
 
@@ -391,22 +251,6 @@ fn tar_entries(
     Ok((out, tmp))
 }
 
-/// Host architecture in OCI terms.
-pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    Platform {
-        architecture: arch.into(),
-        os: "linux".into(),
-        variant: None,
-    }
-}
-
 /// The registry reference a base names: itself, or its catalog entry's; `None` for
 /// `scratch`, `oci:` and `image:` bases.
 pub fn registry_reference(written: &str) -> Result<Option<String>> {
@@ -459,4 +303,51 @@ pub fn resolve_with(
             "base `{written}`: expected `scratch`, `oci:DIR[:TAG]`, `image:NAME`, a catalog name or a registry reference"
         )),
     }
+}
+
+/// `imgbuild lock`: resolves the registry bases of `names` (every image when empty) once per
+/// (base, platform) and pins them in `imgbuild.lock` (`opts.update_lock` re-resolves tags).
+/// With `update` and every image, entries no image uses any more are dropped. `resolved` is
+/// told each base as it is resolved.
+pub fn lock(
+    project: &Project,
+    names: &[String],
+    opts: &registry::Options,
+    mut resolved: impl FnMut(&str, &Platform, &BaseImage),
+) -> Result<()> {
+    let all = names.is_empty();
+    let names = project.images(names)?;
+    let store = project.store()?;
+    let mut done = std::collections::HashSet::new();
+    for name in &names {
+        let img = project.image(name)?;
+        let Some(b) = img.base.clone() else { continue };
+        if registry_reference(&b)?.is_none() {
+            continue;
+        }
+        let platform = project.platform(img)?;
+        if !done.insert((b.clone(), platform.to_string())) {
+            continue;
+        }
+        let base = resolve_with(&b, &project.root, &platform, &store, opts)
+            .with_context(|| format!("image `{name}`"))?;
+        resolved(&b, &platform, &base);
+    }
+    if opts.update_lock && all {
+        // Entries no image uses any more go.
+        let used: std::collections::HashSet<String> = project
+            .spec
+            .images
+            .values()
+            .filter_map(|i| i.base.as_deref())
+            .filter_map(|b| registry_reference(b).ok().flatten())
+            .collect();
+        let mut l = registry::lock::LockFile::load(&project.root)?;
+        let before = l.base.len();
+        l.base.retain(|k, _| used.contains(k));
+        if l.base.len() != before {
+            l.save(&project.root)?;
+        }
+    }
+    Ok(())
 }

@@ -1,31 +1,28 @@
-//! `imgbuild build`: base → layers (cached) → verification → image → destination.
+//! `imgbuild build`: images in dependency order; for each, base → layers (cached) →
+//! verification → image → destination (and `--push`).
 
-use crate::base::{self, BaseImage};
-use crate::cache::{self, CachedLayer, StatCache};
-use crate::compress::Compression;
-use crate::digest::Digest;
-use crate::error::Hint;
-use crate::image::{
-    self, Descriptor, History, ImageConfig, Manifest, Platform, MT_CONFIG, MT_MANIFEST,
-};
+use crate::base;
+use crate::cache::{self, CachedLayer};
+use crate::image::{self, BaseImage, Built, Descriptor, History, ImageConfig};
+use crate::key;
 use crate::layer::{self, LayerBlob};
-use crate::plan::{self, BaseView, Ctx, Problem, Project};
+use crate::plan::{self, Overrides};
 use crate::progress::Progress;
-use crate::publish::{Built, Destination, Output, Written};
-use crate::registry::{self, RegistryDest};
+use crate::project::Project;
+use crate::publish;
+use crate::recipe::{self, BaseView, Ctx, Problem, Recipe, UNHASHED};
+use crate::record::{self, LayerReport, Summary};
+use crate::registry;
 use crate::rootfs::{Listing, Rootfs};
-use crate::store::{write_atomic, Store};
-use crate::usage;
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use crate::target::{Destination, Output};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Options {
     pub output: Option<String>,
-    pub compression: Option<Compression>,
+    pub compression: Option<crate::compress::Compression>,
     pub gzip_level: Option<u32>,
     pub verbose: bool,
     /// Also publish to the image's `repository` (`--push`), with these tags (`--tag`).
@@ -35,50 +32,67 @@ pub struct Options {
     pub registry: registry::Options,
 }
 
-/// One layer in the summary.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LayerReport {
-    pub name: String,
-    pub digest: Digest,
-    pub diff_id: Digest,
-    pub size: u64,
-    pub cached: bool,
+impl Options {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            compression: self.compression,
+            gzip_level: self.gzip_level,
+        }
+    }
 }
 
-/// The `--json` summary (DESIGN.md).
-#[derive(Clone, Debug, Serialize, Deserialize, Default)]
-pub struct Summary {
-    pub image: String,
-    pub digest: Option<Digest>,
-    pub repository: Option<String>,
-    pub reference: String,
-    pub layers: Vec<LayerReport>,
-    pub uploaded_bytes: u64,
-    pub skipped_blobs: usize,
-    /// Of the skipped blobs, those mounted from another repository of the registry.
-    #[serde(default)]
-    pub mounted_blobs: usize,
-    pub timings: BTreeMap<String, f64>,
+/// Builds images `names` of `project` (every image when empty) and the images they build on
+/// (`base = "image:OTHER"`), each once, in dependency order; a cycle or a missing image is
+/// reported before anything is built. An image built only because another builds on it goes
+/// to the project's layout and is neither pushed nor reported. Calls `done` for each image
+/// asked for, as soon as it is built.
+pub fn build_all(
+    project: &Project,
+    names: &[String],
+    opts: &Options,
+    progress: &Progress,
+    mut done: impl FnMut(&Built, &Summary) -> Result<()>,
+) -> Result<()> {
+    let order = project.build_order(names)?;
+    let mut built: BTreeMap<String, Built> = BTreeMap::new();
+    for name in &order {
+        let asked = names.is_empty() || names.contains(name);
+        let (b, summary) = if asked {
+            build(project, name, opts, &built, progress)?
+        } else {
+            let inner = Options {
+                output: None,
+                push: false,
+                tags: vec![],
+                ..opts.clone()
+            };
+            build(project, name, &inner, &built, progress)?
+        };
+        if asked {
+            done(&b, &summary)?;
+        }
+        built.insert(name.clone(), b);
+    }
+    Ok(())
 }
 
-/// Builds image `name` of `project` and writes it to its destination.
-pub fn build(
+/// Builds image `name` of `project` and writes it to its destination. `built` holds the
+/// images of this project built before it (an `image:OTHER` base is taken from there).
+fn build(
     project: &Project,
     name: &str,
     opts: &Options,
+    built: &BTreeMap<String, Built>,
     progress: &Progress,
 ) -> Result<(Built, Summary)> {
-    BUILDING.with(|b| b.borrow_mut().push(name.to_string()));
-    struct Pop;
-    impl Drop for Pop {
-        fn drop(&mut self) {
-            BUILDING.with(|b| b.borrow_mut().pop());
-        }
-    }
-    let _pop = Pop;
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
-    let (cx, mut recipes, base) = context(project, name, opts, progress)?;
+    let (cx, mut recipes) = plan::plan(project, name, opts.overrides())?;
+    let base = resolve_base(project, &cx, &opts.registry, |other| {
+        built.get(other).cloned().ok_or_else(|| {
+            anyhow::anyhow!("image `{other}` must be built before `{name}` (build_order)")
+        })
+    })?;
     let img = cx.image.clone();
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
@@ -114,21 +128,20 @@ pub fn build(
     if let Some(d) = &base.digest {
         ann.insert(image::ANN_BASE_DIGEST.to_string(), d.to_string());
     }
-    let built = assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
-    let dest: Box<dyn Destination> = match &opts.output {
-        Some(o) => Output::parse(o, name, &std::env::current_dir()?)?.destination(),
+    let built = image::assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
+    let dest: Box<dyn Destination> = publish::destination(match &opts.output {
+        Some(o) => Output::parse(o, name, &std::env::current_dir()?)?,
         None => Output::Layout {
             dir: project.state_dir().join("oci"),
             tag: name.to_string(),
-        }
-        .destination(),
-    };
+        },
+    });
     let mut written = dest.write(&built, &cx.store)?;
-    record_build(project, &built, &cx.store)?;
+    record::record_build(project, &built, &cx.store)?;
     timings.insert("write".into(), t3.elapsed().as_secs_f64());
     if opts.push {
         let t4 = Instant::now();
-        written = push(project, &built, &opts.tags, &opts.registry, &cx.store)?;
+        written = publish::push(project, &built, &opts.tags, &opts.registry, &cx.store)?;
         timings.insert("push".into(), t4.elapsed().as_secs_f64());
     }
     timings.insert("total".into(), t0.elapsed().as_secs_f64());
@@ -157,78 +170,52 @@ pub fn build(
     Ok((built, summary))
 }
 
-/// The platform an image is built for: its own, the defaults', or this machine's.
-pub fn image_platform(project: &Project, img: &crate::spec::ImageSpec) -> Result<Platform> {
-    let pstr = img
-        .platform
-        .as_deref()
-        .or(project.spec.defaults.platform.as_deref());
-    Ok(match pstr {
-        Some(p) => Platform::parse(p).ok_or_else(|| {
-            usage!(
-                "platform `{p}` in {}: expected os/arch, e.g. linux/amd64",
-                project.spec_path.display()
-            )
-        })?,
-        None => base::host_platform(),
-    })
-}
-
-thread_local! {
-    /// Images being built on this thread, outermost first: `base = "image:NAME"` cycles.
-    static BUILDING: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `base = "image:OTHER"`: builds OTHER of the same project (into the store only) and uses it.
-fn image_base(
+/// The base of the image planned in `cx`: `image:OTHER` from `other` (an image of this project
+/// already built), anything else through `base::resolve_with`.
+fn resolve_base(
     project: &Project,
-    me: &str,
-    other: &str,
-    opts: &Options,
-    progress: &Progress,
     cx: &Ctx,
+    reg: &registry::Options,
+    other: impl Fn(&str) -> Result<Built>,
 ) -> Result<BaseImage> {
-    project
-        .spec
-        .image(other, &project.spec_path)
-        .map_err(|e| usage!("image `{me}`: base `image:{other}`: {}", e.message))?;
-    let cycle = BUILDING.with(|b| {
-        let b = b.borrow();
-        b.iter().position(|x| x == other).map(|i| {
-            let mut path = b[i..].to_vec();
-            path.push(other.to_string());
-            path.join(" → ")
-        })
-    });
-    if let Some(path) = cycle {
-        bail!(
-            usage!("images build on each other in a cycle: {path}").hint(
-                "one of them must start from a real base (scratch, oci:…, a registry reference)"
-            )
-        );
+    let written = cx.image.base.clone().unwrap_or_else(|| "scratch".into());
+    match written.strip_prefix("image:") {
+        Some(name) => {
+            let built = other(name)?;
+            let config: ImageConfig =
+                serde_json::from_slice(&cx.store.read(&built.manifest.config.digest)?)?;
+            Ok(BaseImage {
+                name: written.clone(),
+                digest: Some(built.digest),
+                config,
+                layers: built.manifest.layers,
+            })
+        }
+        None => base::resolve_with(&written, &project.root, &cx.platform, &cx.store, reg),
     }
-    let inner = Options {
-        output: Some(format!(
-            "oci:{}:{other}",
-            project.state_dir().join("oci").display()
-        )),
-        compression: opts.compression,
-        gzip_level: opts.gzip_level,
-        verbose: opts.verbose,
-        push: false,
-        tags: vec![],
-        registry: opts.registry.clone(),
-    };
-    let res = build(project, other, &inner, progress);
-    let (built, _) = res?;
-    let config: ImageConfig =
-        serde_json::from_slice(&cx.store.read(&built.manifest.config.digest)?)?;
-    Ok(BaseImage {
-        name: format!("image:{other}"),
-        digest: Some(built.digest),
-        config,
-        layers: built.manifest.layers,
-    })
+}
+
+/// Runs the layer checks of image `name` (expect, python require/scripts/RECORD...) on the
+/// merged filesystem of an image already built: what `imgbuild verify NAME` adds to the
+/// blob checks. An `image:OTHER` base is OTHER's last build. Returns the problems found.
+pub fn recheck(
+    project: &Project,
+    name: &str,
+    fs: &Rootfs,
+    config: &ImageConfig,
+) -> Result<Vec<Problem>> {
+    let (cx, mut recipes) = plan::plan(project, name, Overrides::default())?;
+    let base = resolve_base(project, &cx, &registry::Options::default(), |other| {
+        Ok(record::last_build(project, other)?.1)
+    })?;
+    let view = BaseView::new(&base, &cx.store);
+    let mut problems = Vec::new();
+    for (i, r) in recipes.iter_mut().enumerate() {
+        r.inputs(&cx, &view)
+            .with_context(|| format!("layer `{}`", r.name()))?;
+        r.check(fs, config, base.layers.len() + i, &mut problems);
+    }
+    Ok(problems)
 }
 
 fn descriptor(b: &LayerBlob) -> Descriptor {
@@ -241,110 +228,10 @@ fn descriptor(b: &LayerBlob) -> Descriptor {
     }
 }
 
-type Recipes = Vec<Box<dyn plan::Recipe>>;
-
-/// The build context of image `name`, its layers' recipes and its resolved base.
-fn context(
-    project: &Project,
-    name: &str,
-    opts: &Options,
-    progress: &Progress,
-) -> Result<(Ctx, Recipes, BaseImage)> {
-    let img = project.spec.image(name, &project.spec_path)?.clone();
-    let store = project.store()?;
-    let compression = match opts.compression {
-        Some(c) => c,
-        None => {
-            let s = img
-                .compression
-                .as_deref()
-                .or(project.spec.defaults.compression.as_deref())
-                .unwrap_or("gzip");
-            Compression::parse(s).ok_or_else(|| {
-                usage!(
-                    "compression `{s}` in {}: use gzip, zstd or none",
-                    project.spec_path.display()
-                )
-            })?
-        }
-    };
-    let gzip_level = opts
-        .gzip_level
-        .or(img.gzip_level)
-        .or(project.spec.defaults.gzip_level)
-        .unwrap_or(crate::compress::DEFAULT_GZIP_LEVEL);
-    if !(1..=9).contains(&gzip_level) {
-        return Err(usage!(
-            "gzip_level {gzip_level} in {}: use 1 (fastest) to 9 (smallest)",
-            project.spec_path.display()
-        ));
-    }
-    let platform = image_platform(project, &img)?;
-    let cx = Ctx {
-        root: project.root.clone(),
-        stat: StatCache::load(&store, &project.root),
-        store,
-        source_date: plan::source_date(&project.root)?,
-        revision: plan::revision(&project.root),
-        compression,
-        gzip_level,
-        platform,
-        image: img.clone(),
-        image_name: name.to_string(),
-    };
-    // The layers' inputs are checked first (a missing build output or lock file fails here),
-    // so a bad project fails before a base is pulled or anything is written.
-    let recipes = plan::recipes(&cx)?;
-    let base_name = img.base.clone().unwrap_or_else(|| "scratch".into());
-    let base = match base_name.strip_prefix("image:") {
-        Some(other) => image_base(project, name, other, opts, progress, &cx)?,
-        None => base::resolve_with(
-            &base_name,
-            &project.root,
-            &cx.platform,
-            &cx.store,
-            &opts.registry,
-        )?,
-    };
-    Ok((cx, recipes, base))
-}
-
-/// Runs the layer checks of image `name` (expect, python require/scripts/RECORD...) on the
-/// merged filesystem of an image already built: what `imgbuild verify NAME` adds to the
-/// blob checks. Returns the problems found.
-pub fn recheck(
-    project: &Project,
-    name: &str,
-    fs: &Rootfs,
-    config: &ImageConfig,
-    progress: &Progress,
-) -> Result<Vec<Problem>> {
-    let (cx, mut recipes, base) = context(project, name, &Options::default(), progress)?;
-    let view = BaseView::new(&base, &cx.store);
-    let mut problems = Vec::new();
-    for (i, r) in recipes.iter_mut().enumerate() {
-        r.inputs(&cx, &view)
-            .with_context(|| format!("layer `{}`", r.name()))?;
-        r.check(fs, config, base.layers.len() + i, &mut problems);
-    }
-    Ok(problems)
-}
-
-/// What a layer's cache key is the hash of.
-#[derive(Serialize)]
-struct Material<'a> {
-    tar_format: u32,
-    compression: &'a str,
-    gzip_level: u32,
-    mtime: u64,
-    platform: String,
-    inputs: &'a BTreeMap<String, String>,
-}
-
 /// A layer from the cache when its inputs are unchanged, else written anew.
 fn build_layer(
     cx: &Ctx,
-    r: &mut dyn plan::Recipe,
+    r: &mut dyn Recipe,
     base: &BaseView,
     opts: &Options,
     progress: &Progress,
@@ -355,22 +242,17 @@ fn build_layer(
         .with_context(|| format!("layer `{name}`"))?;
     let mut inputs = inputs;
     let material = |inputs: &BTreeMap<String, String>| {
-        cache::layer_key(&Material {
-            tar_format: layer::TAR_FORMAT,
-            compression: cx.compression.as_str(),
-            gzip_level: if cx.compression == Compression::Gzip {
-                cx.gzip_level
-            } else {
-                0
-            },
-            mtime: cx.source_date,
-            platform: cx.platform.to_string(),
+        key::layer(
+            cx.compression,
+            cx.gzip_level,
+            cx.source_date,
+            &cx.platform,
             inputs,
-        })
+        )
     };
     let key = material(&inputs);
-    let scope = format!("{}\0{}\0{}", cx.root.display(), cx.image_name, name);
-    let complete = !inputs.contains_key(plan::UNHASHED);
+    let scope = key::last_inputs(&cx.root, &cx.image_name, &name);
+    let complete = !inputs.contains_key(UNHASHED);
     if let Some(hit) = complete
         .then(|| cache::get_layer(&cx.store, &key))
         .flatten()
@@ -439,7 +321,7 @@ fn build_layer(
     } else {
         key
     };
-    if !inputs.contains_key(plan::UNHASHED) {
+    if !inputs.contains_key(UNHASHED) {
         cache::put_layer(
             &cx.store,
             &key,
@@ -457,7 +339,7 @@ fn build_layer(
 fn image_config(
     cx: &Ctx,
     base: &BaseImage,
-    recipes: &[Box<dyn plan::Recipe>],
+    recipes: &[Box<dyn Recipe>],
     layers: &[(LayerBlob, Option<Listing>)],
 ) -> Result<ImageConfig> {
     let img = &cx.image;
@@ -469,7 +351,7 @@ fn image_config(
     c.variant = cx.platform.variant.clone();
     let rc = &mut c.config;
     if rc.env_var("PATH").is_none() {
-        rc.set_env("PATH", base::DEFAULT_PATH);
+        rc.set_env("PATH", image::DEFAULT_PATH);
     }
     for (k, v) in &img.env {
         rc.set_env(k, v);
@@ -519,7 +401,7 @@ fn image_config(
 fn verify(
     cx: &Ctx,
     base: &BaseView,
-    recipes: &[Box<dyn plan::Recipe>],
+    recipes: &[Box<dyn Recipe>],
     layers: &[(LayerBlob, Option<Listing>)],
     config: &ImageConfig,
 ) -> Result<()> {
@@ -533,7 +415,7 @@ fn verify(
             Some(listing) => fs.apply(offset + i, listing),
             None => fs.apply(
                 offset + i,
-                &base::listing(&cx.store, &descriptor(blob), &blob.diff_id)?,
+                &cache::listing(&cx.store, &descriptor(blob), &blob.diff_id)?,
             ),
         }
     }
@@ -544,156 +426,9 @@ fn verify(
     if problems.is_empty() {
         return Ok(());
     }
-    let mut msg = format!(
-        "image `{}` failed verification ({} problem{}):",
-        cx.image_name,
-        problems.len(),
-        if problems.len() == 1 { "" } else { "s" }
-    );
-    for p in &problems {
-        msg.push_str(&format!("\n  - layer `{}`: {}", p.layer, p.message));
-    }
-    bail!(msg)
-}
-
-/// Stores the config and manifest; returns the image.
-pub fn assemble(
-    name: &str,
-    repository: Option<String>,
-    config: &ImageConfig,
-    layers: Vec<Descriptor>,
-    annotations: BTreeMap<String, String>,
-    store: &Store,
-) -> Result<Built> {
-    let config_bytes = image::to_bytes(config);
-    let config_digest = store.put(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MT_MANIFEST.into()),
-        config: Descriptor {
-            media_type: MT_CONFIG.into(),
-            digest: config_digest,
-            size: config_bytes.len() as u64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        },
-        layers,
-        annotations,
-    };
-    let manifest_bytes = image::to_bytes(&manifest);
-    let digest = store.put(&manifest_bytes)?;
-    Ok(Built {
-        name: name.to_string(),
-        repository,
-        manifest,
-        manifest_bytes,
-        digest,
-    })
-}
-
-/// The last build of an image, for `push` and `pin`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct BuildRecord {
-    pub image: String,
-    pub repository: Option<String>,
-    pub digest: Digest,
-    #[serde(default)]
-    pub pushed: Vec<String>,
-}
-
-pub fn record_path(project: &Project, name: &str) -> PathBuf {
-    project
-        .state_dir()
-        .join("builds")
-        .join(format!("{name}.json"))
-}
-
-fn record_build(project: &Project, built: &Built, store: &Store) -> Result<()> {
-    // A root keeps the image's blobs alive through `imgbuild store gc`.
-    store.put_record(
-        "roots",
-        built.digest.hex(),
-        &serde_json::json!({"image": built.name, "project": project.root, "digest": built.digest}),
-    )?;
-    // Pushes of the same digest stay valid when the image is rebuilt unchanged.
-    let pushed = std::fs::read(record_path(project, &built.name))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<BuildRecord>(&b).ok())
-        .filter(|r| r.digest == built.digest)
-        .map(|r| r.pushed)
-        .unwrap_or_default();
-    let rec = BuildRecord {
-        image: built.name.clone(),
-        repository: built.repository.clone(),
-        digest: built.digest.clone(),
-        pushed,
-    };
-    write_atomic(
-        &record_path(project, &built.name),
-        &serde_json::to_vec_pretty(&rec)?,
-    )
-}
-
-/// Publishes a built image to its `repository` and records the pushed `repo@digest`
-/// in the build record (for `pin`).
-pub fn push(
-    project: &Project,
-    built: &Built,
-    tags: &[String],
-    reg: &registry::Options,
-    store: &crate::store::Store,
-) -> Result<Written> {
-    let repository = built.repository.as_deref().ok_or_else(|| {
-        usage!(
-            "image `{}` has no `repository` in {}; add one (e.g. repository = \"registry.example.com/team/{}\") to push it",
-            built.name,
-            project.spec_path.display(),
-            built.name
-        )
-    })?;
-    let dest = RegistryDest::new(repository, tags, reg)?;
-    let written = dest.write(built, store)?;
-    let p = record_path(project, &built.name);
-    let mut rec = std::fs::read(&p)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<BuildRecord>(&b).ok())
-        .filter(|r| r.digest == built.digest)
-        .unwrap_or_else(|| BuildRecord {
-            image: built.name.clone(),
-            repository: built.repository.clone(),
-            digest: built.digest.clone(),
-            pushed: vec![],
-        });
-    if !rec.pushed.contains(&written.reference) {
-        rec.pushed.push(written.reference.clone());
-    }
-    write_atomic(&p, &serde_json::to_vec_pretty(&rec)?)?;
-    Ok(written)
-}
-
-/// The record of the last build of `name` (its digest and pushes), without the image.
-pub fn last_record(project: &Project, name: &str) -> Result<BuildRecord> {
-    let p = record_path(project, name);
-    let bytes = std::fs::read(&p).map_err(|_| {
-        usage!("image `{name}` has not been built yet; run `imgbuild build {name}` first")
-    })?;
-    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))
-}
-
-/// Reads the last build of `name`, reconstructing the image from the store.
-pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)> {
-    let rec = last_record(project, name)?;
-    let store = project.store()?;
-    let manifest_bytes = store.read(&rec.digest).with_context(|| {
-        format!("the last build of `{name}` is no longer in the store; rebuild it")
-    })?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)?;
-    let built = Built {
-        name: name.into(),
-        repository: rec.repository.clone(),
-        manifest,
-        manifest_bytes,
-        digest: rec.digest.clone(),
-    };
-    Ok((rec, built))
+    Err(recipe::report(
+        &format!("image `{}`", cx.image_name),
+        &problems,
+        |l| format!("layer `{l}`"),
+    ))
 }

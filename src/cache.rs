@@ -1,7 +1,8 @@
 //! Build caches: the stat cache (file identity → content hash) and the layer cache
 //! (input key → layer blob), both stored as records in the blob store's directory.
 
-use crate::digest::{sha256_hex, Digest};
+use crate::digest::Digest;
+use crate::image::Descriptor;
 use crate::layer::LayerBlob;
 use crate::rootfs::Listing;
 use crate::store::{write_atomic, Store};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io::BufReader;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -54,10 +56,10 @@ pub struct StatCache {
 impl StatCache {
     /// Loads the stat cache of the project at `root`.
     pub fn load(store: &Store, root: &Path) -> StatCache {
-        let file = store.root().join("stat").join(format!(
-            "{}.json",
-            &sha256_hex(root.as_os_str().as_encoded_bytes())[..16]
-        ));
+        let file = store
+            .root()
+            .join("stat")
+            .join(format!("{}.json", crate::key::stat_cache(root)));
         let entries = fs::read(&file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -143,14 +145,6 @@ pub struct CachedLayer {
     pub inputs: BTreeMap<String, String>,
 }
 
-/// The key of a layer: sha256 over its canonical input description.
-pub fn layer_key<T: Serialize + ?Sized>(material: &T) -> String {
-    // Hashed as it is serialised: a large layer's inputs are never held as one JSON text.
-    let mut w = crate::digest::HashWriter::new(std::io::sink());
-    serde_json::to_writer(&mut w, material).expect("json");
-    w.finish().1.hex().to_string()
-}
-
 pub fn get_layer(store: &Store, key: &str) -> Option<CachedLayer> {
     let c: CachedLayer = store.get_record("layers", key)?;
     // Only a hit when the blob is really there, with the recorded size.
@@ -173,17 +167,27 @@ pub fn put_listing(store: &Store, diff_id: &Digest, l: &Listing) -> Result<()> {
 /// Record kind of listings; renamed when what a listing holds changes (v2: captured text).
 const LISTINGS: &str = "listings-v2";
 
-/// The last inputs seen for a layer name, to explain cache misses.
-pub fn last_inputs(store: &Store, scope: &str) -> Option<BTreeMap<String, String>> {
-    store.get_record("last-inputs", &sha256_hex(scope.as_bytes())[..16])
+/// The listing of a stored layer: from the cache, or by reading the blob (checking its diff_id).
+pub fn listing(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<Listing> {
+    if let Some(l) = get_listing(store, diff_id) {
+        return Ok(l);
+    }
+    let listing = crate::layer::read::read_layer(
+        BufReader::new(store.open_blob(&layer.digest)?),
+        layer,
+        diff_id,
+    )?;
+    put_listing(store, diff_id, &listing)?;
+    Ok(listing)
 }
 
-pub fn put_last_inputs(
-    store: &Store,
-    scope: &str,
-    inputs: &BTreeMap<String, String>,
-) -> Result<()> {
-    store.put_record("last-inputs", &sha256_hex(scope.as_bytes())[..16], inputs)
+/// The last inputs seen for a layer (`key::last_inputs`), to explain cache misses.
+pub fn last_inputs(store: &Store, key: &str) -> Option<BTreeMap<String, String>> {
+    store.get_record("last-inputs", key)
+}
+
+pub fn put_last_inputs(store: &Store, key: &str, inputs: &BTreeMap<String, String>) -> Result<()> {
+    store.put_record("last-inputs", key, inputs)
 }
 
 /// Describes how two input summaries differ, for `-v`.

@@ -1,9 +1,13 @@
-//! OCI image documents: descriptors, manifests, indexes and the image config.
+//! OCI image documents: descriptors, manifests, indexes and the image config; platforms,
+//! docker's default PATH, a resolved base and a stored (built) image.
 //!
 //! Own serde types rather than a generic crate: maps are ordered (BTreeMap) so the same inputs
 //! always serialise to the same bytes, and fields we do not model are kept (`extra`).
 
 use crate::digest::Digest;
+use crate::store::Store;
+use crate::usage;
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -19,6 +23,9 @@ pub const ANN_CREATED: &str = "org.opencontainers.image.created";
 pub const ANN_REVISION: &str = "org.opencontainers.image.revision";
 pub const ANN_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const ANN_BASE_NAME: &str = "org.opencontainers.image.base.name";
+
+/// docker's default `PATH`, for images whose config sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -56,6 +63,29 @@ impl Platform {
             variant,
         })
     }
+    /// The one platform parser for every place a platform is written (imgbuild.toml,
+    /// `--platform`): `what` names where it came from, e.g. "--platform `x`".
+    pub fn parse_named(s: &str, what: &str) -> anyhow::Result<Platform> {
+        Platform::parse(s)
+            .ok_or_else(|| crate::usage!("{what}: expected os/arch, e.g. linux/amd64"))
+    }
+
+    /// This machine's platform in OCI terms.
+    pub fn host() -> Platform {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            variant: None,
+        }
+    }
+
     pub fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
             && self.architecture == other.architecture
@@ -237,6 +267,141 @@ impl RunConfig {
             .map(String::from)
             .collect()
     }
+}
+
+/// A resolved base: its config and layers, every blob already in the store.
+#[derive(Clone, Debug)]
+pub struct BaseImage {
+    /// The base as written in the config (for annotations and messages).
+    pub name: String,
+    /// Manifest digest; `None` for scratch.
+    pub digest: Option<Digest>,
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+}
+
+impl BaseImage {
+    pub fn scratch(platform: &Platform) -> BaseImage {
+        BaseImage {
+            name: "scratch".into(),
+            digest: None,
+            config: ImageConfig {
+                architecture: platform.architecture.clone(),
+                os: platform.os.clone(),
+                variant: platform.variant.clone(),
+                rootfs: RootFs {
+                    kind: "layers".into(),
+                    diff_ids: vec![],
+                },
+                ..Default::default()
+            },
+            layers: vec![],
+        }
+    }
+}
+
+/// A built image whose blobs are all in the store.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub name: String,
+    pub repository: Option<String>,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub digest: Digest,
+}
+
+impl Built {
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: MT_MANIFEST.into(),
+            digest: self.digest.clone(),
+            size: self.manifest_bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+    /// Every blob the manifest names: config first, then layers.
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        std::iter::once(&self.manifest.config)
+            .chain(self.manifest.layers.iter())
+            .collect()
+    }
+}
+
+/// Stores the config and manifest; returns the image.
+pub fn assemble(
+    name: &str,
+    repository: Option<String>,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+    annotations: BTreeMap<String, String>,
+    store: &Store,
+) -> anyhow::Result<Built> {
+    let config_bytes = to_bytes(config);
+    let config_digest = store.put(&config_bytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MT_MANIFEST.into()),
+        config: Descriptor {
+            media_type: MT_CONFIG.into(),
+            digest: config_digest,
+            size: config_bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        },
+        layers,
+        annotations,
+    };
+    let manifest_bytes = to_bytes(&manifest);
+    let digest = store.put(&manifest_bytes)?;
+    Ok(Built {
+        name: name.to_string(),
+        repository,
+        manifest,
+        manifest_bytes,
+        digest,
+    })
+}
+
+/// Sanity checks that hold for any base.
+pub fn check_base(
+    written: &str,
+    config: &ImageConfig,
+    layers: &[Descriptor],
+    platform: &Platform,
+) -> anyhow::Result<()> {
+    if config.rootfs.diff_ids.len() != layers.len() {
+        bail!(usage!(
+            "base `{written}`: its config lists {} diff_ids but its manifest has {} layers",
+            config.rootfs.diff_ids.len(),
+            layers.len()
+        ));
+    }
+    if !config.architecture.is_empty()
+        && (config.architecture != platform.architecture || config.os != platform.os)
+    {
+        bail!(usage!(
+            "base `{written}` is for {}/{}, but this image is built for {platform}",
+            config.os,
+            config.architecture
+        )
+        .context("set `platform` in [defaults] or the image to match the base, or choose a base for that platform"));
+    }
+    Ok(())
+}
+
+/// Docker media types for layers become their OCI equivalents (the bytes are the same).
+pub fn normalise_layer(d: &Descriptor) -> anyhow::Result<Descriptor> {
+    let c = crate::compress::Compression::from_media_type(&d.media_type).ok_or_else(|| {
+        usage!(
+            "layer {} has media type `{}`, which imgbuild cannot read",
+            d.digest,
+            d.media_type
+        )
+    })?;
+    let mut d = d.clone();
+    d.media_type = c.layer_media_type().to_string();
+    Ok(d)
 }
 
 /// RFC 3339 UTC timestamp for seconds since the epoch (as `date -u +%FT%TZ`).

@@ -3,9 +3,10 @@
 
 use crate::digest::{Digest, HashReader};
 use crate::image::{
-    self, Descriptor, Index, Manifest, Platform, ANN_REF_NAME, MT_DOCKER_LIST, MT_INDEX,
+    self, Built, Descriptor, Index, Manifest, Platform, ANN_REF_NAME, MT_DOCKER_LIST, MT_INDEX,
 };
 use crate::store::{temp_path, write_atomic, Store};
+use crate::target::{Destination, Written};
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -16,16 +17,6 @@ use std::path::{Path, PathBuf};
 
 pub struct Layout {
     pub dir: PathBuf,
-}
-
-/// Splits `DIR[:TAG]` (the part after `oci:`); a tag has no `/`.
-pub fn split_ref(s: &str) -> (PathBuf, Option<String>) {
-    match s.rsplit_once(':') {
-        Some((d, t)) if !t.contains('/') && !d.is_empty() => {
-            (PathBuf::from(d), Some(t.to_string()))
-        }
-        _ => (PathBuf::from(s), None),
-    }
 }
 
 impl Layout {
@@ -213,17 +204,33 @@ impl Layout {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Writes a built image into an OCI layout under a tag.
+pub struct LayoutDest {
+    pub dir: PathBuf,
+    pub tag: String,
+}
 
-    #[test]
-    fn split_ref_takes_the_tag_after_the_last_colon() {
-        assert_eq!(
-            split_ref("dir/x:3.11"),
-            (PathBuf::from("dir/x"), Some("3.11".into()))
-        );
-        assert_eq!(split_ref("dir/x"), (PathBuf::from("dir/x"), None));
-        assert_eq!(split_ref("a:b/c"), (PathBuf::from("a:b/c"), None));
+impl Destination for LayoutDest {
+    fn describe(&self) -> String {
+        format!("oci:{}:{}", self.dir.display(), self.tag)
+    }
+    fn write(&self, img: &Built, store: &Store) -> Result<Written> {
+        let l = Layout::create(&self.dir)?;
+        let mut w = Written {
+            reference: self.describe(),
+            ..Default::default()
+        };
+        for d in img.blobs() {
+            if l.blob_path(&d.digest).is_file() {
+                w.skipped_blobs += 1;
+            } else {
+                w.uploaded_bytes += d.size;
+            }
+            l.put_from_store(store, &d.digest, d.size)?;
+        }
+        l.put_from_store(store, &img.digest, img.manifest_bytes.len() as u64)?;
+        // The index is updated last, so a failure above leaves the old tag intact.
+        l.tag(&self.tag, &img.descriptor())?;
+        Ok(w)
     }
 }

@@ -2,6 +2,8 @@
 //! changing no other byte of the file (comments, anchors, order and quoting stay).
 
 use crate::error::Hint;
+use crate::project::Project;
+use crate::record::{self, Summary};
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use saphyr_parser::{Event, Parser, ScalarStyle};
@@ -598,6 +600,126 @@ fn write_keeping_mode(path: &Path, text: &str) -> Result<()> {
         let _ = std::fs::set_permissions(path, m);
     }
     Ok(())
+}
+
+/// Where `imgbuild pin` takes its digests from.
+pub enum Source<'a> {
+    /// `--from-json FILE`: `imgbuild build --json` / `push --json` output (`shown` as written).
+    Json { file: PathBuf, shown: &'a Path },
+    /// The last builds recorded in the project.
+    Records(&'a Project),
+}
+
+/// The pins `imgbuild pin` may apply to `files`: the policy that a digest is pinned only once
+/// it was pushed. `check` (for `--check`) still compares against builds from `--from-json`
+/// that were not pushed.
+pub fn gather(source: Source, files: &[PathBuf], check: bool) -> Result<Pins> {
+    let mut pins = Pins::new();
+    let mut unpushed = Vec::new();
+    match source {
+        Source::Json { file, shown } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| usage!("cannot read {}: {e}", shown.display()))?;
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let s: Summary = serde_json::from_str(line).map_err(|e| {
+                    usage!(
+                        "{}:{}: not an imgbuild --json summary: {e}",
+                        shown.display(),
+                        n + 1
+                    )
+                })?;
+                if let (Some(repo), Some(d)) = (s.repository, s.digest) {
+                    // A build that was not pushed names a digest the registry may not have: the
+                    // server would find out when it pulls. `--check` may still compare against it.
+                    let pushed = s.reference.ends_with(&format!("@{d}"))
+                        && repository_of(&s.reference) == normalise_repository(&repo);
+                    if !pushed && !check {
+                        return Err(usage!(
+                            "{}:{}: image `{}` was built ({d}) but not pushed (its reference is `{}`); pinning it would name a digest the registry may not have",
+                            shown.display(),
+                            n + 1,
+                            s.image,
+                            s.reference
+                        )
+                        .hint(format!(
+                            "pin from the output of `imgbuild build {0} --push --json` or `imgbuild push {0} --json`",
+                            s.image
+                        )));
+                    }
+                    pins.insert(normalise_repository(&repo), format!("{repo}@{d}"));
+                }
+            }
+        }
+        Source::Records(project) => {
+            for name in project.spec.images.keys() {
+                // Only the record is needed: the image itself may live in another store.
+                let Ok(rec) = record::last_record(project, name) else {
+                    continue;
+                };
+                let Some(repo) = rec.repository.clone() else {
+                    continue;
+                };
+                if rec.pushed.is_empty() {
+                    unpushed.push((name.clone(), repo, rec.digest.to_string()));
+                } else {
+                    pins.insert(
+                        normalise_repository(&repo),
+                        format!("{repo}@{}", rec.digest),
+                    );
+                }
+            }
+        }
+    }
+    // An image whose last build was not pushed: the compose file would be pinned to an older
+    // push (or left on its tag) while the build says otherwise. Refuse, naming the services.
+    if !unpushed.is_empty() {
+        let composes = files
+            .iter()
+            .map(|p| Compose::load(p))
+            .collect::<Result<Vec<_>>>()?;
+        for (name, repo, digest) in &unpushed {
+            let want = normalise_repository(repo);
+            let mut users: Vec<String> = Vec::new();
+            for (i, c) in composes.iter().enumerate() {
+                for (service, (site, _)) in c.services(i) {
+                    if site.is_some_and(|s| repository_of(&s.value) == want)
+                        && !users.contains(&service)
+                    {
+                        users.push(service);
+                    }
+                }
+            }
+            if !users.is_empty() {
+                return Err(usage!(
+                    "the last build of `{name}` ({digest}) has not been pushed, and {} use{} {repo}; pinning now would not pin that build",
+                    users.join(", "),
+                    if users.len() == 1 { "s" } else { "" }
+                )
+                .hint(format!(
+                    "run `imgbuild push {name}` (or build with `--push`), then pin"
+                )));
+            }
+        }
+    }
+    if pins.is_empty() {
+        let mut e = usage!("nothing to pin: no image has been pushed yet");
+        if !unpushed.is_empty() {
+            let list: Vec<String> = unpushed
+                .iter()
+                .map(|(n, r, _)| format!("{n} ({r})"))
+                .collect();
+            e = e.hint(format!(
+                "built but not pushed: {}; run `imgbuild push IMAGE` first",
+                list.join(", ")
+            ));
+        }
+        return Err(e);
+    }
+    Ok(pins)
 }
 
 #[cfg(test)]

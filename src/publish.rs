@@ -1,125 +1,77 @@
-//! Where a built image goes: one `Destination` trait, one implementation per kind
-//! (OCI layout, docker-archive; the registry implements it in `registry::push`).
+//! Where a built image goes: `--output` (or the default layout) turned into its `Destination`
+//! (OCI layout, docker-archive; the registry's is `registry::RegistryDest`), and publishing to
+//! an image's repository with the push recorded for `pin`.
 
-use crate::archive;
-use crate::digest::Digest;
-use crate::image::{Descriptor, Manifest, MT_MANIFEST};
-use crate::layout::{self, Layout};
+use crate::archive::ArchiveDest;
+use crate::image::Built;
+use crate::layout::LayoutDest;
+use crate::project::Project;
+use crate::record::{self, Summary};
+use crate::registry::{self, RegistryDest};
 use crate::store::Store;
+use crate::target::{Destination, Output, Written};
 use crate::usage;
 use anyhow::Result;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-/// A built image whose blobs are all in the store.
-#[derive(Clone, Debug)]
-pub struct Built {
-    pub name: String,
-    pub repository: Option<String>,
-    pub manifest: Manifest,
-    pub manifest_bytes: Vec<u8>,
-    pub digest: Digest,
-}
-
-impl Built {
-    pub fn descriptor(&self) -> Descriptor {
-        Descriptor {
-            media_type: MT_MANIFEST.into(),
-            digest: self.digest.clone(),
-            size: self.manifest_bytes.len() as u64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        }
-    }
-    /// Every blob the manifest names: config first, then layers.
-    pub fn blobs(&self) -> Vec<&Descriptor> {
-        std::iter::once(&self.manifest.config)
-            .chain(self.manifest.layers.iter())
-            .collect()
+/// The destination an `--output` names.
+pub fn destination(out: Output) -> Box<dyn Destination> {
+    match out {
+        Output::Layout { dir, tag } => Box::new(LayoutDest { dir, tag }),
+        Output::DockerArchive { file } => Box::new(ArchiveDest { file }),
     }
 }
 
-/// What a destination reports back.
-#[derive(Clone, Debug, Default)]
-pub struct Written {
-    /// A reference that names the written image, e.g. `oci:DIR:TAG` or `repo@sha256:…`.
-    pub reference: String,
-    pub uploaded_bytes: u64,
-    pub skipped_blobs: usize,
-    /// Of the skipped blobs, those mounted from another repository of the same registry.
-    pub mounted_blobs: usize,
+/// Publishes a built image to its `repository` and records the pushed `repo@digest` in the
+/// build record (for `pin`).
+pub fn push(
+    project: &Project,
+    built: &Built,
+    tags: &[String],
+    reg: &registry::Options,
+    store: &Store,
+) -> Result<Written> {
+    let repository = built.repository.as_deref().ok_or_else(|| {
+        usage!(
+            "image `{}` has no `repository` in {}; add one (e.g. repository = \"registry.example.com/team/{}\") to push it",
+            built.name,
+            project.spec_path.display(),
+            built.name
+        )
+    })?;
+    let dest = RegistryDest::new(repository, tags, reg)?;
+    let written = dest.write(built, store)?;
+    record::record_push(project, built, &written.reference)?;
+    Ok(written)
 }
 
-pub trait Destination {
-    fn describe(&self) -> String;
-    fn write(&self, img: &Built, store: &Store) -> Result<Written>;
-}
-
-/// `--output` parsed.
-pub enum Output {
-    Layout { dir: PathBuf, tag: String },
-    DockerArchive { file: PathBuf },
-}
-
-impl Output {
-    /// Parses `oci:DIR[:TAG]` or `docker-archive:FILE`; relative paths against `cwd`.
-    pub fn parse(s: &str, default_tag: &str, cwd: &Path) -> Result<Output> {
-        if let Some(rest) = s.strip_prefix("oci:") {
-            let (dir, tag) = layout::split_ref(rest);
-            return Ok(Output::Layout {
-                dir: cwd.join(dir),
-                tag: tag.unwrap_or_else(|| default_tag.to_string()),
-            });
-        }
-        if let Some(rest) = s.strip_prefix("docker-archive:") {
-            if rest.is_empty() {
-                return Err(usage!(
-                    "--output docker-archive: needs a file name, e.g. docker-archive:api.tar"
-                ));
-            }
-            return Ok(Output::DockerArchive {
-                file: cwd.join(rest),
-            });
-        }
-        Err(usage!(
-            "unknown --output `{s}`: use oci:DIR[:TAG] or docker-archive:FILE"
-        ))
+/// `imgbuild push NAME`: publishes the last build of `name` to the repository imgbuild.toml
+/// names now; the summary `--json` prints.
+pub fn push_last(
+    project: &Project,
+    name: &str,
+    tags: &[String],
+    reg: &registry::Options,
+    store: &Store,
+) -> Result<Summary> {
+    let t0 = std::time::Instant::now();
+    let (_, mut built) = record::last_build(project, name)?;
+    // The repository configured now is where the user means to push.
+    if let Some(r) = &project.image(name)?.repository {
+        built.repository = Some(r.clone());
     }
-
-    pub fn destination(self) -> Box<dyn Destination> {
-        match self {
-            Output::Layout { dir, tag } => Box::new(LayoutDest { dir, tag }),
-            Output::DockerArchive { file } => Box::new(archive::ArchiveDest { file }),
-        }
-    }
-}
-
-pub struct LayoutDest {
-    pub dir: PathBuf,
-    pub tag: String,
-}
-
-impl Destination for LayoutDest {
-    fn describe(&self) -> String {
-        format!("oci:{}:{}", self.dir.display(), self.tag)
-    }
-    fn write(&self, img: &Built, store: &Store) -> Result<Written> {
-        let l = Layout::create(&self.dir)?;
-        let mut w = Written {
-            reference: self.describe(),
-            ..Default::default()
-        };
-        for d in img.blobs() {
-            if l.blob_path(&d.digest).is_file() {
-                w.skipped_blobs += 1;
-            } else {
-                w.uploaded_bytes += d.size;
-            }
-            l.put_from_store(store, &d.digest, d.size)?;
-        }
-        l.put_from_store(store, &img.digest, img.manifest_bytes.len() as u64)?;
-        // The index is updated last, so a failure above leaves the old tag intact.
-        l.tag(&self.tag, &img.descriptor())?;
-        Ok(w)
-    }
+    let written = push(project, &built, tags, reg, store)?;
+    let mut timings = std::collections::BTreeMap::new();
+    timings.insert("push".to_string(), t0.elapsed().as_secs_f64());
+    timings.insert("total".to_string(), t0.elapsed().as_secs_f64());
+    Ok(Summary {
+        image: name.to_string(),
+        digest: Some(built.digest.clone()),
+        repository: built.repository.clone(),
+        reference: written.reference.clone(),
+        layers: record::layer_reports(project, name, &built, store),
+        uploaded_bytes: written.uploaded_bytes,
+        skipped_blobs: written.skipped_blobs,
+        mounted_blobs: written.mounted_blobs,
+        timings,
+    })
 }

@@ -1,12 +1,11 @@
 //! `imgbuild test IMAGE`: unpack the last build into a temporary root filesystem and run the
 //! image's `smoke` commands in it with runc — the image's env, workdir and user, no network.
 
-use crate::build;
 use crate::compress::{self, Compression};
 use crate::error::Hint;
 use crate::image::{ImageConfig, Manifest};
-use crate::plan::Project;
 use crate::progress::Progress;
+use crate::project::Project;
 use crate::rootfs::clean_tar_path;
 use crate::store::Store;
 use crate::usage;
@@ -46,7 +45,7 @@ pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome
             "runc is not on PATH (install the `runc` package)".into(),
         ))
     })?;
-    let (_, built) = build::last_build(project, name)?;
+    let (_, built) = crate::record::last_build(project, name)?;
     let store = project.store()?;
     let config: ImageConfig = serde_json::from_slice(&store.read(&built.manifest.config.digest)?)?;
     let tmp = tempfile::Builder::new()
@@ -299,7 +298,7 @@ fn write_config(bundle: &Path, rootfs: &Path, config: &ImageConfig, cmd: &str) -
     let (uid, gid) = user_ids(rootfs, rc.user.as_deref())?;
     let mut env = rc.env.clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(format!("PATH={}", crate::base::DEFAULT_PATH));
+        env.push(format!("PATH={}", crate::image::DEFAULT_PATH));
     }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(if uid == 0 {

@@ -1,12 +1,19 @@
 //! `imgbuild verify`: re-checks an image that exists — blob digests and sizes, config,
-//! diff_ids — and runs the layer checks on its merged filesystem.
+//! diff_ids — and runs the layer checks on its merged filesystem; `target` is the whole of
+//! `imgbuild verify TARGET`.
 
-use crate::base::read_layer;
+use crate::build;
 use crate::digest::Digest;
 use crate::image::{ImageConfig, Manifest, Platform};
+use crate::layer::read::read_layer;
 use crate::layout::Layout;
+use crate::project::{store_dir, Project};
+use crate::recipe;
+use crate::record;
+use crate::registry;
 use crate::rootfs::Rootfs;
 use crate::store::Store;
+use crate::target::Target;
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -224,5 +231,105 @@ pub fn check_image(
         fs,
         layers: manifest.layers.len(),
         bytes,
+    })
+}
+
+/// What `imgbuild verify TARGET` found on an image that passed.
+pub struct Verified {
+    /// The image as the report names it (`oci:…`, `repo@sha256:…`, `NAME (sha256:…)`).
+    pub what: String,
+    pub checked: Checked,
+    /// Python distributions whose RECORD matched.
+    pub distributions: usize,
+}
+
+/// `imgbuild verify TARGET`: an image name of the project (its last build, with its layers'
+/// own checks), `oci:DIR[:TAG]`, `docker-archive:FILE` or a registry reference (pulled by
+/// digest into the store). Every problem found is one error listing them all.
+pub fn target(
+    cwd: &Path,
+    config: Option<&Path>,
+    cli_insecure: &[String],
+    written: &str,
+) -> Result<Verified> {
+    let project = Project::load(cwd, config);
+    let is_image = |n: &str| {
+        project
+            .as_ref()
+            .is_ok_and(|p| p.spec.images.contains_key(n))
+    };
+    let (checked, what, mut problems) = match Target::parse(written, cwd, is_image) {
+        Target::Layout { dir, tag } => {
+            let l = Layout::open(&dir)?;
+            let index = l.index()?;
+            let (_, manifest) = l.resolve(tag.as_deref(), &Platform::host()).or_else(|e| {
+                // A single-platform image for another architecture is still verifiable.
+                match index.manifests.iter().find(|m| {
+                    tag.is_none() || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref()
+                }) {
+                    Some(d) if d.media_type == crate::image::MT_MANIFEST => Ok((
+                        d.clone(),
+                        serde_json::from_slice(&l.read_blob(&d.digest, Some(d.size))?)?,
+                    )),
+                    _ => Err(e),
+                }
+            })?;
+            (
+                check_image(&l, &manifest, None)?,
+                written.to_string(),
+                vec![],
+            )
+        }
+        Target::Archive { file, .. } => {
+            let ar = Archive::open(&file)?;
+            let m = ar.manifest.clone();
+            (check_image(&ar, &m, None)?, written.to_string(), vec![])
+        }
+        Target::Reference(r) => {
+            let project = project.ok();
+            let spec_insecure = project
+                .as_ref()
+                .map(|p| p.spec.insecure_registries.clone())
+                .unwrap_or_default();
+            let opts = registry::options_for(&spec_insecure, cli_insecure);
+            let store = Store::open(store_dir(project.as_ref(), cwd))?;
+            let platform = match project
+                .as_ref()
+                .and_then(|p| p.spec.defaults.platform.clone())
+            {
+                Some(p) => Platform::parse_named(&p, &format!("platform `{p}`"))?,
+                None => Platform::host(),
+            };
+            let (r, digest, manifest) = registry::pull_image(&r, &platform, &store, &opts)?;
+            (
+                check_image(&store, &manifest, None)?,
+                r.with_digest(&digest),
+                vec![],
+            )
+        }
+        Target::Image(name) => {
+            let project = project?;
+            project.image(&name)?;
+            let (rec, built) = record::last_build(&project, &name)?;
+            let store = project.store()?;
+            let checked = check_image(&store, &built.manifest, None).context("the last build")?;
+            // An image of this project: its layers' own checks too (expect, require, scripts).
+            let problems = build::recheck(&project, &name, &checked.fs, &checked.config)?;
+            (checked, format!("{name} ({})", rec.digest), problems)
+        }
+    };
+    for p in crate::python::check_rootfs(&checked.fs, &checked.config) {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(recipe::report(&what, &problems, |l| l.to_string()));
+    }
+    let distributions = crate::python::distributions(&checked.fs);
+    Ok(Verified {
+        what,
+        checked,
+        distributions,
     })
 }

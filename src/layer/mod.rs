@@ -5,6 +5,8 @@
 //! links stored as links, long names as GNU `././@LongLink` records. The tar, its diff_id and the
 //! compressed digest are produced in one pass.
 
+pub mod read;
+
 use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashWriter};
 use crate::rootfs::{Capture, Kind, Listing, Node};

@@ -7,7 +7,7 @@ use super::record::{self, installed_path, is_bytecode};
 use super::target::Target;
 use super::version::Version;
 use crate::image::ImageConfig;
-use crate::plan::Problem;
+use crate::recipe::Problem;
 use crate::rootfs::{Kind, Node, Rootfs};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,7 +60,7 @@ fn path_dirs(config: &ImageConfig) -> Vec<String> {
     let v = config
         .config
         .env_var("PATH")
-        .unwrap_or(crate::base::DEFAULT_PATH);
+        .unwrap_or(crate::image::DEFAULT_PATH);
     v.split(':')
         .filter(|s| s.starts_with('/'))
         .map(|s| s.trim_end_matches('/').to_string())

@@ -243,9 +243,7 @@ pub fn hashed_files(
     version: &str,
     hashes: &[String],
 ) -> Result<Vec<IndexFile>> {
-    let key = crate::digest::sha256_hex(
-        format!("{indexes:?}\0{}\0{version}\0{hashes:?}", normalize(name)).as_bytes(),
-    );
+    let key = crate::key::python_index(indexes, &normalize(name), version, hashes);
     if let Some(v) = store.get_record::<Vec<IndexFile>>("python-index", &key) {
         return Ok(v);
     }

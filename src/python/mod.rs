@@ -24,7 +24,7 @@ pub use check::{check_rootfs, distributions};
 
 use crate::image::ImageConfig;
 use crate::layer::Entry;
-use crate::plan::{BaseView, Ctx, Problem, Recipe};
+use crate::recipe::{BaseView, Ctx, Problem, Recipe};
 use crate::rootfs::Rootfs;
 use crate::spec::{LayerSpec, PythonSpec};
 use crate::usage;
@@ -116,17 +116,7 @@ struct State {
 /// The target of `py` in `base`, remembered in the store by the base's layers and settings.
 pub fn target_of(cx: &Ctx, base: &BaseView, py: &PythonSpec) -> Result<Target> {
     let cfg = base.config();
-    let material = serde_json::json!({
-        "format": target::FORMAT,
-        "diff_ids": cfg.rootfs.diff_ids,
-        "path": cfg.config.env_var("PATH"),
-        "python_version_env": cfg.config.env_var("PYTHON_VERSION"),
-        "platform": cx.platform.to_string(),
-        "interpreter": py.interpreter,
-        "python_version": py.python_version,
-        "site_dir": py.site_dir,
-    });
-    let key = crate::cache::layer_key(&material);
+    let key = crate::key::python_target(target::FORMAT, cfg, &cx.platform, py);
     if let Some(t) = cx.store.get_record::<Target>("python-target", &key) {
         return Ok(t);
     }

@@ -257,7 +257,7 @@ pub fn detect(
     let path_var = config
         .config
         .env_var("PATH")
-        .unwrap_or(crate::base::DEFAULT_PATH)
+        .unwrap_or(crate::image::DEFAULT_PATH)
         .to_string();
     if let Some(i) = &spec.interpreter {
         if !i.starts_with('/') {

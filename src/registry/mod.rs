@@ -12,9 +12,8 @@ pub mod lock;
 pub mod push;
 pub mod reference;
 
-use crate::base::{self, BaseImage};
 use crate::digest::Digest;
-use crate::image::{ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_INDEX};
+use crate::image::{BaseImage, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_INDEX};
 use crate::store::Store;
 use crate::usage;
 use anyhow::{bail, Context, Result};
@@ -224,11 +223,11 @@ pub fn pull_base(
         ));
     }
     let (manifest, config_bytes, config) = fetch_image(&mut lazy, store, &f, &what)?;
-    base::check_base(written, &config, &manifest.layers, platform)?;
+    crate::image::check_base(written, &config, &manifest.layers, platform)?;
     store.put(&config_bytes)?;
     let mut layers = Vec::new();
     for d in &manifest.layers {
-        layers.push(base::normalise_layer(d)?);
+        layers.push(crate::image::normalise_layer(d)?);
     }
     Ok(BaseImage {
         name: written.to_string(),

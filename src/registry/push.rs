@@ -6,9 +6,10 @@
 use super::client::{Client, Repo, Start};
 use super::reference::Reference;
 use super::{known_repositories, remember, Options};
+use crate::image::Built;
 use crate::image::{ANN_BASE_NAME, MT_MANIFEST};
-use crate::publish::{Built, Destination, Written};
 use crate::store::Store;
+use crate::target::{Destination, Written};
 use crate::usage;
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -9,26 +9,6 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// Removes temp files (`.<stem>.<pid>.<n>.<nanos>.tmp`) whose writing process is gone.
-pub(crate) fn remove_dead_temps(dir: &Path) -> usize {
-    let Ok(rd) = fs::read_dir(dir) else { return 0 };
-    let mut n = 0;
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = temp_owner(&name) {
-            if !Path::new(&format!("/proc/{pid}")).exists() && fs::remove_file(e.path()).is_ok() {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
-fn temp_owner(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    rest.split('.').nth(1)?.parse().ok()
-}
-
 #[derive(Debug, Default)]
 pub struct FsckReport {
     pub blobs: usize,
@@ -55,7 +35,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
     for e in fs::read_dir(&blobs)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        if let Some(pid) = temp_owner(&name) {
+        if let Some(pid) = super::temp_owner(&name) {
             if !Path::new(&format!("/proc/{pid}")).exists() && fs::remove_file(&path).is_ok() {
                 r.temps_removed += 1;
             }
@@ -82,9 +62,9 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
             }
         }
     }
-    r.temps_removed += remove_dead_temps(&store.root.join("tmp"));
+    r.temps_removed += super::remove_dead_temps(&store.root.join("tmp"));
     for (kind, path) in records(store) {
-        r.temps_removed += remove_dead_temps(path.parent().unwrap());
+        r.temps_removed += super::remove_dead_temps(path.parent().unwrap());
         let Ok(bytes) = fs::read(&path) else { continue };
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             r.bad_records.push(path.display().to_string());
@@ -178,7 +158,7 @@ pub fn gc(store: &Store, max_age: Option<Duration>) -> Result<GcReport> {
         let name = e.file_name().to_string_lossy().into_owned();
         if live.contains(&name) {
             r.kept += 1;
-        } else if temp_owner(&name).is_none() {
+        } else if super::temp_owner(&name).is_none() {
             r.freed += e.metadata().map(|m| m.len()).unwrap_or(0);
             if fs::remove_file(e.path()).is_ok() {
                 r.removed += 1;

@@ -12,8 +12,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-mod check;
-pub use check::{fsck, gc, FsckReport, GcReport};
+pub mod check;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -86,7 +85,7 @@ impl Store {
             _lock: std::sync::Arc::new(lock),
             fresh: Default::default(),
         };
-        check::remove_dead_temps(&store.root.join("tmp"));
+        remove_dead_temps(&store.root.join("tmp"));
         Ok(store)
     }
 
@@ -232,6 +231,26 @@ impl Drop for BlobWriter {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// Removes temp files (`.<stem>.<pid>.<n>.<nanos>.tmp`) whose writing process is gone.
+pub(crate) fn remove_dead_temps(dir: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = temp_owner(&name) {
+            if !Path::new(&format!("/proc/{pid}")).exists() && fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+pub(crate) fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    rest.split('.').nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

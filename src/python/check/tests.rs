@@ -62,7 +62,7 @@ fn config() -> ImageConfig {
             ..Default::default()
         });
     }
-    c.config.set_env("PATH", crate::base::DEFAULT_PATH);
+    c.config.set_env("PATH", crate::image::DEFAULT_PATH);
     c
 }
 

@@ -1,0 +1,39 @@
+//! `imgbuild verify IMAGE|REFERENCE|oci:DIR[:TAG]|docker-archive:FILE`.
+
+use super::global::Global;
+use crate::verify;
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// An image name from imgbuild.toml, a registry reference (host/repo@sha256:… or :tag),
+    /// oci:DIR[:TAG], or docker-archive:FILE
+    target: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: &VerifyArgs) -> Result<i32> {
+    let v = verify::target(&g.cwd, g.config.as_deref(), &g.insecure, &a.target)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"image": v.what, "ok": true, "layers": v.checked.layers, "bytes": v.checked.bytes})
+        );
+    } else {
+        let python = if v.distributions > 0 {
+            format!(
+                "; {} Python distributions match their RECORD",
+                v.distributions
+            )
+        } else {
+            String::new()
+        };
+        g.progress.note(&format!(
+            "verified {}: {} layers, {} bytes, every digest and diff_id checks{python}",
+            v.what, v.checked.layers, v.checked.bytes
+        ));
+    }
+    Ok(0)
+}

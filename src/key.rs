@@ -1,0 +1,89 @@
+//! Every cache key imgbuild uses, built here and nowhere else: a reader finds what a cached
+//! result depends on in one place. A key is the sha256 of a canonical serialisation of its
+//! material; bump a format number when what goes into a key changes meaning.
+
+use crate::compress::Compression;
+use crate::digest::{sha256_hex, HashWriter};
+use crate::image::{ImageConfig, Platform};
+use crate::layer::TAR_FORMAT;
+use crate::spec::PythonSpec;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// sha256 (hex) over `material` as it is serialised to JSON: a large layer's inputs are never
+/// held as one JSON text.
+pub fn of<T: Serialize + ?Sized>(material: &T) -> String {
+    let mut w = HashWriter::new(std::io::sink());
+    serde_json::to_writer(&mut w, material).expect("json");
+    w.finish().1.hex().to_string()
+}
+
+/// What a layer's cache key is the hash of.
+#[derive(Serialize)]
+struct LayerMaterial<'a> {
+    tar_format: u32,
+    compression: &'a str,
+    gzip_level: u32,
+    mtime: u64,
+    platform: String,
+    inputs: &'a BTreeMap<String, String>,
+}
+
+/// The key of a layer: its recipe's inputs and the settings that change its bytes.
+pub fn layer(
+    compression: Compression,
+    gzip_level: u32,
+    mtime: u64,
+    platform: &Platform,
+    inputs: &BTreeMap<String, String>,
+) -> String {
+    of(&LayerMaterial {
+        tar_format: TAR_FORMAT,
+        compression: compression.as_str(),
+        gzip_level: if compression == Compression::Gzip {
+            gzip_level
+        } else {
+            0
+        },
+        mtime,
+        platform: platform.to_string(),
+        inputs,
+    })
+}
+
+/// Where the last inputs of a layer are remembered (to explain a cache miss with `-v`).
+pub fn last_inputs(root: &Path, image: &str, layer: &str) -> String {
+    let scope = format!("{}\0{image}\0{layer}", root.display());
+    sha256_hex(scope.as_bytes())[..16].to_string()
+}
+
+/// The stat cache file of the project at `root`.
+pub fn stat_cache(root: &Path) -> String {
+    sha256_hex(root.as_os_str().as_encoded_bytes())[..16].to_string()
+}
+
+/// The detected Python target of a base: its layers, the config values detection reads, the
+/// platform, and the layer's overrides. `format` is the detector's version.
+pub fn python_target(
+    format: u32,
+    config: &ImageConfig,
+    platform: &Platform,
+    py: &PythonSpec,
+) -> String {
+    of(&serde_json::json!({
+        "format": format,
+        "diff_ids": config.rootfs.diff_ids,
+        "path": config.config.env_var("PATH"),
+        "python_version_env": config.config.env_var("PYTHON_VERSION"),
+        "platform": platform.to_string(),
+        "interpreter": py.interpreter,
+        "python_version": py.python_version,
+        "site_dir": py.site_dir,
+    }))
+}
+
+/// The files of a package release on the given indexes, by the lock's hashes.
+pub fn python_index(indexes: &[String], name: &str, version: &str, hashes: &[String]) -> String {
+    sha256_hex(format!("{indexes:?}\0{name}\0{version}\0{hashes:?}").as_bytes())
+}

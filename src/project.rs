@@ -1,0 +1,193 @@
+//! A project: the directory holding `imgbuild.toml` and its parsed spec, and the rules every
+//! command shares about it — where the blob store is, the source date, the git revision, the
+//! platform of an image, and the order its images build in (`base = "image:OTHER"`).
+
+use crate::error::Hint;
+use crate::image::Platform;
+use crate::spec::{ImageSpec, Spec};
+use crate::store::Store;
+use crate::usage;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A project: the directory holding `imgbuild.toml`, and the parsed spec.
+pub struct Project {
+    pub root: PathBuf,
+    pub spec_path: PathBuf,
+    pub spec: Spec,
+}
+
+impl Project {
+    /// Loads `config` if given, else the `imgbuild.toml` in `cwd` or its ancestors.
+    pub fn load(cwd: &Path, config: Option<&Path>) -> Result<Project> {
+        let spec_path = match config {
+            Some(c) => cwd.join(c),
+            None => crate::spec::find(cwd).ok_or_else(|| {
+                usage!(
+                    "no imgbuild.toml in {} or its parent directories",
+                    cwd.display()
+                )
+                .context("create one (see `imgbuild --help` and the README), or pass --config FILE")
+            })?,
+        };
+        let spec = Spec::load(&spec_path)?;
+        let root = spec_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| cwd.to_path_buf());
+        let root = root.canonicalize().unwrap_or(root);
+        Ok(Project {
+            root,
+            spec_path,
+            spec,
+        })
+    }
+
+    /// `.imgbuild/` in the project: default output layout and last-build records.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(".imgbuild")
+    }
+
+    /// The blob store of this project (see `store_dir`).
+    pub fn store(&self) -> Result<Store> {
+        Store::open(store_dir(Some(self), Path::new(".")))
+    }
+
+    /// The image `name`, or a usage error naming the images there are.
+    pub fn image(&self, name: &str) -> Result<&ImageSpec> {
+        Ok(self.spec.image(name, &self.spec_path)?)
+    }
+
+    /// The platform an image is built for: its own, the defaults', or this machine's.
+    pub fn platform(&self, img: &ImageSpec) -> Result<Platform> {
+        let written = img
+            .platform
+            .as_deref()
+            .or(self.spec.defaults.platform.as_deref());
+        match written {
+            Some(p) => Platform::parse_named(
+                p,
+                &format!("platform `{p}` in {}", self.spec_path.display()),
+            ),
+            None => Ok(Platform::host()),
+        }
+    }
+
+    /// `given` (every image when empty), each checked to be an image of the project.
+    pub fn images(&self, given: &[String]) -> Result<Vec<String>> {
+        let names: Vec<String> = if given.is_empty() {
+            self.spec.images.keys().cloned().collect()
+        } else {
+            given.to_vec()
+        };
+        if names.is_empty() {
+            bail!(usage!("{} defines no images", self.spec_path.display()));
+        }
+        for n in &names {
+            self.image(n)?;
+        }
+        Ok(names)
+    }
+
+    /// `names` (every image when empty) with the images they build on (`base = "image:…"`)
+    /// first, each once. A missing image or a cycle is reported before anything is built.
+    pub fn build_order(&self, names: &[String]) -> Result<Vec<String>> {
+        fn visit(
+            p: &Project,
+            name: &str,
+            path: &mut Vec<String>,
+            out: &mut Vec<String>,
+        ) -> Result<()> {
+            if out.iter().any(|n| n == name) {
+                return Ok(());
+            }
+            if let Some(i) = path.iter().position(|x| x == name) {
+                let mut cycle = path[i..].to_vec();
+                cycle.push(name.to_string());
+                bail!(usage!(
+                    "images build on each other in a cycle: {}",
+                    cycle.join(" → ")
+                )
+                .hint("one of them must start from a real base (scratch, oci:…, a registry reference)"));
+            }
+            let img = p.image(name)?;
+            if let Some(other) = img.base.as_deref().and_then(|b| b.strip_prefix("image:")) {
+                p.spec
+                    .image(other, &p.spec_path)
+                    .map_err(|e| usage!("image `{name}`: base `image:{other}`: {}", e.message))?;
+                path.push(name.to_string());
+                visit(p, other, path, out)?;
+                path.pop();
+            }
+            out.push(name.to_string());
+            Ok(())
+        }
+        let names: Vec<String> = if names.is_empty() {
+            self.spec.images.keys().cloned().collect()
+        } else {
+            names.to_vec()
+        };
+        if names.is_empty() {
+            bail!(usage!("{} defines no images", self.spec_path.display()));
+        }
+        let mut out = Vec::new();
+        for n in &names {
+            visit(self, n, &mut Vec::new(), &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The one rule for where the blob store is: `$IMGBUILD_CACHE`; else the project's
+/// `.imgbuild/cache`; with no project, the user's cache directory (`$XDG_CACHE_HOME/imgbuild`,
+/// `~/.cache/imgbuild`), else `.imgbuild/cache` under `cwd`.
+pub fn store_dir(project: Option<&Project>, cwd: &Path) -> PathBuf {
+    if let Some(c) = std::env::var_os("IMGBUILD_CACHE") {
+        return PathBuf::from(c);
+    }
+    if let Some(p) = project {
+        return p.state_dir().join("cache");
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("imgbuild");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache/imgbuild");
+    }
+    cwd.join(".imgbuild/cache")
+}
+
+/// The one source-date rule: `SOURCE_DATE_EPOCH`, else the git HEAD commit time of `root`
+/// (when given and a git checkout), else 0.
+pub fn source_date(root: Option<&Path>) -> Result<u64> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v
+            .trim()
+            .parse()
+            .map_err(|_| usage!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"));
+    }
+    Ok(root
+        .and_then(|r| git(r, &["log", "-1", "--format=%ct"]))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The git HEAD commit of `root`, when it is a git checkout.
+pub fn revision(root: &Path) -> Option<String> {
+    git(root, &["rev-parse", "HEAD"])
+}
+
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,175 @@
+//! The vocabulary every layer recipe shares: the build context (`Ctx`, resolved once per
+//! image), the base as layers see it (`BaseView`), the `Recipe` trait, and verification
+//! `Problem`s with the one way they are reported.
+
+use crate::cache::StatCache;
+use crate::compress::Compression;
+use crate::image::{BaseImage, ImageConfig, Platform};
+use crate::layer::Entry;
+use crate::rootfs::{Listing, Rootfs};
+use crate::spec::ImageSpec;
+use crate::store::Store;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Facts shared by every layer of one build.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub store: Store,
+    pub stat: StatCache,
+    pub source_date: u64,
+    pub revision: Option<String>,
+    pub compression: Compression,
+    pub gzip_level: u32,
+    pub platform: Platform,
+    pub image: ImageSpec,
+    pub image_name: String,
+}
+
+/// The base as layers see it: its config and (computed on demand) its merged filesystem.
+pub struct BaseView<'a> {
+    pub base: &'a BaseImage,
+    pub store: &'a Store,
+    fs: std::cell::OnceCell<Rootfs>,
+}
+
+impl<'a> BaseView<'a> {
+    pub fn new(base: &'a BaseImage, store: &'a Store) -> BaseView<'a> {
+        BaseView {
+            base,
+            store,
+            fs: std::cell::OnceCell::new(),
+        }
+    }
+    pub fn config(&self) -> &ImageConfig {
+        &self.base.config
+    }
+    pub fn rootfs(&self) -> Result<&Rootfs> {
+        if let Some(fs) = self.fs.get() {
+            return Ok(fs);
+        }
+        let mut fs = Rootfs::default();
+        for (i, (d, diff)) in self
+            .base
+            .layers
+            .iter()
+            .zip(&self.base.config.rootfs.diff_ids)
+            .enumerate()
+        {
+            fs.apply(i, &crate::cache::listing(self.store, d, diff)?);
+        }
+        Ok(self.fs.get_or_init(|| fs))
+    }
+
+    /// The contents of a regular file of the base (symlinks followed), read from the one layer
+    /// that holds it, without extracting anything to disk. `None` when it is not a file.
+    pub fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_files(&[path])?.remove(path))
+    }
+
+    /// Several files at once: each owning layer is streamed at most once. Keys are the paths
+    /// as asked; paths that are missing or not regular files are left out.
+    pub fn read_files(&self, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
+        let fs = self.rootfs()?;
+        // layer index → (path in that layer's tar → the paths asked for)
+        let mut want: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for &asked in paths {
+            let Some((real, node)) = fs.resolve(asked) else {
+                continue;
+            };
+            if node.kind != crate::rootfs::Kind::File {
+                continue;
+            }
+            let (n, layer) = &fs.files[&real];
+            let inner = match n.kind {
+                crate::rootfs::Kind::Link => n.target.clone().unwrap_or_default(),
+                _ => real,
+            };
+            want.entry(*layer)
+                .or_default()
+                .entry(inner)
+                .or_default()
+                .push(asked.to_string());
+        }
+        let mut out = BTreeMap::new();
+        for (layer, mut names) in want {
+            let d = &self.base.layers[layer];
+            let c = crate::compress::Compression::from_media_type(&d.media_type)
+                .ok_or_else(|| anyhow::anyhow!("layer {} has an unknown media type", d.digest))?;
+            let blob = std::io::BufReader::new(self.store.open_blob(&d.digest)?);
+            let mut ar = tar::Archive::new(crate::compress::decoder(c, blob)?);
+            for e in ar.entries()? {
+                let mut e = e?;
+                let p = crate::rootfs::clean_tar_path(&e.path_bytes())?;
+                if let Some(asked) = names.remove(&p) {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut e, &mut buf)
+                        .with_context(|| format!("reading /{p} from base layer {}", d.digest))?;
+                    for a in asked {
+                        out.insert(a, buf.clone());
+                    }
+                    if names.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One problem found by verification, with where it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub layer: String,
+    pub message: String,
+}
+
+/// How a layer is made. The key of a layer is a hash of what `inputs` returns.
+pub trait Recipe {
+    fn name(&self) -> &str;
+    /// Everything that determines the layer's bytes, as `what → fingerprint` pairs.
+    fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>>;
+    /// The layer's entries (not yet normalised).
+    fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>>;
+    /// Checks on the final merged filesystem; `me` is this layer's index in it.
+    fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>);
+    /// The history line for the image config.
+    fn created_by(&self) -> String;
+    /// When `inputs` could not fingerprint everything cheaply (it then has the key `UNHASHED`),
+    /// completes `inputs` from the written layer's listing; true when it did.
+    fn inputs_after(
+        &mut self,
+        _cx: &Ctx,
+        _listing: &Listing,
+        _inputs: &mut BTreeMap<String, String>,
+    ) -> bool {
+        false
+    }
+}
+
+/// Marks inputs that are not fully known until the layer is written: the cache is not consulted.
+pub const UNHASHED: &str = "[unhashed]";
+
+/// Up to this many bytes of files the stat cache does not know are hashed before the layer is
+/// built (to find a cache hit); beyond it the layer is written at once, hashing in the same pass.
+pub const PREHASH_LIMIT: u64 = 32 << 20;
+
+/// The one report of failed verification: `{what} failed verification (N problems):` and a
+/// line per problem, `  - {prefix}{layer}{suffix}: message`.
+pub fn report(
+    what: &str,
+    problems: &[Problem],
+    layer_label: impl Fn(&str) -> String,
+) -> anyhow::Error {
+    let mut msg = format!(
+        "{what} failed verification ({} problem{}):",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        msg.push_str(&format!("\n  - {}: {}", layer_label(&p.layer), p.message));
+    }
+    anyhow::anyhow!(msg)
+}

@@ -1,0 +1,178 @@
+//! What a build leaves behind in the project: the record of the last build of each image
+//! (its digest and the references it was pushed as, for `push`, `pin` and `verify NAME`), and
+//! the `--json` summary of a build or push.
+
+use crate::digest::Digest;
+use crate::image::{Built, ImageConfig, Manifest};
+use crate::project::Project;
+use crate::store::{write_atomic, Store};
+use crate::usage;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The last build of an image, for `push` and `pin`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub image: String,
+    pub repository: Option<String>,
+    pub digest: Digest,
+    #[serde(default)]
+    pub pushed: Vec<String>,
+}
+
+pub fn record_path(project: &Project, name: &str) -> PathBuf {
+    project
+        .state_dir()
+        .join("builds")
+        .join(format!("{name}.json"))
+}
+
+/// The one read-modify-write of a build record: the record of `built` (the stored one when it
+/// names the same digest, so pushes of an unchanged rebuild stay valid; else a fresh one),
+/// changed by `f`, written atomically.
+fn update(project: &Project, built: &Built, f: impl FnOnce(&mut BuildRecord)) -> Result<()> {
+    let p = record_path(project, &built.name);
+    let mut rec = std::fs::read(&p)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BuildRecord>(&b).ok())
+        .filter(|r| r.digest == built.digest)
+        .unwrap_or_else(|| BuildRecord {
+            image: built.name.clone(),
+            repository: built.repository.clone(),
+            digest: built.digest.clone(),
+            pushed: vec![],
+        });
+    rec.repository = built.repository.clone();
+    f(&mut rec);
+    write_atomic(&p, &serde_json::to_vec_pretty(&rec)?)
+}
+
+/// Records a build: a store root (keeps its blobs through `imgbuild store gc`) and the record.
+pub fn record_build(project: &Project, built: &Built, store: &Store) -> Result<()> {
+    store.put_record(
+        "roots",
+        built.digest.hex(),
+        &serde_json::json!({"image": built.name, "project": project.root, "digest": built.digest}),
+    )?;
+    update(project, built, |_| {})
+}
+
+/// Records that `built` was pushed as `reference` (for `pin`).
+pub fn record_push(project: &Project, built: &Built, reference: &str) -> Result<()> {
+    update(project, built, |rec| {
+        if !rec.pushed.iter().any(|r| r == reference) {
+            rec.pushed.push(reference.to_string());
+        }
+    })
+}
+
+/// The record of the last build of `name` (its digest and pushes), without the image.
+pub fn last_record(project: &Project, name: &str) -> Result<BuildRecord> {
+    let p = record_path(project, name);
+    let bytes = std::fs::read(&p).map_err(|_| {
+        usage!("image `{name}` has not been built yet; run `imgbuild build {name}` first")
+    })?;
+    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))
+}
+
+/// Reads the last build of `name`, reconstructing the image from the store.
+pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)> {
+    let rec = last_record(project, name)?;
+    let store = project.store()?;
+    let manifest_bytes = store.read(&rec.digest).with_context(|| {
+        format!("the last build of `{name}` is no longer in the store; rebuild it")
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)?;
+    let built = Built {
+        name: name.into(),
+        repository: rec.repository.clone(),
+        manifest,
+        manifest_bytes,
+        digest: rec.digest.clone(),
+    };
+    Ok((rec, built))
+}
+
+/// One layer in the summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub cached: bool,
+}
+
+/// The `--json` summary (DESIGN.md).
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Summary {
+    pub image: String,
+    pub digest: Option<Digest>,
+    pub repository: Option<String>,
+    pub reference: String,
+    pub layers: Vec<LayerReport>,
+    pub uploaded_bytes: u64,
+    pub skipped_blobs: usize,
+    /// Of the skipped blobs, those mounted from another repository of the registry.
+    #[serde(default)]
+    pub mounted_blobs: usize,
+    pub timings: BTreeMap<String, f64>,
+}
+
+impl Summary {
+    /// The human line for a push.
+    pub fn push_note(&self) -> String {
+        let mounted = if self.mounted_blobs > 0 {
+            format!(", {} mounted from other repositories", self.mounted_blobs)
+        } else {
+            String::new()
+        };
+        format!(
+            "pushed {} → {}: {} bytes uploaded, {} blobs already there{mounted}",
+            self.image, self.reference, self.uploaded_bytes, self.skipped_blobs
+        )
+    }
+}
+
+/// The layers of a stored image for the summary: the image's own layers by their names in
+/// imgbuild.toml, the ones below them named `base`.
+pub fn layer_reports(
+    project: &Project,
+    name: &str,
+    built: &Built,
+    store: &Store,
+) -> Vec<LayerReport> {
+    let diff_ids: Vec<Digest> = store
+        .read(&built.manifest.config.digest)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ImageConfig>(&b).ok())
+        .map(|c| c.rootfs.diff_ids)
+        .unwrap_or_default();
+    let own: Vec<String> = project
+        .spec
+        .images
+        .get(name)
+        .map(|i| i.layers.iter().map(|l| l.name.clone()).collect())
+        .unwrap_or_default();
+    let n = built.manifest.layers.len();
+    let first_own = n.saturating_sub(own.len());
+    built
+        .manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerReport {
+            name: if i >= first_own {
+                own[i - first_own].clone()
+            } else {
+                "base".into()
+            },
+            digest: l.digest.clone(),
+            diff_id: diff_ids.get(i).cloned().unwrap_or_else(|| l.digest.clone()),
+            size: l.size,
+            cached: true,
+        })
+        .collect()
+}
