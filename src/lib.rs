@@ -1,9 +1,10 @@
 //! imgbuild: reproducible, verified OCI images for Python and Node projects, without a Docker engine.
 //!
-//! Data flow: `spec` (imgbuild.toml) → `plan` (recipes per layer) → `layer` (deterministic tar,
-//! `compress`) from `files` or `python` → `verify` (on the merged `rootfs`) → `image` (config,
-//! manifest) → `store` (content-addressed blobs, `cache`) → `publish` (`layout`, `archive`,
-//! `registry`) → `pin` (compose files).
+//! Data flow (docs/ARCHITECTURE.md): `spec` (imgbuild.toml) → `project` (build order, store,
+//! source date) → `plan` (`recipe::Ctx` once, one recipe per layer: `filelayer`, `python`) →
+//! `layer` (deterministic tar, `compress`; `key` and `cache` skip unchanged layers) → checks on
+//! the merged `rootfs` → `image` → `store` → `publish` (`layout`, `archive`, `registry`) →
+//! `record` → `pin` (compose files). `cli` parses and prints; the library decides.
 
 pub mod archive;
 pub mod base;
