@@ -726,6 +726,44 @@ pub fn gather(source: Source, files: &[PathBuf], check: bool) -> Result<Pins> {
 mod tests {
     use super::*;
 
+    /// `repository = "index.docker.io/acme/api"` names the image compose files call `acme/api`:
+    /// the pin's key goes through the same registry-name rule as references.
+    #[test]
+    fn index_docker_io_repository_pins_a_short_hub_name() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(
+            root.join("imgbuild.toml"),
+            "[images.api]\nrepository = \"index.docker.io/acme/api\"\nbase = \"scratch\"\n[[images.api.layers]]\nname = \"a\"\nensure_dirs = [\"/a\"]\n",
+        )
+        .unwrap();
+        let project = Project::load(root, None).unwrap();
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let rec = record::BuildRecord {
+            image: "api".into(),
+            repository: Some("index.docker.io/acme/api".into()),
+            digest: crate::digest::Digest::parse(&digest).unwrap(),
+            pushed: vec![format!("index.docker.io/acme/api@{digest}")],
+        };
+        let p = record::record_path(&project, "api");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
+        let compose = root.join("compose.yml");
+        std::fs::write(&compose, "services:\n  api:\n    image: acme/api:latest\n").unwrap();
+        let pins = gather(
+            Source::Records(&project),
+            std::slice::from_ref(&compose),
+            false,
+        )
+        .unwrap();
+        let files = [Compose::load(&compose).unwrap()];
+        let actions: Vec<Action> = plan(&files, &pins).into_iter().map(|(a, _)| a).collect();
+        assert!(
+            matches!(&actions[..], [Action::Pin { to, .. }] if to == &format!("index.docker.io/acme/api@{digest}")),
+            "{actions:?}"
+        );
+    }
+
     const BASE: &str = "x-common: &common\n  image: \"reg.example.com/a/api:latest\"\nservices:\n  api:\n    <<: *common\n  web:\n    image: 'reg.example.com/a/web:1' # keep me\n  db:\n    image: postgres:16\n  tool:\n    build: .\n  env:\n    image: ${API_IMAGE:-x}\n";
 
     fn pins() -> Pins {

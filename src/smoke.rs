@@ -22,14 +22,9 @@ pub struct Outcome {
 }
 
 /// Why the commands could not run here at all (exit 2, never a pass).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("no OCI runtime can run the image here: {0}")]
 pub struct NoRuntime(pub String);
-impl std::fmt::Display for NoRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "no OCI runtime can run the image here: {}", self.0)
-    }
-}
-impl std::error::Error for NoRuntime {}
 
 pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome> {
     let spec = project.spec.image(name, &project.spec_path)?;
