@@ -14,6 +14,7 @@ use crate::recipe::{self, BaseView, Ctx, Problem, Recipe, UNHASHED};
 use crate::record::{self, LayerReport, Summary};
 use crate::registry;
 use crate::rootfs::{Listing, Rootfs};
+use crate::start;
 use crate::target::{Destination, Output};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -423,12 +424,31 @@ fn verify(
     for (i, r) in recipes.iter().enumerate() {
         r.check(&fs, config, offset + i, &mut problems);
     }
+    if cx.image.start_check != Some(false) {
+        problems.extend(start_problems(&fs, config));
+    }
     if problems.is_empty() {
         return Ok(());
     }
     Err(recipe::report(
         &format!("image `{}`", cx.image_name),
         &problems,
-        |l| format!("layer `{l}`"),
+        |l| match l {
+            start::PLACE => l.to_string(),
+            _ => format!("layer `{l}`"),
+        },
     ))
+}
+
+/// The start command's problems, as verification problems of the image config.
+pub fn start_problems(fs: &Rootfs, config: &ImageConfig) -> Vec<Problem> {
+    start::check(fs, config)
+        .into_iter()
+        .map(|message| Problem {
+            layer: start::PLACE.into(),
+            message: format!(
+                "{message}; the container would not start (set `start_check = false` if the command is given at run time)"
+            ),
+        })
+        .collect()
 }

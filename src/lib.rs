@@ -36,6 +36,7 @@ pub mod rootfs;
 pub mod sample;
 pub mod smoke;
 pub mod spec;
+pub mod start;
 pub mod store;
 pub mod target;
 pub mod verify;

@@ -46,7 +46,8 @@ fn is_zero(n: &u64) -> bool {
 pub struct Listing {
     pub nodes: Vec<Node>,
     /// Small text the checks need, by path (see `Capture`): whole `*.dist-info/RECORD`
-    /// files, and the `#!` line of executable files.
+    /// files, the `#!` line of executable scripts, and for executable ELF files `\x7fELF`
+    /// followed by ` ` and the program interpreter (`PT_INTERP`) when they name one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub captured: BTreeMap<String, String>,
 }
@@ -55,6 +56,11 @@ pub struct Listing {
 const MAX_CAPTURE: u64 = 16 << 20;
 /// How much of an executable is read for its `#!` line.
 const HEAD: usize = 512;
+/// How much of an executable ELF file is read for its program headers and `PT_INTERP` (the
+/// interpreter string sits right after the program headers, well inside this).
+const ELF_HEAD: usize = 4096;
+/// What an ELF capture starts with: never a `#!` line.
+pub const ELF_MAGIC: &str = "\u{7f}ELF";
 
 /// Collects the text of one file as its bytes stream past, when the checks will need it.
 pub struct Capture {
@@ -76,15 +82,28 @@ impl Capture {
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.whole {
             self.buf.extend_from_slice(bytes);
-        } else if self.head && self.buf.len() < HEAD {
-            let n = bytes.len().min(HEAD - self.buf.len());
-            self.buf.extend_from_slice(&bytes[..n]);
+        } else if self.head {
+            let limit = if self.buf.starts_with(b"\x7fELF") || self.buf.len() < 4 {
+                ELF_HEAD
+            } else {
+                HEAD
+            };
+            if self.buf.len() < limit {
+                let n = bytes.len().min(limit - self.buf.len());
+                self.buf.extend_from_slice(&bytes[..n]);
+            }
         }
     }
     /// The captured text: the whole file, or the `#!` line of an executable script.
     pub fn finish(self) -> Option<String> {
         if self.whole {
             return Some(String::from_utf8_lossy(&self.buf).into_owned());
+        }
+        if self.head && self.buf.starts_with(b"\x7fELF") {
+            return Some(match elf_interp(&self.buf) {
+                Some(i) => format!("{ELF_MAGIC} {i}"),
+                None => ELF_MAGIC.to_string(),
+            });
         }
         if self.head && self.buf.starts_with(b"#!") {
             let end = self
@@ -100,6 +119,65 @@ impl Capture {
         }
         None
     }
+}
+
+/// The program interpreter (`PT_INTERP`) an ELF file names, read from its first bytes
+/// (ELF32/ELF64, either byte order). `None` for a static executable or when the headers are
+/// not within `head`.
+pub fn elf_interp(head: &[u8]) -> Option<String> {
+    if head.len() < 52 || &head[..4] != b"\x7fELF" {
+        return None;
+    }
+    let wide = head[4] == 2;
+    let le = head[5] == 1;
+    let u16_at = |o: usize| -> Option<u64> {
+        let b: [u8; 2] = head.get(o..o + 2)?.try_into().ok()?;
+        Some(if le {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        } as u64)
+    };
+    let u32_at = |o: usize| -> Option<u64> {
+        let b: [u8; 4] = head.get(o..o + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        } as u64)
+    };
+    let u64_at = |o: usize| -> Option<u64> {
+        let b: [u8; 8] = head.get(o..o + 8)?.try_into().ok()?;
+        Some(if le {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        })
+    };
+    // e_phoff, e_phentsize, e_phnum (ELF spec, "ELF Header").
+    let (phoff, phentsize, phnum) = if wide {
+        (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?)
+    } else {
+        (u32_at(0x1c)?, u16_at(0x2a)?, u16_at(0x2c)?)
+    };
+    const PT_INTERP: u64 = 3;
+    for i in 0..phnum.min(64) {
+        let ph = usize::try_from(phoff + i * phentsize).ok()?;
+        if u32_at(ph)? != PT_INTERP {
+            continue;
+        }
+        // p_offset and p_filesz of the segment holding the NUL-terminated path.
+        let (off, size) = if wide {
+            (u64_at(ph + 8)?, u64_at(ph + 32)?)
+        } else {
+            (u32_at(ph + 4)?, u32_at(ph + 16)?)
+        };
+        let (off, size) = (usize::try_from(off).ok()?, usize::try_from(size).ok()?);
+        let raw = head.get(off..off.checked_add(size)?)?;
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        return Some(String::from_utf8_lossy(&raw[..end]).into_owned());
+    }
+    None
 }
 
 /// Options for reading a layer tar that did not come from imgbuild.

@@ -18,6 +18,7 @@ repository = "registry.example.com/acme/job-agent-frontend"
 base = "scratch"                  # use a Node base (e.g. an `oci:` layout) to run it
 workdir = "/app"
 cmd = ["node", "server.js"]
+start_check = false               # scratch has no node: with a Node base, drop this line
 env = { NODE_ENV = "production" }
 ports = ["3000/tcp"]
 
@@ -31,6 +32,7 @@ repository = "registry.example.com/acme/job-agent-api"
 base = "scratch"
 workdir = "/app"
 cmd = ["uvicorn", "src.main:app", "--host", "0.0.0.0", "--port", "8000"]
+start_check = false               # scratch has no uvicorn: with a Python base and deps layer, drop this
 
 [[images.app.layers]]
 name = "app"

@@ -198,41 +198,6 @@ fn remove(p: &Path) {
     }
 }
 
-/// Splits a command line shell-style (quotes and backslashes), for images without a shell.
-pub fn split(cmd: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut any = false;
-    let mut chars = cmd.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') | (None, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            (Some(_), c) => cur.push(c),
-            (None, '\'') | (None, '"') => {
-                quote = Some(c);
-                any = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if !cur.is_empty() || any {
-                    out.push(std::mem::take(&mut cur));
-                }
-                any = false;
-            }
-            (None, c) => cur.push(c),
-        }
-    }
-    if !cur.is_empty() || any {
-        out.push(cur);
-    }
-    out
-}
-
 /// uid and gid for the image's `User` (numbers, or names looked up in the image's files).
 fn user_ids(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32)> {
     let Some(user) = user.filter(|u| !u.is_empty()) else {
@@ -288,7 +253,7 @@ fn write_config(bundle: &Path, rootfs: &Path, config: &ImageConfig, cmd: &str) -
     let args = if has_shell {
         vec!["/bin/sh".to_string(), "-c".into(), cmd.to_string()]
     } else {
-        split(cmd)
+        crate::start::split(cmd)
     };
     let (uid, gid) = user_ids(rootfs, rc.user.as_deref())?;
     let mut env = rc.env.clone().unwrap_or_default();
@@ -357,7 +322,7 @@ mod tests {
     #[test]
     fn split_handles_quotes_and_escapes() {
         assert_eq!(
-            super::split(r#"python3 -c 'import a; print("x y")' "" b\ c"#),
+            crate::start::split(r#"python3 -c 'import a; print("x y")' "" b\ c"#),
             vec!["python3", "-c", "import a; print(\"x y\")", "", "b c"]
         );
     }

@@ -49,6 +49,9 @@ pub struct ImageSpec {
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub smoke: Vec<String>,
+    /// Check at build time that the start command (`entrypoint`, else `cmd`) can run in the
+    /// image; `false` for an image whose command is given at run time.
+    pub start_check: Option<bool>,
     pub compression: Option<String>,
     pub gzip_level: Option<u32>,
     pub platform: Option<String>,

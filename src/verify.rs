@@ -258,6 +258,8 @@ pub fn target(
             .as_ref()
             .is_ok_and(|p| p.spec.images.contains_key(n))
     };
+    // Every image's start command is checked, unless its project says it is given at run time.
+    let mut start_checked = true;
     let (checked, what, mut problems) = match Target::parse(written, cwd, is_image) {
         Target::Layout { dir, tag } => {
             let l = Layout::open(&dir)?;
@@ -315,10 +317,15 @@ pub fn target(
             let checked = check_image(&store, &built.manifest, None).context("the last build")?;
             // An image of this project: its layers' own checks too (expect, require, scripts).
             let problems = build::recheck(&project, &name, &checked.fs, &checked.config)?;
+            start_checked = project.image(&name)?.start_check != Some(false);
             (checked, format!("{name} ({})", rec.digest), problems)
         }
     };
-    for p in crate::python::check_rootfs(&checked.fs, &checked.config) {
+    let mut more = crate::python::check_rootfs(&checked.fs, &checked.config);
+    if start_checked {
+        more.extend(build::start_problems(&checked.fs, &checked.config));
+    }
+    for p in more {
         if !problems.contains(&p) {
             problems.push(p);
         }

@@ -57,14 +57,7 @@ fn env_list(config: &ImageConfig, key: &str) -> Vec<String> {
 }
 
 fn path_dirs(config: &ImageConfig) -> Vec<String> {
-    let v = config
-        .config
-        .env_var("PATH")
-        .unwrap_or(crate::image::DEFAULT_PATH);
-    v.split(':')
-        .filter(|s| s.starts_with('/'))
-        .map(|s| s.trim_end_matches('/').to_string())
-        .collect()
+    crate::start::path_dirs(config)
 }
 
 /// `.dist-info` directories directly under `site` (relative): (path, normalised name, version).
@@ -179,30 +172,6 @@ fn check_rows(
         }
     }
     claimed
-}
-
-/// The interpreter named by a `#!` line, when it does not exist (executable) in the image.
-fn shebang_problem(fs: &Rootfs, path: &[String], line: &str) -> Option<String> {
-    let mut words = line.trim_start_matches("#!").split_whitespace();
-    let interp = words.next()?;
-    let exists = |p: &str| {
-        fs.resolve(p)
-            .is_some_and(|(_, n)| matches!(n.kind, Kind::File | Kind::Link) && n.mode & 0o111 != 0)
-    };
-    if !exists(interp) {
-        return Some(format!(
-            "its shebang names {interp}, which does not exist in the image"
-        ));
-    }
-    if interp.ends_with("/env") {
-        let prog = words.find(|w| !w.starts_with('-'))?;
-        if !path.iter().any(|d| exists(&format!("{d}/{prog}"))) {
-            return Some(format!(
-                "its shebang runs `{prog}` through env, and no PATH directory of the image has it"
-            ));
-        }
-    }
-    None
 }
 
 /// Whether `module` resolves under one of `roots` (absolute directories).
@@ -366,7 +335,7 @@ pub fn check_layer(fs: &Rootfs, config: &ImageConfig, e: &Expect, problems: &mut
             out.push(format!("script `{s}` ({p}) is not executable"));
         }
         if let Some(line) = fs.captured.get(&real) {
-            if let Some(why) = shebang_problem(fs, &path, line) {
+            if let Some(why) = crate::start::exec_problem(fs, &path, line) {
                 out.push(format!("script `{s}` ({p}): {why}"));
             }
         }
@@ -431,7 +400,7 @@ pub fn check_rootfs(fs: &Rootfs, config: &ImageConfig) -> Vec<Problem> {
                     continue;
                 }
                 if let Some(line) = fs.resolve(&p).and_then(|(real, _)| fs.captured.get(&real)) {
-                    if let Some(why) = shebang_problem(fs, &path, line) {
+                    if let Some(why) = crate::start::exec_problem(fs, &path, line) {
                         out.push(format!("{label}: script {}: {why}", abs(&p)));
                     }
                 }
