@@ -129,6 +129,11 @@ fn build(
     if let Some(d) = &base.digest {
         ann.insert(image::ANN_BASE_DIGEST.to_string(), d.to_string());
     }
+    // A registry base also says which reference it is (as imgbuild.toml names it, normalised):
+    // that name is the same on every machine, unlike a layout path or a mirror.
+    if let Some(name) = base_reference(&cx) {
+        ann.insert(image::ANN_BASE_NAME.to_string(), name);
+    }
     let built = image::assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
     let dest: Box<dyn Destination> = publish::destination(match &opts.output {
         Some(o) => Output::parse(o, name, &std::env::current_dir()?)?,
@@ -194,6 +199,16 @@ fn resolve_base(
         }
         None => base::resolve_with(&written, &project.root, &cx.platform, &cx.store, reg),
     }
+}
+
+/// The reference a registry base is known by (`docker.io/library/python:3.12-slim`), without
+/// its digest (that is `base.digest`); `None` for scratch, `oci:` and `image:` bases.
+fn base_reference(cx: &Ctx) -> Option<String> {
+    let written = cx.image.base.as_deref()?;
+    let r = base::registry_reference(written).ok()??;
+    let mut r = registry::reference::Reference::parse(&r).ok()?;
+    r.digest = None;
+    Some(r.to_string())
 }
 
 /// Runs the layer checks of image `name` (expect, python require/scripts/RECORD...) on the
@@ -384,6 +399,21 @@ fn image_config(
         rc.labels
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
+    }
+    for v in &img.volumes {
+        rc.volumes
+            .get_or_insert_with(BTreeMap::new)
+            .insert(v.clone(), serde_json::json!({}));
+    }
+    if let Some(s) = &img.stop_signal {
+        rc.stop_signal = Some(s.clone());
+    }
+    if let Some(h) = &img.healthcheck {
+        // Validated when the plan was made.
+        rc.extra.insert(
+            "Healthcheck".into(),
+            h.to_config().map_err(anyhow::Error::msg)?,
+        );
     }
     c.rootfs.kind = "layers".into();
     for ((blob, _), r) in layers.iter().zip(recipes) {

@@ -75,6 +75,18 @@ fn context(project: &Project, name: &str, o: Overrides) -> Result<Ctx> {
         ));
     }
     let platform = project.platform(&img)?;
+    if let Some(h) = &img.healthcheck {
+        h.to_config()
+            .map_err(|e| usage!("image `{name}` in {}: {e}", project.spec_path.display()))?;
+    }
+    for v in &img.volumes {
+        if !v.starts_with('/') {
+            return Err(usage!(
+                "image `{name}` in {}: volume `{v}` must be an absolute path",
+                project.spec_path.display()
+            ));
+        }
+    }
     Ok(Ctx {
         root: project.root.clone(),
         stat: StatCache::load(&store, &project.root),

@@ -52,7 +52,8 @@ pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome
         passed: 0,
         failed: Vec::new(),
     };
-    for (i, cmd) in spec.smoke.iter().enumerate() {
+    for (i, entry) in spec.smoke.iter().enumerate() {
+        let cmd = &entry.line().to_string();
         write_config(tmp.path(), &rootfs, &config, cmd)?;
         let id = format!("imgbuild-{}-{i}", std::process::id());
         let res = Command::new(&runc)

@@ -47,8 +47,19 @@ pub struct ImageSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Commands `imgbuild test` runs in the image, as `docker run IMAGE sh -c LINE` would.
     #[serde(default)]
-    pub smoke: Vec<String>,
+    pub smoke: Vec<SmokeSpec>,
+    /// `imgbuild test` with a read-only root filesystem (`docker run --read-only`).
+    #[serde(default)]
+    pub read_only: bool,
+    /// docker's `HEALTHCHECK`: written into the config; `imgbuild test` runs its test once.
+    pub healthcheck: Option<HealthSpec>,
+    /// docker's `STOPSIGNAL`, e.g. "SIGTERM".
+    pub stop_signal: Option<String>,
+    /// docker's `VOLUME`s: directories the container mounts volumes on.
+    #[serde(default)]
+    pub volumes: Vec<String>,
     /// Check at build time that the start command (`entrypoint`, else `cmd`) can run in the
     /// image; `false` for an image whose command is given at run time.
     pub start_check: Option<bool>,
@@ -57,6 +68,132 @@ pub struct ImageSpec {
     pub platform: Option<String>,
     #[serde(default)]
     pub layers: Vec<LayerSpec>,
+}
+
+/// One smoke command: a line, or `{ run = "LINE", entrypoint = false }` for a line that must
+/// bypass the image's entrypoint (`docker run --entrypoint /bin/sh IMAGE -c LINE`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum SmokeSpec {
+    Line(String),
+    Table(SmokeTable),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeTable {
+    pub run: String,
+    /// Run through the image's entrypoint (default true, as `docker run IMAGE CMD`).
+    #[serde(default = "yes")]
+    pub entrypoint: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SmokeSpec {
+    /// The command line.
+    pub fn line(&self) -> &str {
+        match self {
+            SmokeSpec::Line(l) => l,
+            SmokeSpec::Table(t) => &t.run,
+        }
+    }
+    /// Whether the image's entrypoint wraps it.
+    pub fn through_entrypoint(&self) -> bool {
+        match self {
+            SmokeSpec::Line(_) => true,
+            SmokeSpec::Table(t) => t.entrypoint,
+        }
+    }
+}
+
+/// docker's `HEALTHCHECK`: `test` is a shell line (`CMD-SHELL`) or an argv (`CMD`); durations
+/// as docker writes them (`30s`, `1m30s`, `500ms`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    pub test: HealthTest,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub start_period: Option<String>,
+    pub retries: Option<u32>,
+}
+
+impl HealthSpec {
+    /// docker's `Healthcheck` object of the image config: `Test` as `["CMD-SHELL", line]` or
+    /// `["CMD", argv...]`, durations in nanoseconds.
+    pub fn to_config(&self) -> Result<serde_json::Value, String> {
+        let test: Vec<String> = match &self.test {
+            HealthTest::Shell(l) => vec!["CMD-SHELL".into(), l.clone()],
+            HealthTest::Exec(v) if v.is_empty() => return Err("healthcheck `test` is empty".into()),
+            HealthTest::Exec(v) => std::iter::once("CMD".to_string())
+                .chain(v.iter().cloned())
+                .collect(),
+        };
+        let mut m = serde_json::Map::new();
+        m.insert("Test".into(), test.into());
+        for (key, v) in [
+            ("Interval", &self.interval),
+            ("Timeout", &self.timeout),
+            ("StartPeriod", &self.start_period),
+        ] {
+            if let Some(d) = v {
+                let ns = duration_ns(d)
+                    .map_err(|e| format!("healthcheck {}: {e}", key.to_lowercase()))?;
+                m.insert(key.into(), ns.into());
+            }
+        }
+        if let Some(r) = self.retries {
+            m.insert("Retries".into(), r.into());
+        }
+        Ok(serde_json::Value::Object(m))
+    }
+}
+
+/// A duration as docker writes them (`1h`, `1m30s`, `30s`, `500ms`, `250us`, `10ns`), in
+/// nanoseconds.
+pub fn duration_ns(s: &str) -> Result<u64, String> {
+    let bad = || format!("`{s}` is not a duration (use e.g. 30s, 1m30s, 500ms)");
+    let mut total: u64 = 0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if n == 0 {
+            return Err(bad());
+        }
+        let value: u64 = rest[..n].parse().map_err(|_| bad())?;
+        rest = &rest[n..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
+            _ => return Err(bad()),
+        };
+        total = value
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum HealthTest {
+    Shell(String),
+    Exec(Vec<String>),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
