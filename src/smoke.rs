@@ -1,5 +1,14 @@
 //! `imgbuild test IMAGE`: unpack the last build into a temporary root filesystem and run the
-//! image's `smoke` commands in it with runc — the image's env, workdir and user, no network.
+//! image's `smoke` commands in it with runc the way `docker run IMAGE sh -c LINE` runs them:
+//! the image's entrypoint in front (unless a line opts out), its env, workdir and user, `HOME`
+//! from the user's passwd entry (else `/`), docker's default capabilities and open-file limits,
+//! a writable root (`read_only = true`: read-only, like `--read-only`), and no network. Then the
+//! healthcheck's test, once.
+//!
+//! Differences from docker that remain: no seccomp or AppArmor profile (runc runs without one
+//! here), no cgroup limits, `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` are the image's
+//! own (docker bind-mounts generated ones), and the network namespace has only loopback (like
+//! `--network none`).
 
 use crate::compress::{self, Compression};
 use crate::error::Hint;
@@ -52,9 +61,35 @@ pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome
         passed: 0,
         failed: Vec::new(),
     };
-    for (i, entry) in spec.smoke.iter().enumerate() {
-        let cmd = &entry.line().to_string();
-        write_config(tmp.path(), &rootfs, &config, cmd)?;
+    let limits = Limits::docker();
+    if let Some(note) = &limits.note {
+        progress.note(note);
+    }
+    let mut runs: Vec<(String, Vec<String>)> = spec
+        .smoke
+        .iter()
+        .map(|e| {
+            let line = e.line().to_string();
+            let argv = argv(&rootfs, &config, &line, e.through_entrypoint());
+            (line, argv)
+        })
+        .collect();
+    if let Some(h) = &spec.healthcheck {
+        // `CMD-SHELL LINE` runs as `/bin/sh -c LINE`, `CMD ARGV…` as is; never the entrypoint.
+        let (shown, argv) = match &h.test {
+            crate::spec::HealthTest::Shell(l) => (
+                format!("healthcheck: {l}"),
+                vec!["/bin/sh".to_string(), "-c".into(), l.clone()],
+            ),
+            crate::spec::HealthTest::Exec(v) => {
+                (format!("healthcheck: {}", v.join(" ")), v.clone())
+            }
+        };
+        runs.push((shown, argv));
+    }
+    for (i, (cmd, args)) in runs.iter().enumerate() {
+        let cmd = &cmd.clone();
+        write_config(tmp.path(), &rootfs, &config, args, spec.read_only, &limits)?;
         let id = format!("imgbuild-{}-{i}", std::process::id());
         let res = Command::new(&runc)
             .args(["run", "--bundle"])
@@ -245,28 +280,116 @@ fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
         .and_then(|f| f.get(3)?.parse().ok())
 }
 
-/// An OCI runtime config for one command: no network (own namespace, loopback only), the image's
-/// env, workdir and user, a writable root (it is a throwaway copy).
-fn write_config(bundle: &Path, rootfs: &Path, config: &ImageConfig, cmd: &str) -> Result<()> {
-    let rc = &config.config;
+/// docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DOCKER_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The open-file limit of a container: docker's (since 25.0, moby#45534: soft 1024, hard
+/// 524288), or this host's hard limit when it is lower (a container cannot get more).
+pub struct Limits {
+    pub nofile_soft: u64,
+    pub nofile_hard: u64,
+    /// Said once when the host lowered docker's limit.
+    pub note: Option<String>,
+}
+
+impl Limits {
+    pub fn docker() -> Limits {
+        const SOFT: u64 = 1024;
+        const HARD: u64 = 524288;
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given.
+        let host = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0)
+            .then_some(l.rlim_max as u64);
+        match host {
+            Some(h) if h < HARD => Limits {
+                nofile_soft: SOFT.min(h),
+                nofile_hard: h,
+                note: Some(format!(
+                    "note: open files limited to {h} (this host's hard limit; docker's default is {HARD})"
+                )),
+            },
+            _ => Limits {
+                nofile_soft: SOFT,
+                nofile_hard: HARD,
+                note: None,
+            },
+        }
+    }
+}
+
+/// The argv of one smoke line as `docker run IMAGE /bin/sh -c LINE` joins it: the entrypoint
+/// (unless `through_entrypoint` is false), then the shell and the line — or the line split
+/// shell-style when the image has no `/bin/sh`.
+pub fn argv(
+    rootfs: &Path,
+    config: &ImageConfig,
+    line: &str,
+    through_entrypoint: bool,
+) -> Vec<String> {
     let has_shell =
         rootfs.join("bin/sh").exists() || fs::symlink_metadata(rootfs.join("bin/sh")).is_ok();
-    let args = if has_shell {
-        vec!["/bin/sh".to_string(), "-c".into(), cmd.to_string()]
+    let cmd = if has_shell {
+        vec!["/bin/sh".to_string(), "-c".into(), line.to_string()]
     } else {
-        crate::start::split(cmd)
+        crate::start::split(line)
     };
+    let entry = config.config.entrypoint.clone().unwrap_or_default();
+    if through_entrypoint && !entry.is_empty() {
+        entry.into_iter().chain(cmd).collect()
+    } else {
+        cmd
+    }
+}
+
+/// `HOME` as docker sets it: the home directory of the user's passwd entry, else `/`.
+fn home_of(rootfs: &Path, uid: u32) -> String {
+    fs::read_to_string(rootfs.join("etc/passwd"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(uid))
+                .and_then(|f| f.get(5).map(|h| h.to_string()))
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into())
+}
+
+/// An OCI runtime config for one command, as docker would run it (see the module header).
+fn write_config(
+    bundle: &Path,
+    rootfs: &Path,
+    config: &ImageConfig,
+    args: &[String],
+    read_only: bool,
+    limits: &Limits,
+) -> Result<()> {
+    let rc = &config.config;
     let (uid, gid) = user_ids(rootfs, rc.user.as_deref())?;
     let mut env = rc.env.clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={}", crate::image::DEFAULT_PATH));
     }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(if uid == 0 {
-            "HOME=/root".into()
-        } else {
-            "HOME=/tmp".into()
-        });
+        env.push(format!("HOME={}", home_of(rootfs, uid)));
     }
     let cwd = rc
         .working_dir
@@ -289,14 +412,14 @@ fn write_config(bundle: &Path, rootfs: &Path, config: &ImageConfig, cmd: &str) -
             "env": env,
             "cwd": cwd,
             "capabilities": {
-                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+                "bounding": DOCKER_CAPS,
+                "effective": DOCKER_CAPS,
+                "permitted": DOCKER_CAPS
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": limits.nofile_hard, "soft": limits.nofile_soft}],
+            "noNewPrivileges": false
         },
-        "root": {"path": rootfs, "readonly": false},
+        "root": {"path": rootfs, "readonly": read_only},
         "hostname": "imgbuild-test",
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
