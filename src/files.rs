@@ -327,6 +327,21 @@ impl Collector {
         Ok(())
     }
 
+    /// A directory owned by `owner`: made when missing, re-owned when the layer already has it
+    /// (a directory the program writes into at run time as the image's user).
+    pub fn own_dir(&mut self, path: &str, owner: (u32, u32)) -> Result<()> {
+        self.ensure_dir(path, Some(owner))?;
+        let p = image_path(path)?.into_bytes();
+        if let Some(e) = self.find(&p).and_then(|i| self.entries.get_mut(i)) {
+            if !matches!(e.body, Body::Dir) {
+                bail!("{path} is not a directory in this layer, so it cannot be made writable");
+            }
+            e.uid = owner.0;
+            e.gid = owner.1;
+        }
+        Ok(())
+    }
+
     /// Hashes files the stat cache did not know, reading them.
     pub fn hash_unhashed(&mut self, stat: &StatCache) -> Result<()> {
         for (path, src, md) in std::mem::take(&mut self.unhashed) {

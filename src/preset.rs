@@ -15,7 +15,8 @@ const PRESETS: &[(&str, &str)] = &[
     ("static-site", include_str!("../layers/static-site.toml")),
 ];
 
-/// A preset: the fields of a layer, with `{workdir}` standing for the image's workdir.
+/// A preset: the fields of a layer, with `{workdir}` standing for the image's workdir and
+/// `{webroot}` for the directory the base's web server serves (detected from the base).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preset {
@@ -25,6 +26,8 @@ pub struct Preset {
     pub exclude: Option<Vec<String>>,
     pub ensure_dirs: Option<Vec<String>>,
     pub expect: Option<Vec<String>>,
+    /// Directories the program writes at run time: owned by the image's `user`.
+    pub writable: Option<Vec<String>>,
 }
 
 pub fn names() -> Vec<&'static str> {

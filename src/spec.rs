@@ -208,6 +208,8 @@ pub struct LayerSpec {
     pub exclude: Option<Vec<String>>,
     pub ensure_dirs: Option<Vec<String>>,
     pub expect: Option<Vec<String>>,
+    /// Directories the program writes at run time: made (or re-owned) for the image's `user`.
+    pub writable: Option<Vec<String>>,
     /// `uid:gid` for every entry of the layer.
     pub owner: Option<String>,
     pub python: Option<PythonSpec>,
