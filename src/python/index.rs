@@ -2,6 +2,7 @@
 //! wheel downloads into the content-addressed store (sha256 checked before anything uses them).
 
 use super::filename::{normalize, WheelName};
+use super::hint::hinted;
 use super::version::Version;
 use super::wheel;
 use crate::digest::Digest;
@@ -73,7 +74,7 @@ pub fn indexes(spec_index: Option<&str>, from_file: &[String]) -> Result<Vec<Str
     }
     let mut out: Vec<String> = env_index().or_else(pip_conf_index).into_iter().collect();
     if out.is_empty() {
-        return Err(super::hinted(
+        return Err(hinted(
             "no package index is configured to find the wheels of a requirements file".into(),
             "set `index_url` in the layer's `python` table, or PIP_INDEX_URL / UV_INDEX_URL, or `index-url` under [global] in pip.conf",
         ));

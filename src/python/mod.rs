@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod filename;
+mod hint;
 pub mod index;
 pub mod lock;
 pub mod markers;
@@ -30,15 +31,11 @@ use crate::spec::{LayerSpec, PythonSpec};
 use crate::usage;
 use anyhow::{anyhow, bail, Context, Result};
 use filename::WheelName;
+use hint::hinted;
 use select::{Origin, Pick};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use target::Target;
-
-/// A usage error (exit 2) with a hint on what to do.
-pub(crate) fn hinted(msg: String, hint: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(crate::error::UsageError::new(msg).hint(hint))
-}
 
 pub fn recipe(cx: &Ctx, l: &LayerSpec) -> Result<Box<dyn Recipe>> {
     let py = l.python.clone().expect("a python layer");

@@ -2,7 +2,7 @@
 //! interpreter on the config's PATH, its full version, the site directory its `sys.path`
 //! reads, libc flavour and version, and the architecture.
 
-use super::hinted;
+use super::hint::hinted;
 use super::markers::Env;
 use super::tags::{Libc, Tags};
 use super::version::Version;
