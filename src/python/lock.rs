@@ -2,65 +2,17 @@
 //! Each becomes the list of distributions to install for the target (markers evaluated for it).
 
 use super::filename::normalize;
-use super::markers::{self, Env};
+use super::markers::Env;
 use crate::usage;
 
+mod model;
 mod pylock;
 mod requirements;
 mod uv;
 use anyhow::Result;
-use serde::Serialize;
+pub use model::{Artifacts, Choice, Locked, Package, WheelRef};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-/// A wheel the lock names.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct WheelRef {
-    pub filename: String,
-    pub url: Option<String>,
-    /// A local wheel (relative paths are resolved against the lock's directory).
-    pub path: Option<PathBuf>,
-    pub sha256: Option<String>,
-    pub size: Option<u64>,
-}
-
-/// Where a distribution's files come from.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub enum Artifacts {
-    /// Files named by the lock; `sdist` and `other` say what else exists (for messages).
-    Files {
-        wheels: Vec<WheelRef>,
-        sdist: Option<String>,
-        other: Option<String>,
-    },
-    /// Only the allowed sha256 hashes (requirements.txt): the files are found through the index.
-    Hashes(Vec<String>),
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Package {
-    pub name: String,
-    pub version: String,
-    pub artifacts: Artifacts,
-}
-
-/// What the user asked for beyond the lock: extras and groups of the project, exclusions.
-#[derive(Clone, Debug, Default)]
-pub struct Choice {
-    pub groups: Vec<String>,
-    pub extras: Vec<String>,
-    pub exclude: Vec<String>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Locked {
-    pub packages: Vec<Package>,
-    /// `--index-url` / `--extra-index-url` of a requirements file, in order.
-    pub indexes: Vec<String>,
-    pub find_links: Vec<String>,
-    /// The registries the lock's files were resolved against (uv.lock `source.registry`).
-    pub registries: BTreeSet<String>,
-}
+use std::path::Path;
 
 /// Reads the lock at `path` and selects the distributions the target needs.
 pub fn load(path: &Path, env: &Env, choice: &Choice) -> Result<Locked> {
@@ -103,24 +55,6 @@ pub fn load_text(text: &str, path: &Path, env: &Env, choice: &Choice) -> Result<
         .retain(|p| !excluded.contains(&normalize(&p.name)));
     locked.packages.sort_by_key(|p| normalize(&p.name));
     Ok(locked)
-}
-
-pub(super) fn bad(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
-    usage!("{}: {e}", path.display())
-}
-
-pub(super) fn sha256_of(hash: &str) -> Option<String> {
-    hash.strip_prefix("sha256:")
-        .or_else(|| hash.strip_prefix("sha256="))
-        .map(|h| h.to_ascii_lowercase())
-}
-
-pub(super) fn eval(marker: Option<&str>, env: &Env, path: &Path) -> Result<bool> {
-    markers::evaluate(marker.unwrap_or(""), env).map_err(|e| bad(path, e))
-}
-
-pub(super) fn lock_relative(lock: &Path, p: &str) -> PathBuf {
-    lock.parent().unwrap_or(Path::new(".")).join(p)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! PEP 751 `pylock.toml`: packages selected by their markers, with `extras` and
 //! `dependency_groups` of the user's choice.
 
-use super::{bad, eval, lock_relative, Artifacts, Choice, Locked, Package, WheelRef};
+use super::model::{bad, eval, lock_relative, Artifacts, Choice, Locked, Package, WheelRef};
 use crate::python::filename::{basename, normalize};
 use crate::python::markers::{self, Env};
 use crate::usage;

@@ -1,7 +1,7 @@
 //! A fully pinned `requirements.txt` with `--hash` lines (pip-compile, `uv export`): exact
 //! versions and the allowed sha256s; the files themselves are found through the index.
 
-use super::{eval, sha256_of, Artifacts, Locked, Package, WheelRef};
+use super::model::{eval, sha256_of, Artifacts, Locked, Package, WheelRef};
 use crate::python::filename::basename;
 use crate::python::markers::Env;
 use crate::usage;

@@ -1,7 +1,9 @@
 //! `uv.lock`: the project's dependencies walked from its root package, with markers, extras
 //! and dependency groups evaluated for the target.
 
-use super::{bad, eval, lock_relative, sha256_of, Artifacts, Choice, Locked, Package, WheelRef};
+use super::model::{
+    bad, eval, lock_relative, sha256_of, Artifacts, Choice, Locked, Package, WheelRef,
+};
 use crate::python::filename::{basename, normalize};
 use crate::python::markers::{self, Env};
 use crate::usage;
