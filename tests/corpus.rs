@@ -70,7 +70,8 @@ fn strings(t: &toml::Table, key: &str) -> Vec<String> {
 fn source(name: &str) -> Source {
     let path = corpus_dir().join(name).join("SOURCE");
     let text = std::fs::read_to_string(&path).unwrap();
-    let t: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let t: toml::Table =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let s = |k: &str| {
         t.get(k)
             .and_then(|v| v.as_str())
@@ -97,7 +98,9 @@ fn source(name: &str) -> Source {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// URLs `https://HOST/…` (HOST a real host name, not a placeholder) containing `suffix`.
@@ -133,7 +136,8 @@ fn corpus_is_well_formed() {
     for name in &names {
         let s = source(name);
         assert!(
-            s.repository.starts_with("https://github.com/") && s.repository.matches('/').count() == 4,
+            s.repository.starts_with("https://github.com/")
+                && s.repository.matches('/').count() == 4,
             "{name}: repository {}",
             s.repository
         );
@@ -142,8 +146,15 @@ fn corpus_is_well_formed() {
         assert!(s.lock.ends_with("uv.lock"), "{name}: lock {}", s.lock);
         assert!(s.packages > 0, "{name}: packages");
         assert!(!s.kind.is_empty(), "{name}: kind");
-        assert!(["bookworm", "trixie"].contains(&s.base.as_str()), "{name}: base {}", s.base);
-        assert!(!s.imports.is_empty(), "{name}: nothing to import would prove nothing");
+        assert!(
+            ["bookworm", "trixie"].contains(&s.base.as_str()),
+            "{name}: base {}",
+            s.base
+        );
+        assert!(
+            !s.imports.is_empty(),
+            "{name}: nothing to import would prove nothing"
+        );
     }
     // No committed corpus file names an index or a files host.
     let index = package_index();
@@ -160,17 +171,32 @@ fn corpus_is_well_formed() {
             real_urls_matching(&text, "/packages/"),
         ]
         .concat();
-        assert!(urls.is_empty(), "{} names index URLs: {urls:?}", e.display());
+        assert!(
+            urls.is_empty(),
+            "{} names index URLs: {urls:?}",
+            e.display()
+        );
     }
     // The data, where it has been fetched: placeholders in, no real index URLs left.
     for name in &names {
         let lock = data_dir().join(name).join("uv.lock");
         let Ok(text) = std::fs::read_to_string(&lock) else {
-            eprintln!("{name}: no data at {} (tests/corpus/fetch-data.py)", lock.display());
+            eprintln!(
+                "{name}: no data at {} (tests/corpus/fetch-data.py)",
+                lock.display()
+            );
             continue;
         };
-        assert!(text.contains("registry = \"@INDEX@\""), "{}", lock.display());
-        assert!(text.contains("url = \"@FILES@/packages/"), "{}", lock.display());
+        assert!(
+            text.contains("registry = \"@INDEX@\""),
+            "{}",
+            lock.display()
+        );
+        assert!(
+            text.contains("url = \"@FILES@/packages/"),
+            "{}",
+            lock.display()
+        );
         assert!(
             !text.contains(&format!("registry = \"{index}\"")),
             "{}: index URL left in",
@@ -182,6 +208,12 @@ fn corpus_is_well_formed() {
             lock.display()
         );
         let s = source(name);
+        for f in &s.files {
+            assert!(
+                data_dir().join(name).join(f).is_file(),
+                "{name}: {f} missing from the data"
+            );
+        }
         let n = text.matches("\n[[package]]\n").count() as i64;
         assert_eq!(n, s.packages, "{name}: packages in the lock");
     }
@@ -204,10 +236,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn files_host(index: &str) -> String {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
-        let out = ok(Command::new("curl").args(["-fsSL", "-H", "Accept: text/html"]).arg(format!(
-            "{}/idna/",
-            index.trim_end_matches('/')
-        )));
+        let out = ok(Command::new("curl")
+            .args(["-fsSL", "-H", "Accept: text/html"])
+            .arg(format!("{}/idna/", index.trim_end_matches('/'))));
         let page = String::from_utf8_lossy(&out.stdout).into_owned();
         for (i, _) in page.match_indices("href=\"") {
             let url = &page[i + 6..];
@@ -366,7 +397,10 @@ fn run(name: &str) {
             started.elapsed().as_secs_f64()
         );
         if !out.status.success() {
-            eprintln!("CORPUS-RESULT {name} {stage}-failed\n{}", first_lines(&stderr, 40));
+            eprintln!(
+                "CORPUS-RESULT {name} {stage}-failed\n{}",
+                first_lines(&stderr, 40)
+            );
             panic!(
                 "{name}: `imgbuild {}` failed ({}):\n{}\n{}",
                 args.join(" "),
