@@ -39,3 +39,8 @@ soak:
 # Fuzz every target for `seconds` each (needs `cargo install cargo-fuzz`; stable works with RUSTC_BOOTSTRAP=1)
 fuzz seconds="60":
     cd fuzz && for t in $(cargo fuzz list); do RUSTC_BOOTSTRAP=1 cargo fuzz run $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
+
+# The real-world corpus (tests/corpus, issue 11): every project's uv.lock built onto a Debian
+# python3 base, verified and imported in runc. Needs the corpus data (tests/corpus/fetch-data.py)
+corpus:
+    cargo test --locked --test corpus -- --ignored --nocapture --test-threads=1
