@@ -1,16 +1,22 @@
 //! Registries: pull bases by digest (pinned in `imgbuild.lock`), push built images, pull images
 //! for `imgbuild verify REFERENCE`.
 //!
-//! `reference` parses names, `credentials` finds logins, `auth` handles challenges and tokens,
-//! `client` speaks the distribution protocol, `lock` keeps `imgbuild.lock`, `push` is the
-//! registry `Destination`.
+//! `reference` parses and normalises names, `credentials` finds logins, `auth` parses challenges
+//! and token answers, `client` speaks the distribution protocol (`transport` sends and retries,
+//! `session` authenticates, `manifests` and `blobs` are the requests, `error` the typed
+//! failures), `lock` keeps `imgbuild.lock`, `push` is the registry `Destination`.
 
 pub mod auth;
+mod blobs;
 pub mod client;
 pub mod credentials;
+pub mod error;
 pub mod lock;
+mod manifests;
 pub mod push;
 pub mod reference;
+mod session;
+mod transport;
 
 use crate::digest::Digest;
 use crate::image::{BaseImage, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_INDEX};

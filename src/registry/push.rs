@@ -213,7 +213,7 @@ fn push_blob(
             Start::Mounted => Ok(()),
         };
         match res {
-            Err(e) if e.chain().any(|c| c.is::<crate::error::UsageError>()) => return Err(e),
+            Err(e) if super::error::is_final(&e) => return Err(e),
             Err(e) => {
                 if repo.head_blob(&d.digest).ok().flatten() == Some(d.size) {
                     return Ok(Outcome::Uploaded);
