@@ -2,8 +2,8 @@
 //! again when wrong), upload sessions (a cross-repository mount or a plain upload), and the
 //! upload itself: one PUT when small, else ≤ 4 MiB PATCHes resumed from the registry's `Range`.
 
-use super::client::Repo;
 use super::error::{is_final, RegistryError};
+use super::repo::Repo;
 use super::transport::{backoff, max_attempts, registry_error, retry_after, Retry};
 use crate::digest::Digest;
 use crate::store::Store;

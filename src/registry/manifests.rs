@@ -2,8 +2,8 @@
 //! wrong), HEAD, PUT (asked again while the registry does not see a just-pushed blob) and
 //! DELETE.
 
-use super::client::Repo;
 use super::error::RegistryError;
+use super::repo::Repo;
 use super::transport::{backoff, max_attempts, registry_error, Retry};
 use crate::digest::Digest;
 use crate::image::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_INDEX, MT_MANIFEST};

@@ -4,8 +4,9 @@
 //! by digest only after every blob is confirmed present, then each tag.
 
 use super::client::{Client, Repo, Start};
+use super::known::{known_repositories, remember};
+use super::options::Options;
 use super::reference::Reference;
-use super::{known_repositories, remember, Options};
 use crate::image::Built;
 use crate::image::{ANN_BASE_NAME, MT_MANIFEST};
 use crate::store::Store;

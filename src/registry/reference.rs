@@ -153,7 +153,9 @@ pub fn login_host(h: &str) -> anyhow::Result<String> {
     let r = Reference::parse(&format!("{h}/x")).map_err(|_| {
         crate::usage!("`{h}` is not a registry host (expected e.g. registry.example.com:5000)")
     })?;
-    if r.repository != "x" {
+    // `docker.io` (and its other names) is a host too: its one-part names get `library/`.
+    let hub = r.registry == DOCKER_HUB && r.repository == "library/x";
+    if r.repository != "x" && !hub {
         return Err(crate::usage!(
             "`{h}` is not a registry host (expected e.g. registry.example.com:5000)"
         ));
@@ -406,6 +408,15 @@ mod tests {
         );
         assert_eq!(login_host(" 127.0.0.1:5000 ").unwrap(), "127.0.0.1:5000");
         assert_eq!(login_host("http://localhost/v1").unwrap(), "localhost");
+        // Docker Hub, under each of its names.
+        for hub in [
+            "docker.io",
+            "index.docker.io",
+            "https://index.docker.io/v1/",
+            "registry-1.docker.io",
+        ] {
+            assert_eq!(login_host(hub).unwrap(), "docker.io", "{hub}");
+        }
         for bad in ["", "a/b", "bad host", "example.com:99999"] {
             let e = login_host(bad).unwrap_err();
             assert_eq!(crate::error::exit_code(&e), 2, "{bad}");

@@ -3,21 +3,13 @@
 //! changed challenge on a later 401, and the message for refused credentials. `auth.rs` parses
 //! the headers and documents this speaks.
 
-use super::auth::{self, Challenge, TokenCache, TokenResponse};
+use super::auth::{self, Challenge, TokenResponse};
 use super::transport::{redact_url, Client, Retry};
 use crate::usage;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
-
-/// What a client knows about the registry's authentication.
-#[derive(Default)]
-pub(super) struct Session {
-    pinged: bool,
-    challenge: Option<Challenge>,
-    tokens: TokenCache,
-}
 
 impl Client {
     /// Checks that the credential is accepted: Basic on `/v2/`, or a token for no scope.

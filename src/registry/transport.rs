@@ -3,10 +3,10 @@
 //! `Authorization` header), retries with backoff that honour `Retry-After`, URL redaction and
 //! the mapping of transport failures and registry error documents to messages.
 
+use super::auth::Session;
 use super::credentials::{self, Lookup};
+use super::options::Options;
 use super::reference;
-use super::session::Session;
-use super::Options;
 use crate::usage;
 use anyhow::{anyhow, Result};
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
