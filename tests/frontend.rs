@@ -85,7 +85,7 @@ fn nextjs_standalone_lays_out_the_server_and_guarantees_public() {
         !root.join("app/frontend").exists() && !root.join("app/.next/standalone").exists(),
         "the standalone directory's contents go to the workdir"
     );
-    need("runc");
+    require_tool("runc");
     let out = ok(imgbuild(t.path()).args(["test", "web"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("web: 3 smoke command(s) passed"));
 
@@ -184,7 +184,7 @@ fn static_site_serves_dist_and_can_be_pointed_elsewhere() {
         !root.join("usr/share/nginx/html/assets/app.js.map").exists(),
         "source maps are left out"
     );
-    need("runc");
+    require_tool("runc");
     ok(imgbuild(t.path()).args(["test", "web"]));
 
     // Another server's document root: `files` and `expect` given in the layer.

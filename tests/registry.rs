@@ -485,7 +485,7 @@ fn pct_decode(s: &str) -> String {
 
 impl TokenServer {
     fn start(dir: &Path, service: &str) -> TokenServer {
-        need("openssl");
+        require_tool("openssl");
         let key = dir.join("key.pem");
         ok(Command::new("openssl")
             .args([

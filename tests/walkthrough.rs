@@ -256,7 +256,7 @@ fn the_production_walkthrough_of_the_readme() {
     // 4. The api's smoke commands: the import checks and `alembic upgrade head` on SQLite.
     let toml = fs::read_to_string(p.join("imgbuild.toml")).unwrap();
     assert!(toml.contains("\"alembic upgrade head\""));
-    need("runc");
+    require_tool("runc");
     let out = ok(&mut shell(&p, &home, &line(5)));
     let e = err(&out);
     for cmd in [
@@ -418,7 +418,7 @@ fn the_ci_recipe_builds_pushes_pins_and_commits() {
     for s in CI_SKIPPED {
         assert!(steps.iter().any(|x| x.name == *s), "no step `{s}`");
     }
-    need("runc");
+    require_tool("runc");
     let mut ran = Vec::new();
     for s in &steps {
         let Some(run) = &s.run else { continue };

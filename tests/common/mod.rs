@@ -60,9 +60,20 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Whether an external tool is on PATH. Tests that need one fail loudly when it is missing
-/// unless IMGBUILD_SKIP_MISSING_TOOLS is set (CI installs them all).
-pub fn need(tool: &str) -> bool {
+/// The Debian package that provides `tool` (the ones .ci/install-deps installs).
+fn package_of(tool: &str) -> &str {
+    match tool {
+        "busybox" => "busybox-static",
+        "htpasswd" => "apache2-utils",
+        "python3" | "pip" => "python3 python3-venv",
+        other => other,
+    }
+}
+
+/// Panics unless the external tool `tool` is on PATH, naming the package that provides it:
+/// a test that needs a real tool never passes without having used it. CI installs them all
+/// with .ci/install-deps.
+pub fn require_tool(tool: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -70,10 +81,12 @@ pub fn need(tool: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !found && std::env::var_os("IMGBUILD_SKIP_MISSING_TOOLS").is_none() {
-        panic!("{tool} is not installed; run .ci/run's apt-get line (or set IMGBUILD_SKIP_MISSING_TOOLS=1 to skip)");
+    if !found {
+        panic!(
+            "this test needs `{tool}`, which is not on PATH: install the Debian package `{}` (.ci/install-deps installs every tool the tests use)",
+            package_of(tool)
+        );
     }
-    found
 }
 
 /// A busybox root filesystem imported as an OCI layout, made once per test binary.
@@ -104,7 +117,8 @@ pub struct Registry {
 impl Registry {
     /// Starts an open registry, or one with htpasswd Basic auth for `user`/`password`.
     pub fn start(auth: Option<(&str, &str)>) -> Registry {
-        need("docker-registry");
+        require_tool("docker-registry");
+        require_tool("curl");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
@@ -112,6 +126,7 @@ impl Registry {
             dir.path().join("data").display()
         );
         if let Some((u, p)) = auth {
+            require_tool("htpasswd");
             let htpasswd = dir.path().join("htpasswd");
             ok(Command::new("htpasswd")
                 .arg("-Bbc")
@@ -179,7 +194,7 @@ pub fn free_port() -> u16 {
 
 /// Unpacks `layout:tag` with umoci into `bundle` (umoci checks diff_ids and sizes).
 pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
-    need("umoci");
+    require_tool("umoci");
     ok(Command::new("umoci")
         .arg("unpack")
         .arg("--image")
@@ -189,7 +204,7 @@ pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
 
 /// Runs the bundle's process with runc (no terminal); returns its stdout.
 pub fn runc_run(bundle: &Path, args: &[&str]) -> Output {
-    need("runc");
+    require_tool("runc");
     let cfg_path = bundle.join("config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
@@ -218,7 +233,8 @@ impl Registry {
     /// A registry whose config gets `extra` appended (e.g. an `auth:` section), logging every
     /// request (stdout and stderr) to `registry.log`; ready when `/v2/` answers `ready_code`.
     pub fn start_custom(extra: &str, ready_code: &str) -> Registry {
-        need("docker-registry");
+        require_tool("docker-registry");
+        require_tool("curl");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let cfg = format!(
@@ -268,7 +284,7 @@ impl Registry {
 
 /// `skopeo inspect --raw` of a reference on a loopback registry: the manifest bytes.
 pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Vec<u8> {
-    need("skopeo");
+    require_tool("skopeo");
     let mut c = Command::new("skopeo");
     c.args(["inspect", "--raw", "--tls-verify=false"]);
     if let Some(cr) = creds {
