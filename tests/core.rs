@@ -10,23 +10,20 @@ use std::process::Command;
 
 /// A small project on the busybox base: an app directory, a script, and a guaranteed public/.
 fn sample_project(dir: &Path) {
-    let base = busybox_base();
-    fs::create_dir_all(dir.join("app/static")).unwrap();
-    fs::write(
-        dir.join("app/run.sh"),
-        "echo hello from imgbuild; ls -d /app/public\n",
-    )
-    .unwrap();
-    fs::set_permissions(dir.join("app/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::write(dir.join("app/static/site.css"), "body{}\n").unwrap();
-    fs::create_dir_all(dir.join("app/__pycache__")).unwrap();
-    fs::write(dir.join("app/__pycache__/x.pyc"), "junk").unwrap();
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!(
+    write_project(
+        dir,
+        &[
+            (
+                "app/run.sh",
+                b"echo hello from imgbuild; ls -d /app/public\n",
+            ),
+            ("app/static/site.css", b"body{}\n"),
+            ("app/__pycache__/x.pyc", b"junk"),
+        ],
+        &format!(
             r#"
 [images.demo]
-base = "oci:{}:bb"
+base = "{}"
 workdir = "/app"
 cmd = ["/bin/sh", "/app/run.sh"]
 env = {{ GREETING = "hi" }}
@@ -40,10 +37,10 @@ exclude = ["**/__pycache__"]
 ensure_dirs = ["/app/public"]
 expect = ["/app/run.sh", "/bin/sh"]
 "#,
-            base.display()
+            busybox_ref()
         ),
-    )
-    .unwrap();
+    );
+    fs::set_permissions(dir.join("app/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn layout_index(dir: &Path) -> serde_json::Value {

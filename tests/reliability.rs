@@ -10,20 +10,23 @@ use std::time::{Duration, Instant};
 
 /// A project with three layers and ~12 MB of poorly compressible data, so a build takes a while.
 fn project(dir: &Path) {
+    let mut files = Vec::new();
     for (i, layer) in ["a", "b", "c"].iter().enumerate() {
-        let d = dir.join(layer);
-        fs::create_dir_all(&d).unwrap();
         for f in 0..4 {
             let bytes = noise(0x9e3779b97f4a7c15 ^ (i * 4 + f) as u64, 1_000_000);
-            fs::write(d.join(format!("f{f}.bin")), bytes).unwrap();
+            files.push((format!("{layer}/f{f}.bin"), bytes));
         }
     }
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
     let layers: String = ["a", "b", "c"].iter().map(|l| format!("[[images.app.layers]]\nname = \"{l}\"\nfiles = [{{ from = \"{l}\", to = \"/{l}\" }}]\n")).collect();
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!("[images.app]\nbase = \"scratch\"\n{layers}"),
-    )
-    .unwrap();
+    write_project(
+        dir,
+        &files,
+        &format!("[images.app]\nbase = \"scratch\"\n{layers}"),
+    );
 }
 
 fn fsck_clean(dir: &Path) {

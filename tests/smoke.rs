@@ -5,16 +5,14 @@ use common::*;
 use std::fs;
 
 fn project(dir: &std::path::Path, smoke: &str) {
-    fs::create_dir_all(dir.join("app")).unwrap();
-    fs::write(dir.join("app/hello.txt"), "hi\n").unwrap();
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!(
-            "[images.demo]\nbase = \"oci:{}:bb\"\nworkdir = \"/app\"\nuser = \"1000:1000\"\nenv = {{ MODE = \"smoke\" }}\nsmoke = {smoke}\n[[images.demo.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\nensure_dirs = [\"/app/public\"]\n",
-            busybox_base().display()
+    write_project(
+        dir,
+        &[("app/hello.txt", b"hi\n")],
+        &format!(
+            "[images.demo]\nbase = \"{}\"\nworkdir = \"/app\"\nuser = \"1000:1000\"\nenv = {{ MODE = \"smoke\" }}\nsmoke = {smoke}\n[[images.demo.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\nensure_dirs = [\"/app/public\"]\n",
+            busybox_ref()
         ),
-    )
-    .unwrap();
+    );
 }
 
 #[test]
@@ -66,11 +64,11 @@ fn without_a_runtime_it_says_so_and_exits_2() {
 
 /// `dir/imgbuild.toml`: an image `tiny` with no shell, only /bin/busybox, and these smoke lines.
 fn shell_less(dir: &std::path::Path, smoke: &str) {
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!("[images.tiny]\nbase = \"scratch\"\nsmoke = {smoke}\n[[images.tiny.layers]]\nname = \"bin\"\nfiles = [{{ from = \"bin\", to = \"/bin\" }}]\n"),
-    )
-    .unwrap();
+    write_project(
+        dir,
+        &[],
+        &format!("[images.tiny]\nbase = \"scratch\"\nsmoke = {smoke}\n[[images.tiny.layers]]\nname = \"bin\"\nfiles = [{{ from = \"bin\", to = \"/bin\" }}]\n"),
+    );
 }
 
 #[test]

@@ -147,12 +147,12 @@ impl Registry {
             .spawn()
             .expect("starting docker-registry");
         let r = Registry { child, port, dir };
-        r.wait_ready(auth.is_some());
+        r.wait_ready(if auth.is_some() { "401" } else { "200" });
         r
     }
 
-    fn wait_ready(&self, auth: bool) {
-        let want = if auth { "401" } else { "200" };
+    /// Waits up to 10 s for `/v2/` to answer with HTTP status `want`; panics with the log if not.
+    fn wait_ready(&self, want: &str) {
         for _ in 0..100 {
             let out = Command::new("curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -168,7 +168,7 @@ impl Registry {
         panic!(
             "docker-registry on port {} did not come up; log: {}",
             self.port,
-            std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+            self.log()
         );
     }
 
@@ -251,19 +251,8 @@ impl Registry {
             .spawn()
             .expect("starting docker-registry");
         let r = Registry { child, port, dir };
-        for _ in 0..100 {
-            let out = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-                .arg(format!("http://127.0.0.1:{}/v2/", r.port))
-                .output();
-            if let Ok(o) = out {
-                if String::from_utf8_lossy(&o.stdout) == ready_code {
-                    return r;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("docker-registry did not come up: {}", r.log());
+        r.wait_ready(ready_code);
+        r
     }
 
     pub fn log(&self) -> String {
@@ -400,4 +389,84 @@ pub fn without_credentials<'a>(c: &'a mut Command, home: &Path) -> &'a mut Comma
         .env_remove("IMGBUILD_REGISTRY_USER")
         .env_remove("IMGBUILD_REGISTRY_PASSWORD")
         .env_remove("IMGBUILD_REGISTRY_HOST")
+}
+
+/// Wheels come from (and go to) the store the Python tests share (python.rs, walkthrough.rs),
+/// so each is downloaded once per machine; the store is content addressed and safe to share.
+pub fn shared_store() -> PathBuf {
+    std::env::temp_dir().join("imgbuild-test-pystore")
+}
+
+/// `cp -r fixtures/REL DEST`: a copy of a fixture (`DEST` must not exist yet).
+pub fn copy_fixture(rel: &str, dest: &Path) {
+    ok(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("fixtures").join(rel))
+        .arg(dest));
+}
+
+/// Runs the copy of the job-agent fixture's make-lock.sh in `dir` (uv and the package index):
+/// it writes `dir/uv.lock`.
+pub fn make_uv_lock(dir: &Path) {
+    ok(Command::new("bash")
+        .arg(dir.join("make-lock.sh"))
+        .env("UV", uv())
+        .env("UV_INDEX_URL", package_index()));
+}
+
+/// The regular files below `dir`, at any depth (symlinks are not followed); none if it is absent.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                todo.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn bytes_contain(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The SHA-256 of `bytes` in lowercase hex.
+pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes.as_ref()))
+}
+
+/// The OCI digest of `bytes`: `sha256:<hex>` (computed here, not by imgbuild).
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// The busybox base as an image reference: `oci:<layout>:bb`.
+pub fn busybox_ref() -> String {
+    format!("oci:{}:bb", busybox_base().display())
+}
+
+/// Writes a project into `dir`: each `(path, contents)` of `files` (parent directories made)
+/// and `imgbuild.toml` holding `toml`.
+pub fn write_project(dir: &Path, files: &[(&str, &[u8])], toml: &str) {
+    for (path, bytes) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    std::fs::write(dir.join("imgbuild.toml"), toml).unwrap();
+}
+
+/// The one-image config the registry and fault tests push: image `api` for linux/amd64 in
+/// `repository` on `base`, running /app/main.sh, with one layer `app` (`app/` → `/app`).
+pub fn api_toml(repository: &str, base: &str) -> String {
+    format!(
+        "[defaults]\nplatform = \"linux/amd64\"\n[images.api]\nrepository = \"{repository}\"\nbase = \"{base}\"\ncmd = [\"/bin/sh\", \"/app/main.sh\"]\n[[images.api.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n"
+    )
 }
