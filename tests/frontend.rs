@@ -7,26 +7,22 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// `frontend/` of the job-agent fixture (a Next.js standalone output without public/).
 fn nextjs_output(dir: &Path) {
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("fixtures/job-agent/frontend"))
-        .arg(dir.join("frontend")));
+    copy_fixture("job-agent/frontend", &dir.join("frontend"));
 }
 
 /// An image `web` on the busybox base with one layer `frontend`: `layer` is its TOML body.
 fn config(dir: &Path, layer: &str, smoke: &str) {
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!(
-            "[images.web]\nbase = \"oci:{}:bb\"\nworkdir = \"/app\"\nsmoke = {smoke}\n\n[[images.web.layers]]\nname = \"frontend\"\n{layer}\n",
-            busybox_base().display()
+    write_project(
+        dir,
+        &[],
+        &format!(
+            "[images.web]\nbase = \"{}\"\nworkdir = \"/app\"\nsmoke = {smoke}\n\n[[images.web.layers]]\nname = \"frontend\"\n{layer}\n",
+            busybox_ref()
         ),
-    )
-    .unwrap();
+    );
 }
 
 /// Unpacks the last build of `web` with umoci; returns the root filesystem.
@@ -85,7 +81,7 @@ fn nextjs_standalone_lays_out_the_server_and_guarantees_public() {
         !root.join("app/frontend").exists() && !root.join("app/.next/standalone").exists(),
         "the standalone directory's contents go to the workdir"
     );
-    need("runc");
+    require_tool("runc");
     let out = ok(imgbuild(t.path()).args(["test", "web"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("web: 3 smoke command(s) passed"));
 
@@ -184,7 +180,7 @@ fn static_site_serves_dist_and_can_be_pointed_elsewhere() {
         !root.join("usr/share/nginx/html/assets/app.js.map").exists(),
         "source maps are left out"
     );
-    need("runc");
+    require_tool("runc");
     ok(imgbuild(t.path()).args(["test", "web"]));
 
     // Another server's document root: `files` and `expect` given in the layer.

@@ -61,12 +61,6 @@ const INCIDENT: &[&str] = &[
 /// used) and `npm run build` (the fixture holds its output; no npm registry is reachable).
 const CI_SKIPPED: &[&str] = &["Install imgbuild", "Build the frontend"];
 
-/// Wheels come from (and go to) the store the Python tests share, so each is downloaded once
-/// per machine; the store is content addressed and safe to share.
-fn shared_store() -> PathBuf {
-    std::env::temp_dir().join("imgbuild-test-pystore")
-}
-
 /// uv.lock for the fixture, made once per test binary with make-lock.sh (uv and the index).
 fn uv_lock() -> PathBuf {
     static LOCK: OnceLock<PathBuf> = OnceLock::new();
@@ -74,14 +68,8 @@ fn uv_lock() -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("imgbuild-test-walk-lock-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        ok(Command::new("cp")
-            .arg("-r")
-            .arg(repo().join("fixtures/job-agent"))
-            .arg(&dir));
-        ok(Command::new("bash")
-            .arg(dir.join("make-lock.sh"))
-            .env("UV", uv())
-            .env("UV_INDEX_URL", package_index()));
+        copy_fixture("job-agent", &dir);
+        make_uv_lock(&dir);
         dir.join("uv.lock")
     })
     .clone()
@@ -92,10 +80,7 @@ fn uv_lock() -> PathBuf {
 /// script (`make-busybox.sh --import-fixture`).
 fn project(t: &Path) -> PathBuf {
     let p = t.join("job-agent");
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("fixtures/job-agent"))
-        .arg(&p));
+    copy_fixture("job-agent", &p);
     fs::copy(uv_lock(), p.join("uv.lock")).unwrap();
     fs::create_dir_all(t.join(".bases")).unwrap();
     std::os::unix::fs::symlink(debian_python_base(), t.join(".bases/debian-python3")).unwrap();
@@ -256,7 +241,7 @@ fn the_production_walkthrough_of_the_readme() {
     // 4. The api's smoke commands: the import checks and `alembic upgrade head` on SQLite.
     let toml = fs::read_to_string(p.join("imgbuild.toml")).unwrap();
     assert!(toml.contains("\"alembic upgrade head\""));
-    need("runc");
+    require_tool("runc");
     let out = ok(&mut shell(&p, &home, &line(5)));
     let e = err(&out);
     for cmd in [
@@ -418,7 +403,7 @@ fn the_ci_recipe_builds_pushes_pins_and_commits() {
     for s in CI_SKIPPED {
         assert!(steps.iter().any(|x| x.name == *s), "no step `{s}`");
     }
-    need("runc");
+    require_tool("runc");
     let mut ran = Vec::new();
     for s in &steps {
         let Some(run) = &s.run else { continue };
