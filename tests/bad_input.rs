@@ -38,7 +38,6 @@ fn append(dir: &Path, text: &str) {
     fs::write(&p, fs::read_to_string(&p).unwrap() + text).unwrap();
 }
 
-
 /// Writes an OCI layout `dir` (tag `t`) with one gzip layer made of `entries`.
 /// `tweak` may alter (manifest, config) JSON before they are written.
 fn crafted_base(

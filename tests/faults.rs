@@ -255,9 +255,7 @@ fn the_registry_password_appears_nowhere_imgbuild_writes() {
             .unwrap();
         p.wait_with_output().unwrap().stdout
     };
-    let leaks = |bytes: &[u8]| {
-        bytes_contain(bytes, needle) || bytes_contain(bytes, &b64)
-    };
+    let leaks = |bytes: &[u8]| bytes_contain(bytes, needle) || bytes_contain(bytes, &b64);
     assert!(
         !leaks(&transcript),
         "stdout/stderr/--json carry the password"

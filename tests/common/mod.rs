@@ -288,40 +288,51 @@ pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Vec<u8> {
 /// Returns the layout (tag `bookworm`).
 pub fn debian_python_base() -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let out = ok(Command::new("bash")
-            .arg(repo().join("fixtures/base/make-debian-python.sh"))
-            .arg("--print-tar"));
-        let tar = stdout(&out);
-        let md = std::fs::metadata(&tar).unwrap();
-        let mtime = md
-            .modified()
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "imgbuild-test-debian-python-{}-{}",
-            md.len(),
-            mtime.as_secs()
-        ));
-        if !dir.join("layout/index.json").is_file() {
-            let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-            ok(imgbuild(scratch.path()).args([
-                "base",
-                "import",
-                &tar,
-                "--output",
-                "oci:layout:bookworm",
-                "--compression",
-                "none",
-            ]));
-            let _ = std::fs::remove_dir_all(scratch.path().join(".store"));
-            // Another test binary may have won the race: then its copy is used.
-            let _ = std::fs::rename(scratch.path(), &dir);
-        }
-        dir.join("layout")
-    })
-    .clone()
+    BASE.get_or_init(|| debian_base("python3")).clone()
+}
+
+/// A Debian bookworm base with real nginx (nginx-light, serving /var/www/html) and a real node
+/// binary (Debian's nodejs), made like `debian_python_base`. Returns the layout (tag `bookworm`).
+pub fn debian_web_base() -> PathBuf {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| debian_base("nginx-light,nodejs"))
+        .clone()
+}
+
+/// debootstrap (minbase + `packages`) through make-debian-python.sh, imported once per machine.
+fn debian_base(packages: &str) -> PathBuf {
+    let out = ok(Command::new("bash")
+        .arg(repo().join("fixtures/base/make-debian-python.sh"))
+        .args(["--include", packages, "--print-tar"]));
+    let tar = stdout(&out);
+    let md = std::fs::metadata(&tar).unwrap();
+    let mtime = md
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "imgbuild-test-debian-{}-{}-{}",
+        packages.replace(',', "-"),
+        md.len(),
+        mtime.as_secs()
+    ));
+    if !dir.join("layout/index.json").is_file() {
+        let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        ok(imgbuild(scratch.path()).args([
+            "base",
+            "import",
+            &tar,
+            "--output",
+            "oci:layout:bookworm",
+            "--compression",
+            "none",
+        ]));
+        let _ = std::fs::remove_dir_all(scratch.path().join(".store"));
+        // Another test binary may have won the race: then its copy is used.
+        let _ = std::fs::rename(scratch.path(), &dir);
+    }
+    dir.join("layout")
 }
 
 /// A uv binary: `uv` on PATH, else one installed from the package index into a venv in the
