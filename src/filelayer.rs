@@ -185,8 +185,7 @@ impl FilesRecipe {
             Some(r) => r,
             None => webroot(base)?.ok_or_else(|| {
                 usage!(
-                    "layer `{}`: cannot tell which directory the base `{}` serves files from (no nginx, caddy or busybox httpd configuration found)",
-                    self.spec.name,
+                    "cannot tell which directory the base `{}` serves files from (no nginx, caddy or busybox httpd configuration found)",
                     base.base.name
                 )
                 .hint("give the layer its own `files = [{ from = \"dist\", to = \"/DIR/THE/SERVER/SERVES\" }]`")

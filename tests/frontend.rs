@@ -218,7 +218,10 @@ fn static_site_serves_dist_and_can_be_pointed_elsewhere() {
         err.contains("cannot tell which directory the base"),
         "{err}"
     );
-    assert!(err.contains("give the layer its own `files`"), "{err}");
+    assert!(
+        err.contains("hint: give the layer its own `files = [{ from = \"dist\", to = "),
+        "{err}"
+    );
 
     // A dist/ without index.html: the build fails naming the path (exit 1).
     fs::remove_file(dist.join("index.html")).unwrap();

@@ -5,9 +5,9 @@
 //! (docs/ci/github-actions.yml, quoted in the README) is run step by step, and each failure of
 //! the incident is reproduced on the real api image with the error text the README quotes.
 //!
-//! The frontend's base here is busybox (a shell for `test -d`), with no node binary: the tests
-//! reach no registry but the package index, so there is no Node base to pull. The frontend
-//! image is built, checked, pushed and pinned as it would be on Node; node itself never runs.
+//! The frontend's base here is Debian bookworm with Debian's nodejs (debootstrapped: the tests
+//! reach no registry but the package index), so its `node` start command is checked at build
+//! time and `node --check` runs in the smoke test.
 
 mod common;
 use common::*;
@@ -76,26 +76,18 @@ fn uv_lock() -> PathBuf {
 }
 
 /// `t/job-agent`: a copy of the fixture with its uv.lock, and the bases its imgbuild.toml
-/// names at `../.bases/`: the Debian python3 import, and busybox made by the fixture's own
-/// script (`make-busybox.sh --import-fixture`).
+/// names at `../.bases/`: the Debian python3 and nginx+nodejs imports.
 fn project(t: &Path) -> PathBuf {
     let p = t.join("job-agent");
     copy_fixture("job-agent", &p);
     fs::copy(uv_lock(), p.join("uv.lock")).unwrap();
     fs::create_dir_all(t.join(".bases")).unwrap();
     std::os::unix::fs::symlink(debian_python_base(), t.join(".bases/debian-python3")).unwrap();
-    fs::create_dir_all(t.join("base")).unwrap();
-    fs::copy(
-        repo().join("fixtures/base/make-busybox.sh"),
-        t.join("base/make-busybox.sh"),
+    std::os::unix::fs::symlink(
+        debian_web_base(),
+        t.join(".bases/debian-nginx-light-nodejs"),
     )
     .unwrap();
-    ok(Command::new("bash")
-        .arg(t.join("base/make-busybox.sh"))
-        .arg("--import-fixture")
-        .env("IMGBUILD", bin())
-        .env("IMGBUILD_CACHE", t.join(".bases/.store")));
-    assert!(t.join(".bases/busybox/index.json").is_file());
     p
 }
 
@@ -253,8 +245,8 @@ fn the_production_walkthrough_of_the_readme() {
     }
     assert!(e.contains("api: 7 smoke command(s) passed"), "{e}");
 
-    // 5. The frontend: public/ exists (the project has none) and server.js is in place. The
-    //    busybox base has a shell for `test` but no node, so `node server.js` is not run.
+    // 5. The frontend: public/ exists (the project has none), server.js is in place and the
+    //    image's own node parses it.
     assert!(!p.join("frontend/public").exists());
     for check in ["\"test -d /app/public\"", "\"test -f /app/server.js\""] {
         assert!(toml.contains(check), "{check}");
@@ -265,7 +257,8 @@ fn the_production_walkthrough_of_the_readme() {
         e.contains("ok    test -d /app/public\n") && e.contains("ok    test -f /app/server.js\n"),
         "{e}"
     );
-    assert!(e.contains("frontend: 3 smoke command(s) passed"), "{e}");
+    assert!(e.contains("ok    node --check /app/server.js\n"), "{e}");
+    assert!(e.contains("frontend: 4 smoke command(s) passed"), "{e}");
 
     // 6. `pin --check`: 0 now; 1 after a change is rebuilt and pushed, the file untouched.
     ok(&mut shell(&p, &home, &line(7)));
