@@ -35,7 +35,7 @@ name = "app"
 files = [{{ from = "app", to = "/app" }}]
 exclude = ["**/__pycache__"]
 ensure_dirs = ["/app/public"]
-expect = ["/app/run.sh", "/bin/sh"]
+expect = ["/app/public", "/app/run.sh"]  # what this layer provides (the base cannot satisfy it)
 "#,
             busybox_ref()
         ),
@@ -220,7 +220,7 @@ fn golden_digests() {
     symlink("index.html", d.join("site/home.html")).unwrap();
     fs::write(
         d.join("imgbuild.toml"),
-        "[defaults]\nplatform = \"linux/amd64\"\n[images.web]\nbase = \"scratch\"\ncmd = [\"/serve\"]\n[[images.web.layers]]\nname = \"site\"\nfiles = [{ from = \"site\", to = \"/srv\" }]\n",
+        "[defaults]\nplatform = \"linux/amd64\"\n[images.web]\nbase = \"scratch\"\ncmd = [\"/serve\"]\nstart_check = false  # scratch: the digests are the point, not the command\n[[images.web.layers]]\nname = \"site\"\nfiles = [{ from = \"site\", to = \"/srv\" }]\n",
     )
     .unwrap();
     let build = |args: &[&str]| {
@@ -450,7 +450,7 @@ fn bad_paths_are_refused_and_leave_nothing_half_written() {
     // A missing expected path fails the build (exit 1), names the path, and writes no image.
     fs::write(
         d.join("imgbuild.toml"),
-        good.replace(r#""/bin/sh"]"#, r#""/bin/sh", "/app/server.js"]"#),
+        good.replace(r#""/app/run.sh"]"#, r#""/app/run.sh", "/app/server.js"]"#),
     )
     .unwrap();
     let (c, err) = fails(imgbuild(&d).arg("demo"));
@@ -514,7 +514,7 @@ fn verify_by_name_runs_the_layer_checks_of_the_current_config_on_the_last_build(
     let toml = fs::read_to_string(t.path().join("imgbuild.toml")).unwrap();
     fs::write(
         t.path().join("imgbuild.toml"),
-        toml.replace(r#""/bin/sh"]"#, r#""/bin/sh", "/app/server.js"]"#),
+        toml.replace(r#""/app/run.sh"]"#, r#""/app/run.sh", "/app/server.js"]"#),
     )
     .unwrap();
     let (code, err) = fails(imgbuild(t.path()).args(["verify", "demo"]));
