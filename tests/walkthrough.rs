@@ -52,7 +52,7 @@ const INCIDENT: &[&str] = &[
     "celery 5.7.0: script /usr/local/bin/celery: its shebang names /builder/venv/bin/python, which does not exist in the image",
     // a missing build output (tests/frontend.rs)
     "layer `frontend`: `from = \".next/standalone\"` does not exist",
-    "hint: run `npm run build` with `output: \"standalone\"` in next.config.js; it writes .next/standalone and .next/static",
+    "hint: run `npm run build` with `output: \"standalone\"` in next.config.ts (or .js/.mjs); it writes .next/standalone and .next/static",
     // found only at deploy time: a compose file that does not pin what was just pushed
     "are not pinned to the current digests; run `imgbuild pin` without --check",
 ];
