@@ -236,3 +236,102 @@ fn read_only_root_and_the_healthcheck() {
         "{err}"
     );
 }
+
+/// podman, the server's engine, and `imgbuild test` agree on what passes: the same lines run in
+/// the same image under both, as root and as users with and without a passwd entry. (Lines that
+/// docker and podman themselves disagree on — CAP_MKNOD, CAP_NET_RAW and CAP_AUDIT_WRITE are
+/// docker's but not podman's, and podman's open-file limit is its containers.conf's — are left
+/// out.)
+#[test]
+fn podman_and_imgbuild_test_agree() {
+    require_tool("runc");
+    require_tool("podman");
+    let lines = [
+        "touch /tmp/f && chown 33:33 /tmp/f && test $(stat -c %u /tmp/f) = 33",
+        "test \"$HOME\" = /root || test \"$(id -u)\" != 0",
+        "touch $HOME/x",
+        "test \"$HOME\" = / || test \"$(id -u)\" != 4242",
+        "chown 0:0 /tmp",
+        "cat /etc/hostname >/dev/null; wget -q -T 2 -O /dev/null http://127.0.0.1:9/ || true",
+        "test -w /",
+    ];
+    // podman names an `oci:` image after its (resolved) path, which must be lower-case.
+    let dir = std::env::temp_dir().join(format!("imgbuild-podman-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let t = dir.as_path();
+    // podman as the server runs it: runc, cgroupfs, vfs storage in a temp dir, no network,
+    // open files and processes within the host's hard limits (podman refuses limits above them).
+    let pm = t.join("podman");
+    fs::create_dir_all(&pm).unwrap();
+    let hard = |flag: &str| {
+        let sh = format!("ulimit -H{flag}");
+        let out = ok(std::process::Command::new("sh").args(["-c", &sh]));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // nproc as ENGINEERING.md measured (the host's own hard limit is refused by runc here).
+    let nproc = hard("p").parse::<u64>().unwrap_or(32768).min(32768);
+    let nofile = hard("n");
+    fs::write(
+        pm.join("containers.conf"),
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile={0}:{0}\", \"nproc={1}:{1}\"]\nnetns = \"none\"\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+            nofile, nproc
+        ),
+    )
+    .unwrap();
+    fs::write(
+        pm.join("storage.conf"),
+        format!(
+            "[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/graph\"\n",
+            pm.display()
+        ),
+    )
+    .unwrap();
+    // (`.imgbuild` is not a valid name component for podman: the image also goes to `layout`.)
+    let layout = t.join("layout");
+    let podman = |user: &str, line: &str| -> bool {
+        let out = std::process::Command::new("podman")
+            .env("CONTAINERS_CONF", pm.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", pm.join("storage.conf"))
+            .args(["run", "--rm", "--user", user])
+            .arg(format!("oci:{}:web", layout.display()))
+            .args(["/bin/sh", "-c", line])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("OCI runtime error") && !err.contains("Error: "),
+            "podman could not run the container: {err}"
+        );
+        out.status.success()
+    };
+    let smoke: Vec<String> = lines.iter().map(|l| format!("{l:?}")).collect();
+    for user in ["0:0", "1000:1000", "4242:4242"] {
+        project(
+            t,
+            &format!(
+                "[images.web]\nbase = \"{}\"\nuser = \"{user}\"\nsmoke = [{}]",
+                busybox_ref(),
+                smoke.join(", ")
+            ),
+        );
+        ok(imgbuild(t).args(["web", "--output", "oci:layout:web"]));
+        let (_, err) = test_out(t);
+        for line in lines {
+            let ours = err.contains(&format!("ok    {line}\n"));
+            assert!(
+                ours || err.contains(&format!("FAIL  {line} ")),
+                "{line} not reported: {err}"
+            );
+            assert_eq!(
+                ours,
+                podman(user, line),
+                "user {user}: `{line}` passes {} in imgbuild test but {} under podman run\n{err}",
+                if ours { "" } else { "not" },
+                if ours { "not" } else { "" }
+            );
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
