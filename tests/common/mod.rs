@@ -288,22 +288,24 @@ pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Vec<u8> {
 /// Returns the layout (tag `bookworm`).
 pub fn debian_python_base() -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| debian_base("python3")).clone()
+    BASE.get_or_init(|| debian_base("bookworm", "python3"))
+        .clone()
 }
 
 /// A Debian bookworm base with real nginx (nginx-light, serving /var/www/html) and a real node
 /// binary (Debian's nodejs), made like `debian_python_base`. Returns the layout (tag `bookworm`).
 pub fn debian_web_base() -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| debian_base("nginx-light,nodejs"))
+    BASE.get_or_init(|| debian_base("bookworm", "nginx-light,nodejs"))
         .clone()
 }
 
-/// debootstrap (minbase + `packages`) through make-debian-python.sh, imported once per machine.
-fn debian_base(packages: &str) -> PathBuf {
+/// debootstrap of Debian `suite` (minbase + `packages`) through make-debian-python.sh, imported
+/// once per machine. Returns the layout (tag = the suite).
+pub fn debian_base(suite: &str, packages: &str) -> PathBuf {
     let out = ok(Command::new("bash")
         .arg(repo().join("fixtures/base/make-debian-python.sh"))
-        .args(["--include", packages, "--print-tar"]));
+        .args(["--suite", suite, "--include", packages, "--print-tar"]));
     let tar = stdout(&out);
     let md = std::fs::metadata(&tar).unwrap();
     let mtime = md
@@ -312,7 +314,7 @@ fn debian_base(packages: &str) -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     let dir = std::env::temp_dir().join(format!(
-        "imgbuild-test-debian-{}-{}-{}",
+        "imgbuild-test-debian-{suite}-{}-{}-{}",
         packages.replace(',', "-"),
         md.len(),
         mtime.as_secs()
@@ -324,7 +326,7 @@ fn debian_base(packages: &str) -> PathBuf {
             "import",
             &tar,
             "--output",
-            "oci:layout:bookworm",
+            &format!("oci:layout:{suite}"),
             "--compression",
             "none",
         ]));
