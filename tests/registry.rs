@@ -290,7 +290,12 @@ fn registry_base_is_locked_builds_the_same_digest_and_fails_clearly() {
     let p = d.join("p");
     project(&p, &repo, &base_ref);
     let from_registry = stdout(&ok(cmd(&p).args(["build", "api"])));
-    assert_eq!(from_layout, from_registry);
+    // The same image but for the registry base's name (`base.name` names the reference).
+    assert_ne!(from_layout, from_registry);
+    assert_eq!(
+        manifest_without_base_name(d, &from_layout, None),
+        manifest_without_base_name(&p, &from_registry, Some(&base_ref))
+    );
 
     // imgbuild.lock pins the tag.
     let lock = fs::read_to_string(p.join("imgbuild.lock")).unwrap();
@@ -897,10 +902,14 @@ fn an_index_base_resolves_to_the_platform_manifest_and_locks_both_digests() {
         lock.contains(&format!("\"linux/amd64\" = \"{}\"", digest_of(&amd))),
         "{lock}"
     );
-    // The amd64 entry was chosen: the same image as on the busybox layout.
+    // The amd64 entry was chosen: the same image as on the busybox layout (but for the name).
     let q = d.join("q");
     project(&q, &format!("{host}/acme/api"), &busybox_ref());
-    assert_eq!(stdout(&ok(cmd(&q).args(["build", "api"]))), from_index);
+    let from_layout = stdout(&ok(cmd(&q).args(["build", "api"])));
+    assert_eq!(
+        manifest_without_base_name(&q, &from_layout, None),
+        manifest_without_base_name(&p, &from_index, Some(&base))
+    );
 
     // A platform the index does not have: a clear error listing those it has.
     let toml = fs::read_to_string(p.join("imgbuild.toml"))
@@ -984,4 +993,17 @@ fn credentials_from_auth_json_a_credential_helper_and_a_limited_environment() {
         .env("IMGBUILD_REGISTRY_USER", "ci")
         .env("IMGBUILD_REGISTRY_PASSWORD", "helper-pw")
         .env("IMGBUILD_REGISTRY_HOST", format!("localhost:{port}")));
+}
+
+/// The manifest `digest` of project `dir`'s layout with its `base.name` annotation taken out,
+/// after checking that annotation: the reference `base` as written, or none.
+fn manifest_without_base_name(dir: &Path, digest: &str, base: Option<&str>) -> serde_json::Value {
+    let blob = dir
+        .join(".imgbuild/oci/blobs/sha256")
+        .join(digest.trim().trim_start_matches("sha256:"));
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
+    let ann = m["annotations"].as_object_mut().unwrap();
+    let name = ann.remove("org.opencontainers.image.base.name");
+    assert_eq!(name.as_ref().and_then(|v| v.as_str()), base, "{m}");
+    m
 }
