@@ -245,6 +245,10 @@ pub struct PythonSpec {
     pub extras: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Where two distributions install the same path with different bytes: the winner's
+    /// (key) file is kept, the loser's (value) left out and dropped from its RECORD.
+    #[serde(default)]
+    pub prefer: std::collections::BTreeMap<String, String>,
     pub index_url: Option<String>,
     pub find_links: Option<String>,
     /// Overrides of what is detected from the base image.

@@ -137,6 +137,7 @@ impl PythonRecipe {
     fn prepare(&mut self, cx: &Ctx, base: &BaseView) -> Result<&State> {
         if self.state.is_none() {
             let target = target_of(cx, base, &self.py)?;
+            lock::check_requires_python(&self.lock, &target.version, &target.interpreter)?;
             let choice = lock::Choice {
                 groups: self.py.groups.clone(),
                 extras: self.py.extras.clone(),
@@ -261,6 +262,25 @@ impl PythonRecipe {
         Ok(())
     }
 
+    /// `prefer`, normalised; each name must be a distribution this layer installs.
+    fn prefer(&self, picks: &[Pick]) -> Result<BTreeMap<String, String>> {
+        let have: BTreeSet<String> = picks.iter().map(|p| filename::normalize(&p.name)).collect();
+        let mut out = BTreeMap::new();
+        for (win, lose) in &self.py.prefer {
+            for n in [win, lose] {
+                if !have.contains(&filename::normalize(n)) {
+                    return Err(usage!(
+                        "layer `{}`: prefer `{win}` = `{lose}`: {} installs no package `{n}` for this target",
+                        self.spec.name,
+                        self.lock_name()
+                    ));
+                }
+            }
+            out.insert(filename::normalize(win), filename::normalize(lose));
+        }
+        Ok(out)
+    }
+
     /// Where each chosen wheel comes from, for `index::ensure`.
     fn wants(&self, cx: &Ctx) -> Result<Vec<index::Want>> {
         let st = self.state.as_ref().unwrap();
@@ -373,7 +393,8 @@ impl Recipe for PythonRecipe {
                     .with_context(|| format!("installing {} {}", p.name, p.version))?,
             );
         }
-        wheel::merge(installed)
+        let prefer = self.prefer(&st.picks)?;
+        wheel::merge(installed, &prefer)
     }
 
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>) {

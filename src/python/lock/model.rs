@@ -19,6 +19,42 @@ pub struct WheelRef {
     pub size: Option<u64>,
 }
 
+/// A source the lock names instead of files: git, a local project directory, an archive.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub enum Other {
+    /// Locked to `commit` of the repository at `url` (uv `git = "URL?rev=…#COMMIT"`, pylock
+    /// `vcs`): only a wheel built from that commit may stand in for it.
+    Git { url: String, commit: String },
+    /// A directory of the project (`kind`: editable, directory or virtual; `path` as written).
+    Local { kind: String, path: String },
+    /// Anything else the lock names (its kind, and what it says).
+    Unknown { kind: String, detail: String },
+}
+
+impl std::fmt::Display for Other {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Other::Git { url, commit } => write!(f, "git commit {commit} of {url}"),
+            Other::Local { kind, path } => {
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                write!(f, "{article} {kind} source (\"{path}\")")
+            }
+            Other::Unknown { kind, detail } => {
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                write!(f, "{article} {kind} source ({detail})")
+            }
+        }
+    }
+}
+
 /// Where a distribution's files come from.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub enum Artifacts {
@@ -26,7 +62,7 @@ pub enum Artifacts {
     Files {
         wheels: Vec<WheelRef>,
         sdist: Option<String>,
-        other: Option<String>,
+        other: Option<Other>,
     },
     /// Only the allowed sha256 hashes (requirements.txt): the files are found through the index.
     Hashes(Vec<String>),

@@ -240,3 +240,76 @@ fn requirements_must_be_pinned_and_hashed() {
     assert!(e("-r other.txt\n").contains("nested files"));
     assert!(e("-e .\n").contains("editable"));
 }
+
+#[test]
+fn uv_lock_git_and_local_sources_are_kept_with_their_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "uv.lock",
+        r#"
+version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { editable = "." }
+dependencies = [{ name = "client" }, { name = "member" }]
+
+[[package]]
+name = "client"
+version = "0.0.12"
+source = { git = "https://git.example.invalid/client.git?rev=main#3831881abc" }
+
+[[package]]
+name = "member"
+version = "0.2.0"
+source = { editable = "packages/member" }
+"#,
+    );
+    let l = load(&p, &env("3.11.2"), &Choice::default()).unwrap();
+    let other = |i: usize| match &l.packages[i].artifacts {
+        Artifacts::Files { other, .. } => other.clone().unwrap(),
+        a => panic!("{a:?}"),
+    };
+    assert_eq!(
+        other(0),
+        Other::Git {
+            url: "https://git.example.invalid/client.git".into(),
+            commit: "3831881abc".into()
+        }
+    );
+    assert_eq!(
+        other(1).to_string(),
+        "an editable source (\"packages/member\")"
+    );
+}
+
+#[test]
+fn requires_python_is_checked_against_the_exact_target_version() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "uv.lock",
+        "version = 1\nrequires-python = \">=3.12\"\n",
+    );
+    let e = check_requires_python(&p, "3.11.2", "/usr/bin/python3").unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("The lock requires Python >=3.12, but the image's interpreter /usr/bin/python3 is 3.11.2"), "{e}");
+    check_requires_python(&p, "3.12.0", "/usr/bin/python3").unwrap();
+    let p = write(
+        d.path(),
+        "uv.lock",
+        "version = 1\nrequires-python = \">=3.11.3\"\n",
+    );
+    assert!(check_requires_python(&p, "3.11.2", "/usr/bin/python3").is_err());
+    let p = write(
+        d.path(),
+        "pylock.toml",
+        "lock-version = \"1.0\"\nrequires-python = \"<3.11\"\n",
+    );
+    assert!(check_requires_python(&p, "3.11.2", "/usr/bin/python3").is_err());
+    let p = write(d.path(), "requirements.txt", "x==1\n");
+    check_requires_python(&p, "3.11.2", "/usr/bin/python3").unwrap();
+}

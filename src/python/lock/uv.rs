@@ -2,7 +2,7 @@
 //! and dependency groups evaluated for the target.
 
 use super::model::{
-    bad, eval, lock_relative, sha256_of, Artifacts, Choice, Locked, Package, WheelRef,
+    bad, eval, lock_relative, sha256_of, Artifacts, Choice, Locked, Other, Package, WheelRef,
 };
 use crate::python::filename::{basename, normalize};
 use crate::python::markers::{self, Env};
@@ -222,12 +222,35 @@ pub(super) fn load(text: &str, path: &Path, env: &Env, choice: &Choice) -> Resul
     Ok(out)
 }
 
+/// What a `source` other than a registry or a plain URL/path says.
+fn uv_other(source: &BTreeMap<String, toml::Value>) -> Option<Other> {
+    let text = |v: &toml::Value| {
+        v.as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string())
+    };
+    if let Some(g) = source.get("git") {
+        // `URL?rev=…#COMMIT` (or `URL?tag=…`, `URL?branch=…`): the fragment is the commit.
+        let g = text(g);
+        let (rest, commit) = g.rsplit_once('#').unwrap_or((&g, ""));
+        let url = rest.split_once('?').map(|(u, _)| u).unwrap_or(rest);
+        return Some(Other::Git {
+            url: url.to_string(),
+            commit: commit.to_string(),
+        });
+    }
+    ["editable", "directory", "virtual"]
+        .iter()
+        .find_map(|k| source.get(*k).map(|v| (k, v)))
+        .map(|(k, v)| Other::Local {
+            kind: k.to_string(),
+            path: text(v),
+        })
+}
+
 fn uv_package(p: &UvPackage, path: &Path) -> Result<Package> {
     let version = p.version.clone().unwrap_or_default();
-    let other = ["git", "directory", "editable", "virtual"]
-        .iter()
-        .find(|k| p.source.contains_key(**k))
-        .map(|k| format!("a {k} source ({})", p.source[*k]));
+    let other = uv_other(&p.source);
     let mut wheels = Vec::new();
     for w in &p.wheels {
         let loc = w.url.as_deref().or(w.path.as_deref()).unwrap_or("");
