@@ -221,11 +221,27 @@ pub fn no_wheel(
 }
 
 /// Chooses a wheel for every package; all packages without one are reported together.
+/// A local file the lock gives no hash for is refused (see `select_with`).
 pub fn select(
     locked: &Locked,
     target: &Target,
     local: &[LocalWheel],
     lock: &str,
+) -> Result<Vec<Pick>> {
+    select_with(locked, target, local, lock, &|_| Ok(None))
+}
+
+/// What `select_with` asks of a local file the lock names without a hash: its sha256 (hex,
+/// pinned by the caller), `None` to refuse it, or an error to report.
+pub type HashLocal<'a> = dyn Fn(&Path) -> Result<Option<String>, String> + 'a;
+
+/// `select`, with local files without a lock hash hashed (and pinned) by `hash_local`.
+pub fn select_with(
+    locked: &Locked,
+    target: &Target,
+    local: &[LocalWheel],
+    lock: &str,
+    hash_local: &HashLocal,
 ) -> Result<Vec<Pick>> {
     let tags = target.tags();
     let mut picks = Vec::new();
@@ -250,8 +266,19 @@ pub fn select(
                     continue;
                 }
                 if let Some(w) = best {
-                    let Some(sha) = &w.sha256 else {
-                        problems.push(format!("{} {}: {lock} gives no sha256 for {}; imgbuild installs only hash-pinned files", p.name, p.version, w.filename));
+                    let pinned = match (&w.sha256, &w.path) {
+                        (Some(s), _) => Some(s.clone()),
+                        (None, Some(path)) => match hash_local(path) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                problems.push(format!("{} {}: {e}", p.name, p.version));
+                                continue;
+                            }
+                        },
+                        (None, None) => None,
+                    };
+                    let Some(sha) = &pinned else {
+                        problems.push(format!("{} {}: {lock} gives no sha256 for {}; imgbuild installs only hash-pinned files (local files are hashed and pinned in imgbuild.lock, remote ones never)", p.name, p.version, w.filename));
                         continue;
                     };
                     picks.push(Pick {

@@ -75,12 +75,35 @@ pub struct Package {
     pub artifacts: Artifacts,
 }
 
-/// What the user asked for beyond the lock: extras and groups of the project, exclusions.
-#[derive(Clone, Debug, Default)]
+/// What the user asked for beyond the lock: extras and groups of the project, exclusions,
+/// and which of the project's own packages to install (uv's names and meanings).
+#[derive(Clone, Debug)]
 pub struct Choice {
     pub groups: Vec<String>,
     pub extras: Vec<String>,
     pub exclude: Vec<String>,
+    /// `uv sync --no-install-project` when false.
+    pub install_project: bool,
+    /// `uv sync --no-install-workspace` when false (the root and every member).
+    pub install_workspace: bool,
+    /// `uv sync --package NAME`: these members (and their dependencies) instead of the root.
+    pub packages: Vec<String>,
+    /// `uv sync --all-packages`.
+    pub all_packages: bool,
+}
+
+impl Default for Choice {
+    fn default() -> Choice {
+        Choice {
+            groups: vec![],
+            extras: vec![],
+            exclude: vec![],
+            install_project: true,
+            install_workspace: true,
+            packages: vec![],
+            all_packages: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -91,6 +114,8 @@ pub struct Locked {
     pub find_links: Vec<String>,
     /// The registries the lock's files were resolved against (uv.lock `source.registry`).
     pub registries: BTreeSet<String>,
+    /// What was left out on purpose and why (virtual roots, `install_project = false`, ...).
+    pub notes: Vec<String>,
 }
 
 pub fn bad(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
