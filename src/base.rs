@@ -333,6 +333,14 @@ pub fn lock(
             .with_context(|| format!("image `{name}`"))?;
         resolved(&b, &platform, &base);
     }
+    if opts.update_lock {
+        // Local files' pins go: the next build hashes and pins them again.
+        let mut l = registry::lock::LockFile::load(&project.root)?;
+        if !l.files.is_empty() {
+            l.files.clear();
+            l.save(&project.root)?;
+        }
+    }
     if opts.update_lock && all {
         // Entries no image uses any more go.
         let used: std::collections::HashSet<String> = project

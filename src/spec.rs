@@ -245,6 +245,20 @@ pub struct PythonSpec {
     pub extras: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Where two distributions install the same path with different bytes: the winner's
+    /// (key) file is kept, the loser's (value) left out and dropped from its RECORD.
+    #[serde(default)]
+    pub prefer: std::collections::BTreeMap<String, String>,
+    /// uv's `--no-install-project` when false (default true).
+    pub install_project: Option<bool>,
+    /// uv's `--no-install-workspace` when false (default true).
+    pub install_workspace: Option<bool>,
+    /// uv's `--package`: workspace members to install instead of the root.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// uv's `--all-packages`.
+    #[serde(default)]
+    pub all_packages: bool,
     pub index_url: Option<String>,
     pub find_links: Option<String>,
     /// Overrides of what is detected from the base image.

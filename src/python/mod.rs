@@ -137,19 +137,68 @@ impl PythonRecipe {
     fn prepare(&mut self, cx: &Ctx, base: &BaseView) -> Result<&State> {
         if self.state.is_none() {
             let target = target_of(cx, base, &self.py)?;
+            lock::check_requires_python(&self.lock, &target.version, &target.interpreter)?;
             let choice = lock::Choice {
                 groups: self.py.groups.clone(),
                 extras: self.py.extras.clone(),
                 exclude: self.py.exclude.clone(),
+                install_project: self.py.install_project.unwrap_or(true),
+                install_workspace: self.py.install_workspace.unwrap_or(true),
+                packages: self.py.packages.clone(),
+                all_packages: self.py.all_packages,
             };
             let locked = lock::load(&self.lock, &target.marker_env(), &choice)?;
+            let notes: Vec<String> = locked
+                .notes
+                .iter()
+                .map(|n| format!("layer `{}`: {n}", self.spec.name))
+                .collect();
+            if locked.packages.is_empty() {
+                let why = if locked.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", locked.notes.join("; "))
+                };
+                return Err(hinted(
+                    format!(
+                        "layer `{}`: {} installs nothing for {}{why}; a layer with no distribution is refused",
+                        self.spec.name,
+                        self.lock_name(),
+                        target.describe()
+                    ),
+                    "for a uv workspace, `all_packages = true` or `packages = [\"NAME\"]` in the layer's `python` table installs its members (uv sync --all-packages / --package); check `groups`, `extras` and `exclude`",
+                ));
+            }
+            cx.notes.lock().unwrap().extend(notes);
             let mut dirs = self.find_links.clone();
             let lock_dir = self.lock.parent().unwrap_or(&cx.root).to_path_buf();
             for f in &locked.find_links {
                 dirs.push(select::find_links_dir(&lock_dir, f)?);
             }
             let local = select::scan_find_links(&dirs, &cx.stat)?;
-            let picks = select::select(&locked, &target, &local, &self.lock_name())?;
+            let root = cx.root.clone();
+            let hash_local =
+                |path: &std::path::Path| -> std::result::Result<Option<String>, String> {
+                    let md =
+                        std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let sha = cx
+                        .stat
+                        .hash(path, &crate::cache::FileId::of(&md))
+                        .map_err(|e| format!("{}: {e:#}", path.display()))?;
+                    let key = path
+                        .strip_prefix(&root)
+                        .unwrap_or(path)
+                        .display()
+                        .to_string();
+                    match cx.pins.check(&key, &sha) {
+                    Ok(()) => Ok(Some(sha)),
+                    Err(pinned) => Err(format!(
+                        "{key} changed since imgbuild.lock pinned it (sha256 {pinned}, now {sha}); the lock gives no hash for it, so imgbuild pinned it at first use: restore the file, or accept the new one with `imgbuild lock --update`"
+                    )),
+                }
+                };
+            let picks =
+                select::select_with(&locked, &target, &local, &self.lock_name(), &hash_local)?;
             self.state = Some(State {
                 target,
                 picks,
@@ -259,6 +308,25 @@ impl PythonRecipe {
             );
         }
         Ok(())
+    }
+
+    /// `prefer`, normalised; each name must be a distribution this layer installs.
+    fn prefer(&self, picks: &[Pick]) -> Result<BTreeMap<String, String>> {
+        let have: BTreeSet<String> = picks.iter().map(|p| filename::normalize(&p.name)).collect();
+        let mut out = BTreeMap::new();
+        for (win, lose) in &self.py.prefer {
+            for n in [win, lose] {
+                if !have.contains(&filename::normalize(n)) {
+                    return Err(usage!(
+                        "layer `{}`: prefer `{win}` = `{lose}`: {} installs no package `{n}` for this target",
+                        self.spec.name,
+                        self.lock_name()
+                    ));
+                }
+            }
+            out.insert(filename::normalize(win), filename::normalize(lose));
+        }
+        Ok(out)
     }
 
     /// Where each chosen wheel comes from, for `index::ensure`.
@@ -373,7 +441,8 @@ impl Recipe for PythonRecipe {
                     .with_context(|| format!("installing {} {}", p.name, p.version))?,
             );
         }
-        wheel::merge(installed)
+        let prefer = self.prefer(&st.picks)?;
+        wheel::merge(installed, &prefer)
     }
 
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>) {

@@ -25,6 +25,10 @@ const HEADER: &str = "# imgbuild.lock: base images pinned by digest. Written by 
 pub struct LockFile {
     #[serde(default)]
     pub base: BTreeMap<String, Locked>,
+    /// Local files a Python lock names without a hash (path relative to the project →
+    /// `sha256:…`), pinned at first use; `imgbuild lock --update` drops them to accept changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -483,3 +483,97 @@ pub fn api_toml(repository: &str, base: &str) -> String {
         "[defaults]\nplatform = \"linux/amd64\"\n[images.api]\nrepository = \"{repository}\"\nbase = \"{base}\"\ncmd = [\"/bin/sh\", \"/app/main.sh\"]\n[[images.api.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n"
     )
 }
+
+/// A tiny root filesystem that looks like Debian 12's python3 (/usr/bin/python3.11, 3.11.2,
+/// glibc 2.36), imported as the layout `DIR/base:py`; `store` is the IMGBUILD_CACHE to use.
+pub fn fake_bookworm_python(dir: &Path, store: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let r = dir.join("rootfs");
+    let put = |p: &str, b: &[u8], mode: u32| {
+        let p = r.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let link = |to: &str, at: &str| {
+        let at = r.join(at);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(to, at).unwrap();
+    };
+    link("usr/bin", "bin");
+    link("usr/lib", "lib");
+    put("usr/bin/sh", b"\x7fELF", 0o755);
+    put("usr/bin/env", b"\x7fELF", 0o755);
+    put(
+        "usr/lib/x86_64-linux-gnu/libc.so.6",
+        b"\x7fELF GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36.\n",
+        0o755,
+    );
+    put("usr/bin/python3.11", b"\x7fELF\0Python \x003.11.2\0", 0o755);
+    link("python3.11", "usr/bin/python3");
+    put(
+        "usr/lib/python3.11/site.py",
+        b"# local/lib dist-packages\n",
+        0o644,
+    );
+    std::fs::create_dir_all(r.join("usr/local/lib/python3.11/dist-packages")).unwrap();
+    std::fs::create_dir_all(r.join("usr/local/bin")).unwrap();
+    ok(imgbuild(dir).env("IMGBUILD_CACHE", store).args([
+        "base",
+        "import",
+        "rootfs",
+        "--output",
+        "oci:base:py",
+        "--compression",
+        "none",
+    ]));
+    dir.join("base")
+}
+
+/// A wheel `dir/filename` with `files`, WHEEL, METADATA (`metadata` lines added) and a correct
+/// RECORD; returns its sha256.
+pub fn py_wheel(dir: &Path, filename: &str, files: &[(&str, &[u8])], metadata: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Write;
+    let parts: Vec<&str> = filename.split('-').collect();
+    let di = format!("{}-{}.dist-info", parts[0], parts[1]);
+    let mut all: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
+    all.push((
+        format!("{di}/WHEEL"),
+        b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n".to_vec(),
+    ));
+    all.push((
+        format!("{di}/METADATA"),
+        format!(
+            "Metadata-Version: 2.1\nName: {}\nVersion: {}\n{metadata}",
+            parts[0], parts[1]
+        )
+        .into_bytes(),
+    ));
+    let mut record = String::new();
+    for (n, b) in &all {
+        let h = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            Sha256::digest(b),
+        );
+        record.push_str(&format!("{n},sha256={h},{}\n", b.len()));
+    }
+    record.push_str(&format!("{di}/RECORD,,\n"));
+    all.push((format!("{di}/RECORD"), record.into_bytes()));
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(filename);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    for (n, b) in all {
+        z.start_file(
+            n,
+            zip::write::SimpleFileOptions::default().unix_permissions(0o644),
+        )
+        .unwrap();
+        z.write_all(&b).unwrap();
+    }
+    z.finish().unwrap();
+    hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))
+}
