@@ -487,6 +487,7 @@ impl Recipe for PythonRecipe {
             serde_json::json!({ "format": INSTALLER_FORMAT, "owner": owner, "target": t })
                 .to_string(),
         );
+        let mut unpinned = Vec::new();
         for p in &st.picks {
             let what = match &p.origin {
                 Origin::Index { hashes, fallback } => {
@@ -505,6 +506,10 @@ impl Recipe for PythonRecipe {
                         .as_ref()
                         .and_then(|l| l.python_build.get(&key))
                         .filter(|b| b.sdist == p.sha256);
+                    if pins.is_none() {
+                        // Resolved while building: never cache the layer under an unpinned key.
+                        unpinned.push(p.name.clone());
+                    }
                     serde_json::json!({
                         "version": p.version,
                         "sdist": p.sha256,
@@ -517,6 +522,15 @@ impl Recipe for PythonRecipe {
                 _ => format!("{} {} sha256:{}", p.version, p.filename, p.sha256),
             };
             m.insert(format!("wheel {}", filename::normalize(&p.name)), what);
+        }
+        if !unpinned.is_empty() {
+            m.insert(
+                crate::recipe::UNHASHED.into(),
+                format!(
+                    "build requirements of {} not pinned yet",
+                    unpinned.join(", ")
+                ),
+            );
         }
         Ok(m)
     }
