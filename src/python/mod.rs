@@ -275,12 +275,13 @@ impl PythonRecipe {
             let b = builder.wheel(&job, lockfile.python_build.get(&key))?;
             if b.fresh {
                 eprintln!(
-                    "built {} from the sdist of {} {} in {:.1} s ({} build requirements)",
+                    "built {} from the sdist of {} {} in {:.1} s ({} build requirements; {})",
                     b.filename,
                     p.name,
                     p.version,
                     b.seconds,
-                    b.pins.requires.len()
+                    b.pins.requires.len(),
+                    b.phases
                 );
             }
             if lockfile.python_build.get(&key) != Some(&b.pins) {

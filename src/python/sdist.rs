@@ -77,6 +77,9 @@ pub struct Built {
     pub fresh: bool,
     #[serde(skip)]
     pub seconds: f64,
+    /// Where the time went (`unpack 3.1 s, …`), for the note.
+    #[serde(skip)]
+    pub phases: String,
 }
 
 /// The `imgbuild.lock` key of an sdist's pins for `target`.
@@ -122,6 +125,7 @@ pub struct Builder<'a> {
     runc: Option<PathBuf>,
     tmp: Option<tempfile::TempDir>,
     runs: usize,
+    phases: Vec<(&'static str, f64)>,
 }
 
 /// The project's build system (`pyproject.toml` `[build-system]`, PEP 517/518 defaults).
@@ -337,6 +341,7 @@ impl<'a> Builder<'a> {
             runc: which("runc"),
             tmp: None,
             runs: 0,
+            phases: Vec::new(),
         }
     }
 
@@ -373,11 +378,18 @@ impl<'a> Builder<'a> {
             ))
         })?;
         let started = std::time::Instant::now();
+        self.phases.clear();
         let res = self.build(&runc, job, pinned);
         // Nothing half-written: the build root goes, whatever happened.
         self.tmp = None;
         let mut b = res.with_context(|| format!("building {}", Self::label(job)))?;
         b.seconds = started.elapsed().as_secs_f64();
+        b.phases = self
+            .phases
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(b)
     }
 
@@ -390,6 +402,7 @@ impl<'a> Builder<'a> {
 
     fn root(&mut self) -> Result<PathBuf> {
         if self.tmp.is_none() {
+            let t0 = std::time::Instant::now();
             let t = tempfile::Builder::new()
                 .prefix("imgbuild-sdist-")
                 .tempdir()?;
@@ -400,6 +413,8 @@ impl<'a> Builder<'a> {
             )
             .context("unpacking the base image for the build")?;
             self.tmp = Some(t);
+            self.phases
+                .push(("unpacking the base", t0.elapsed().as_secs_f64()));
         }
         Ok(self.tmp.as_ref().unwrap().path().join("rootfs"))
     }
@@ -516,6 +531,7 @@ impl<'a> Builder<'a> {
             pins: bp,
             fresh: true,
             seconds: 0.0,
+            phases: String::new(),
         };
         store.put_record("python-sdist-wheel", &key, &b)?;
         Ok(b)
@@ -627,6 +643,7 @@ impl<'a> Builder<'a> {
         )?;
         self.runs += 1;
         let id = format!("imgbuild-sdist-{}-{}", std::process::id(), self.runs);
+        let t0 = std::time::Instant::now();
         let res = Command::new(runc)
             .args(["run", "--bundle"])
             .arg(bundle)
@@ -634,6 +651,14 @@ impl<'a> Builder<'a> {
             .stdin(Stdio::null())
             .output();
         let _ = Command::new(runc).args(["delete", "-f", &id]).output();
+        self.phases.push((
+            if mode == "build" {
+                "build_wheel"
+            } else {
+                "get_requires_for_build_wheel"
+            },
+            t0.elapsed().as_secs_f64(),
+        ));
         let res = res.with_context(|| format!("running {}", runc.display()))?;
         let text = format!(
             "{}{}",
