@@ -244,8 +244,8 @@ impl Limits {
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes into the struct it is given.
-        let host = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0)
-            .then_some(l.rlim_max as u64);
+        let host =
+            (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0).then_some(l.rlim_max);
         match host {
             Some(h) if h < HARD => Limits {
                 nofile_soft: SOFT.min(h),

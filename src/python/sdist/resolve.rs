@@ -283,11 +283,7 @@ impl<'a> Resolver<'a> {
                     todo.push_back((d, format!("{} {}", pin.name, pin.version)));
                 }
             }
-            self.chosen
-                .get_mut(&key)
-                .unwrap()
-                .1
-                .extend(new_extras.into_iter());
+            self.chosen.get_mut(&key).unwrap().1.extend(new_extras);
         }
         Ok(added)
     }
