@@ -307,7 +307,8 @@ pub fn resolve_with(
 
 /// `imgbuild lock`: resolves the registry bases of `names` (every image when empty) once per
 /// (base, platform) and pins them in `imgbuild.lock` (`opts.update_lock` re-resolves tags).
-/// With `update` and every image, entries no image uses any more are dropped. `resolved` is
+/// With `update` and every image, entries no image uses any more are dropped; with `update`,
+/// the sdists' pinned build requirements are dropped too (the next build re-resolves them). `resolved` is
 /// told each base as it is resolved.
 pub fn lock(
     project: &Project,
@@ -356,6 +357,10 @@ pub fn lock(
         if l.base.len() != before {
             l.save(&project.root)?;
         }
+    }
+    if opts.update_lock {
+        // sdists' build requirements: the next build resolves them again and pins the result.
+        registry::lock::LockFile::update(&project.root, |l| l.python_build.clear())?;
     }
     Ok(())
 }

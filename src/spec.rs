@@ -266,6 +266,20 @@ pub struct PythonSpec {
     pub python_version: Option<String>,
     pub site_dir: Option<String>,
     pub owner: Option<String>,
+    /// Packages built from their sdist even when the lock has a wheel (uv's `no-binary-package`).
+    #[serde(default)]
+    pub no_binary: Vec<String>,
+    /// How sdists are built (PEP 517, inside a container of the target).
+    pub build: Option<BuildSpec>,
+}
+
+/// `build = { env = { ... } }` of a python layer.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// Environment variables of the build backend's process.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 impl Spec {

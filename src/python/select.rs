@@ -2,7 +2,7 @@
 //! the lock, a `find_links` directory, or (requirements.txt) the index's files.
 
 use super::filename::{normalize, WheelName};
-use super::lock::{Artifacts, Locked, Other, Package};
+use super::lock::{Artifacts, Locked, Other, Package, WheelRef};
 use super::tags::Tags;
 use super::target::Target;
 use super::version::Version;
@@ -29,6 +29,9 @@ pub enum Origin {
     },
     /// A wheel the user built into `find_links`.
     Local(PathBuf),
+    /// No wheel fits (or `no_binary` names the package): a wheel built from this sdist
+    /// (`python::sdist`). Until it is built, the pick's `filename`/`sha256` are the sdist's.
+    Sdist(WheelRef),
     /// requirements.txt: one of `hashes`, found through the index when the layer is built
     /// (`fallback`: a `find_links` wheel for when the index has none for the target).
     Index {
@@ -220,6 +223,29 @@ pub fn no_wheel(
     )
 }
 
+/// The pick of a package built from its sdist `s` (which must be hash-pinned and locatable).
+pub fn sdist_pick(p: &Package, s: &WheelRef, lock: &str) -> Result<Pick, String> {
+    let Some(sha) = &s.sha256 else {
+        return Err(format!(
+            "{} {}: {lock} gives no sha256 for its sdist {}; imgbuild builds only hash-pinned sdists",
+            p.name, p.version, s.filename
+        ));
+    };
+    if s.url.is_none() && s.path.is_none() {
+        return Err(format!(
+            "{} {}: {lock} names neither a URL nor a path for its sdist {}",
+            p.name, p.version, s.filename
+        ));
+    }
+    Ok(Pick {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        filename: s.filename.clone(),
+        sha256: sha.clone(),
+        origin: Origin::Sdist(s.clone()),
+    })
+}
+
 /// Chooses a wheel for every package; all packages without one are reported together.
 /// A local file the lock gives no hash for is refused (see `select_with`).
 pub fn select(
@@ -299,13 +325,18 @@ pub fn select_with(
                         sha256: l.sha256.clone(),
                         origin: Origin::Local(l.path.clone()),
                     });
+                } else if let (Some(s), None) = (sdist, other) {
+                    match sdist_pick(p, s, lock) {
+                        Ok(pick) => picks.push(pick),
+                        Err(e) => problems.push(e),
+                    }
                 } else {
                     let names: Vec<String> = wheels.iter().map(|w| w.filename.clone()).collect();
                     problems.push(no_wheel(
                         p,
                         lock,
                         &names,
-                        sdist.as_deref(),
+                        sdist.as_ref().map(|s| s.filename.as_str()),
                         other.as_ref(),
                         target,
                     ));

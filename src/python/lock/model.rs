@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// A wheel the lock names.
+/// A file the lock names (a wheel, or the sdist).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct WheelRef {
     pub filename: String,
@@ -58,10 +58,11 @@ impl std::fmt::Display for Other {
 /// Where a distribution's files come from.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub enum Artifacts {
-    /// Files named by the lock; `sdist` and `other` say what else exists (for messages).
+    /// Files named by the lock; `sdist` is the source distribution (built when no wheel fits),
+    /// `other` says what else exists (for messages).
     Files {
         wheels: Vec<WheelRef>,
-        sdist: Option<String>,
+        sdist: Option<WheelRef>,
         other: Option<Other>,
     },
     /// Only the allowed sha256 hashes (requirements.txt): the files are found through the index.

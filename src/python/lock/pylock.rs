@@ -130,7 +130,7 @@ pub(super) fn load(text: &str, path: &Path, env: &Env, choice: &Choice) -> Resul
             version: p.version.clone().unwrap_or_default(),
             artifacts: Artifacts::Files {
                 wheels: p.wheels.iter().map(file).collect(),
-                sdist: p.sdist.as_ref().map(|s| file(s).filename),
+                sdist: p.sdist.as_ref().map(file),
                 other,
             },
         });

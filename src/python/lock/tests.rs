@@ -104,7 +104,9 @@ fn uv_lock_follows_markers_extras_and_groups_for_the_target() {
     assert_eq!(wheels[0].filename, "psycopg-3.3.9-py3-none-any.whl");
     assert_eq!(wheels[0].sha256.as_deref(), Some(H2));
     assert_eq!(wheels[0].size, Some(20));
-    assert_eq!(sdist.as_deref(), Some("psycopg-3.3.9.tar.gz"));
+    let sdist = sdist.as_ref().unwrap();
+    assert_eq!(sdist.filename, "psycopg-3.3.9.tar.gz");
+    assert_eq!(sdist.sha256.as_deref(), Some(&"1".repeat(64)[..]));
 
     // A 3.13 target drops the `python_full_version < '3.12'` dependency.
     let l = load(&p, &env("3.13.0"), &Choice::default()).unwrap();
@@ -205,7 +207,7 @@ sdist = {{ url = "https://files.example.invalid/pytest-8.0.tar.gz", hashes = {{ 
         panic!()
     };
     assert!(wheels.is_empty());
-    assert_eq!(sdist.as_deref(), Some("pytest-8.0.tar.gz"));
+    assert_eq!(sdist.as_ref().unwrap().filename, "pytest-8.0.tar.gz");
 }
 
 #[test]

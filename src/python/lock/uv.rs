@@ -338,12 +338,21 @@ fn uv_package(p: &UvPackage, path: &Path) -> Result<Package> {
             size: w.size,
         });
     }
-    let sdist = p.sdist.as_ref().map(|s| {
-        s.url
-            .as_deref()
-            .or(s.path.as_deref())
-            .map(|u| basename(u).to_string())
-            .unwrap_or_else(|| "an sdist".into())
+    let sdist = p.sdist.as_ref().map(|s| WheelRef {
+        filename: s
+            .filename
+            .clone()
+            .or_else(|| {
+                s.url
+                    .as_deref()
+                    .or(s.path.as_deref())
+                    .map(|u| basename(u).to_string())
+            })
+            .unwrap_or_else(|| "an sdist".into()),
+        url: s.url.clone(),
+        path: s.path.as_ref().map(|x| lock_relative(path, x)),
+        sha256: s.hash.as_deref().and_then(sha256_of),
+        size: s.size,
     });
     Ok(Package {
         name: p.name.clone(),

@@ -19,7 +19,13 @@ fn pkg(name: &str, version: &str, wheels: &[&str], sdist: Option<&str>) -> Packa
                     size: None,
                 })
                 .collect(),
-            sdist: sdist.map(String::from),
+            sdist: sdist.map(|f| WheelRef {
+                filename: f.to_string(),
+                url: Some(format!("https://files.example.invalid/{f}")),
+                path: None,
+                sha256: Some(H.into()),
+                size: None,
+            }),
             other: None,
         },
     }
@@ -83,16 +89,32 @@ fn wrong_python_version_names_the_package_the_tags_and_what_to_do() {
 }
 
 #[test]
-fn sdist_only_packages_fail_unless_find_links_has_a_wheel() {
+fn sdist_only_packages_are_built_unless_find_links_has_a_wheel() {
+    let mut l = locked(vec![
+        pkg("only-src", "2.0", &[], Some("only_src-2.0.tar.gz")),
+        pkg("also-src", "1.0", &[], Some("also_src-1.0.tar.gz")),
+    ]);
+    let p = select(&l, &debian_target(), &[], "uv.lock").unwrap();
+    assert!(
+        matches!(&p[0].origin, Origin::Sdist(s) if s.filename == "only_src-2.0.tar.gz"),
+        "{p:?}"
+    );
+    assert_eq!(p[0].sha256, H);
+    if let Artifacts::Files { sdist, .. } = &mut l.packages[1].artifacts {
+        sdist.as_mut().unwrap().sha256 = None;
+    }
+    let e = select(&l, &debian_target(), &[], "uv.lock")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 package without a usable wheel"), "{e}");
+    assert!(
+        e.contains("also-src 1.0: uv.lock gives no sha256 for its sdist also_src-1.0.tar.gz"),
+        "{e}"
+    );
     let l = locked(vec![
         pkg("only-src", "2.0", &[], Some("only_src-2.0.tar.gz")),
         pkg("also-src", "1.0", &[], Some("also_src-1.0.tar.gz")),
     ]);
-    let e = select(&l, &debian_target(), &[], "uv.lock")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("2 packages without a usable wheel"), "{e}");
-    assert!(e.contains("only-src 2.0 has only a source distribution (only_src-2.0.tar.gz) in uv.lock, no wheel; imgbuild installs wheels only and never builds"), "{e}");
     let local = vec![
         LocalWheel {
             path: "/w/only_src-2.0-cp311-cp311-linux_x86_64.whl".into(),
