@@ -76,7 +76,7 @@ fn failing_build(
     files: &[(&str, &str)],
     python_extra: &str,
 ) -> (String, tempfile::TempDir) {
-    need("runc");
+    require_tool("runc");
     let d = tempfile::tempdir().unwrap();
     let t = d.path().to_path_buf();
     local_sdist(&t, name, files);
@@ -100,7 +100,7 @@ fn failing_build(
 
 #[test]
 fn pure_python_sdist_from_uv_lock_is_built_in_the_target_installed_imported_and_cached() {
-    need("runc");
+    require_tool("runc");
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
     write(
