@@ -268,10 +268,17 @@ impl PythonRecipe {
             .collect();
         out.extend(st.indexes.iter().cloned());
         if out.is_empty() {
+            let sdists: Vec<String> = st
+                .picks
+                .iter()
+                .filter(|p| matches!(p.origin, Origin::Sdist(_)))
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect();
             return Err(hinted(
                 format!(
-                    "layer `{}`: building an sdist needs a package index for its build requirements, and none is configured",
-                    self.spec.name
+                    "building {} from {} sdist needs a package index for the build requirements, and none is configured",
+                    sdists.join(", "),
+                    if sdists.len() == 1 { "its" } else { "their" }
                 ),
                 "set `index_url` in the layer's `python` table, or PIP_INDEX_URL / UV_INDEX_URL",
             ));

@@ -380,8 +380,11 @@ impl<'a> Builder<'a> {
         let started = std::time::Instant::now();
         self.phases.clear();
         let res = self.build(&runc, job, pinned);
-        // Nothing half-written: the build root goes, whatever happened.
-        self.tmp = None;
+        if res.is_err() {
+            // Nothing half-written: a failed build's root goes (the next sdist unpacks afresh);
+            // after a success it is reused (its work directory and /tmp emptied first).
+            self.tmp = None;
+        }
         let mut b = res.with_context(|| format!("building {}", Self::label(job)))?;
         b.seconds = started.elapsed().as_secs_f64();
         b.phases = self
@@ -452,8 +455,10 @@ impl<'a> Builder<'a> {
         )?;
         let rootfs = self.root()?;
         let work = rootfs.join(WORK);
-        if work.exists() {
-            fs::remove_dir_all(&work)?;
+        for d in [&work, &rootfs.join("tmp")] {
+            if d.exists() {
+                fs::remove_dir_all(d)?;
+            }
         }
         for d in ["src", "env", "out", "home"] {
             fs::create_dir_all(work.join(d))?;
