@@ -325,9 +325,20 @@ fn run(name: &str) {
     let smoke: Vec<String> = s
         .imports
         .iter()
-        .map(|m| format!("python3 -c 'import {m}'"))
+        // A Django app's module may stop at "settings are not configured": it was found and its
+        // code ran as far as it can without the project's settings — that counts as imported.
+        .map(|m| {
+            format!(
+                "python3 -c 'import importlib\ntry:\n    importlib.import_module(\"{m}\")\nexcept Exception as e:\n    if type(e).__name__ != \"ImproperlyConfigured\": raise'"
+            )
+        })
         .collect();
     let mut python = format!("lock = \"uv.lock\", extras = {}", toml_list(&s.extras));
+    // The corpus holds the projects' locks, not their source trees: the project itself and its
+    // workspace members cannot be built here, so they are left out unless SOURCE says otherwise.
+    if !s.layer_options.contains("install_") && !s.layer_options.contains("packages") {
+        python.push_str(", install_project = false, install_workspace = false");
+    }
     if !s.layer_options.is_empty() {
         python.push_str(", ");
         python.push_str(&s.layer_options);
