@@ -439,13 +439,13 @@ fn headers<H: FileHeader<Endian = Endianness>>(
 }
 
 /// The (tag, value) pairs of a dynamic section.
-fn dyn_entries<H: FileHeader<Endian = Endianness>>(bytes: &[u8], endian: Endianness) -> Vec<(i64, u64)> {
+fn dyn_entries<H: FileHeader<Endian = Endianness>>(
+    bytes: &[u8],
+    endian: Endianness,
+) -> Vec<(i64, u64)> {
     let n = bytes.len() / std::mem::size_of::<H::Dyn>();
     match object::pod::slice_from_bytes::<H::Dyn>(bytes, n) {
-        Ok((d, _)) => d
-            .iter()
-            .map(|d| (d.tag(endian).0, d.val(endian)))
-            .collect(),
+        Ok((d, _)) => d.iter().map(|d| (d.tag(endian).0, d.val(endian))).collect(),
         Err(_) => vec![],
     }
 }

@@ -82,7 +82,8 @@ pub fn check(fs: &Rootfs, config: &ImageConfig, from_layer: usize) -> Vec<Miss> 
     for (p, (info, layer)) in &roots {
         let why = installed(p);
         if let Some((machine, class64)) = env.machine {
-            let loadable = info.interp.is_some() || info.soname.is_some() || !info.needed.is_empty();
+            let loadable =
+                info.interp.is_some() || info.soname.is_some() || !info.needed.is_empty();
             if loadable && info.machine != 0 && (info.machine != machine || info.class64 != class64)
             {
                 push(
@@ -236,7 +237,10 @@ fn locate(fs: &Rootfs, dirs: &[&str], lib: &str, me: &Info) -> Option<(String, S
             .get(&real)
             .and_then(|t| Info::decode(t))
             .unwrap_or_default();
-        if info.machine != 0 && me.machine != 0 && (info.machine, info.class64) != (me.machine, me.class64) {
+        if info.machine != 0
+            && me.machine != 0
+            && (info.machine, info.class64) != (me.machine, me.class64)
+        {
             continue; // the loader skips libraries of another machine or class
         }
         return Some((c, real, info));
@@ -354,7 +358,10 @@ fn read_conf(fs: &Rootfs, path: &str, depth: usize, out: &mut Vec<String>) {
         if line.is_empty() || line.starts_with("hwcap") {
             continue;
         }
-        if let Some(rest) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
+        if let Some(rest) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
             for pat in rest.split_whitespace() {
                 let pat = match pat.strip_prefix('/') {
                     Some(abs) => abs.to_string(),

@@ -80,7 +80,10 @@ enum State {
     /// The whole file (RECORD, loader configuration).
     Whole(Vec<u8>),
     /// The first bytes, until they say what the file is; `exec` when a `#!` line counts.
-    Sniff { exec: bool, buf: Vec<u8> },
+    Sniff {
+        exec: bool,
+        buf: Vec<u8>,
+    },
     Script(Vec<u8>),
     Elf(Box<crate::elf::Stream>),
     Off,

@@ -29,10 +29,7 @@ fn build(dir: &Path, args: &[&str]) -> Command {
 /// Compiles C `source` into the shared object `out` with extra `cc` arguments.
 fn cc(dir: &Path, source: &str, out: &Path, args: &[&str]) {
     need("cc");
-    let src = dir.join(format!(
-        "{}.c",
-        out.file_name().unwrap().to_string_lossy()
-    ));
+    let src = dir.join(format!("{}.c", out.file_name().unwrap().to_string_lossy()));
     std::fs::write(&src, source).unwrap();
     let mut c = Command::new("cc");
     c.args(["-shared", "-fPIC", "-O1", "-o"]).arg(out).arg(&src);
@@ -185,6 +182,28 @@ fn a_real_manylinux_wheel_with_vendored_libraries_builds_and_imports() {
     ok(&mut build(t.path(), &["verify", "oci:.imgbuild/oci:t"]));
     ok(&mut build(t.path(), &["verify", "t"]));
     run_in_image(t.path(), "import psycopg2, psycopg2.extensions");
+    // What the check saw: every vendored library read whole, the extension's needs among them
+    // (patchelf moved its string table behind the dynamic section).
+    let v = imgbuild::verify::target(t.path(), None, &[], "oci:.imgbuild/oci:t").unwrap();
+    let fs = &v.checked.fs;
+    let info =
+        |p: &str| imgbuild::elf::Info::decode(&fs.captured[p.trim_start_matches('/')]).unwrap();
+    let ext = info(&format!("{SITE}/psycopg2/_psycopg.{EXT}"));
+    assert!(ext.complete, "{ext:?}");
+    assert!(
+        ext.needed.iter().any(|n| n.starts_with("libpq-")),
+        "{ext:?}"
+    );
+    let rpath = ext.rpath.clone().or(ext.runpath.clone()).unwrap();
+    assert!(rpath.contains("$ORIGIN/../psycopg2_binary.libs"), "{rpath}");
+    let vendored: Vec<_> = fs
+        .captured
+        .iter()
+        .filter(|(k, _)| k.contains("/psycopg2_binary.libs/"))
+        .map(|(_, t)| imgbuild::elf::Info::decode(t).unwrap())
+        .collect();
+    assert_eq!(vendored.len(), 14);
+    assert!(vendored.iter().all(|i| i.complete), "{vendored:?}");
 }
 
 #[test]
@@ -265,7 +284,10 @@ fn vendored_libraries_found_through_origin_rpath_load_in_the_image() {
         "vendemo",
         &[
             ("vendemo/__init__.py".into(), vec![]),
-            (format!("vendemo/_native.{EXT}"), std::fs::read(&so).unwrap()),
+            (
+                format!("vendemo/_native.{EXT}"),
+                std::fs::read(&so).unwrap(),
+            ),
             (
                 format!("vendemo.libs/{vendored}"),
                 std::fs::read(libs.join(vendored)).unwrap(),

@@ -42,7 +42,11 @@ fn a_shared_library_names_itself_and_its_needs() {
     assert!(i.complete, "{i:?}");
     let soname = i.soname.clone().expect("a soname");
     assert!(
-        lib.file_name().unwrap().to_str().unwrap().starts_with(&soname),
+        lib.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&soname),
         "{soname} {lib:?}"
     );
     assert!(i.needed.iter().any(|n| n == "libc.so.6"), "{i:?}");
