@@ -35,9 +35,7 @@ pub fn is_executable(fs: &Rootfs, p: &str) -> bool {
 /// `rootfs::Listing::captured`): `None` when nothing is.
 pub fn exec_problem(fs: &Rootfs, path: &[String], captured: &str) -> Option<String> {
     if let Some(info) = crate::elf::Info::decode(captured) {
-        let Some(interp) = info.interp.as_deref().filter(|i| !i.is_empty()) else {
-            return None;
-        };
+        let interp = info.interp.as_deref().filter(|i| !i.is_empty())?;
         if is_executable(fs, interp) || fs.resolve(interp).is_some() {
             return None;
         }
