@@ -122,7 +122,8 @@ fn origin_rpath_runpath_and_what_loaded_objects_pass_on() {
         messages(&fs(&base, &layer(run)), &amd64()),
         ["/site/pkg.libs/liba-1.so needs libb-2.so, which is not in the image"]
     );
-    // With DT_RUNPATH present, DT_RPATH is ignored.
+    // With DT_RUNPATH present, DT_RPATH is ignored (and liba, loaded by nothing, is checked
+    // on its own).
     let both = elf(
         &["liba-1.so"],
         Some("$ORIGIN/../pkg.libs"),
@@ -130,7 +131,10 @@ fn origin_rpath_runpath_and_what_loaded_objects_pass_on() {
     );
     assert_eq!(
         messages(&fs(&base, &layer(both)), &amd64()),
-        ["/site/pkg/_ext.so needs liba-1.so, which is not in the image"]
+        [
+            "/site/pkg.libs/liba-1.so needs libb-2.so, which is not in the image",
+            "/site/pkg/_ext.so needs liba-1.so, which is not in the image"
+        ]
     );
 }
 
