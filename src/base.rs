@@ -307,7 +307,8 @@ pub fn resolve_with(
 
 /// `imgbuild lock`: resolves the registry bases of `names` (every image when empty) once per
 /// (base, platform) and pins them in `imgbuild.lock` (`opts.update_lock` re-resolves tags).
-/// With `update` and every image, entries no image uses any more are dropped. `resolved` is
+/// With `update` and every image, entries no image uses any more are dropped; with `update`,
+/// the sdists' pinned build requirements are dropped too (the next build re-resolves them). `resolved` is
 /// told each base as it is resolved.
 pub fn lock(
     project: &Project,
@@ -333,6 +334,14 @@ pub fn lock(
             .with_context(|| format!("image `{name}`"))?;
         resolved(&b, &platform, &base);
     }
+    if opts.update_lock {
+        // Local files' pins go: the next build hashes and pins them again.
+        let mut l = registry::lock::LockFile::load(&project.root)?;
+        if !l.files.is_empty() {
+            l.files.clear();
+            l.save(&project.root)?;
+        }
+    }
     if opts.update_lock && all {
         // Entries no image uses any more go.
         let used: std::collections::HashSet<String> = project
@@ -348,6 +357,10 @@ pub fn lock(
         if l.base.len() != before {
             l.save(&project.root)?;
         }
+    }
+    if opts.update_lock {
+        // sdists' build requirements: the next build resolves them again and pins the result.
+        registry::lock::LockFile::update(&project.root, |l| l.python_build.clear())?;
     }
     Ok(())
 }

@@ -88,7 +88,8 @@ fn build(
 ) -> Result<(Built, Summary)> {
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
-    let (cx, mut recipes) = plan::plan(project, name, opts.overrides())?;
+    let (mut cx, mut recipes) = plan::plan(project, name, opts.overrides())?;
+    cx.pins.locked = crate::registry::lock::LockFile::load(&project.root)?.files;
     let base = resolve_base(project, &cx, &opts.registry, |other| {
         built.get(other).cloned().ok_or_else(|| {
             anyhow::anyhow!("image `{other}` must be built before `{name}` (build_order)")
@@ -105,6 +106,9 @@ fn build(
         layers.push(build_layer(&cx, r.as_mut(), &view, opts, progress)?);
     }
     cx.stat.save()?;
+    for n in std::mem::take(&mut *cx.notes.lock().unwrap()) {
+        progress.note(&format!("image `{name}`: {n}"));
+    }
     timings.insert("layers".into(), t1.elapsed().as_secs_f64());
 
     let t2 = Instant::now();
@@ -144,6 +148,12 @@ fn build(
     });
     let mut written = dest.write(&built, &cx.store)?;
     record::record_build(project, &built, &cx.store)?;
+    let new_pins = std::mem::take(&mut *cx.pins.new.lock().unwrap());
+    if !new_pins.is_empty() {
+        let mut l = crate::registry::lock::LockFile::load(&project.root)?;
+        l.files.extend(new_pins);
+        l.save(&project.root)?;
+    }
     timings.insert("write".into(), t3.elapsed().as_secs_f64());
     if opts.push {
         let t4 = Instant::now();

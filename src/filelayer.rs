@@ -89,26 +89,27 @@ impl FilesRecipe {
         let mut mappings = Vec::new();
         let mut deferred = Vec::new();
         for f in &files {
+            // A missing source: skipped when optional, else the error says what makes it.
+            let Some(from) = files::resolve_from(&cx.root, &base, &f.from)
+                .with_context(|| format!("layer `{}`", l.name))?
+            else {
+                if f.optional {
+                    continue;
+                }
+                let mut e = usage!(
+                    "layer `{}`: `from = \"{}\"` does not exist ({})",
+                    l.name,
+                    f.from,
+                    base.join(&f.from).display()
+                );
+                if let Some(h) = &hint {
+                    e = e.hint(h.clone());
+                }
+                return Err(e);
+            };
             let to = preset::expand(&f.to, workdir);
             if to.contains(WEBROOT) {
-                match files::resolve_from(&cx.root, &base, &f.from)
-                    .with_context(|| format!("layer `{}`", l.name))?
-                {
-                    Some(from) => deferred.push((f.clone(), from)),
-                    None if f.optional => {}
-                    None => {
-                        let mut e = usage!(
-                            "layer `{}`: `from = \"{}\"` does not exist ({})",
-                            l.name,
-                            f.from,
-                            base.join(&f.from).display()
-                        );
-                        if let Some(h) = &hint {
-                            e = e.hint(h.clone());
-                        }
-                        return Err(e);
-                    }
-                }
+                deferred.push((f.clone(), from));
                 continue;
             }
             let to = if to.starts_with('/') {
@@ -116,38 +117,7 @@ impl FilesRecipe {
             } else {
                 format!("{}/{to}", workdir.trim_end_matches('/'))
             };
-            let to = files::image_path(&to).with_context(|| format!("layer `{}`", l.name))?;
-            let from = files::resolve_from(&cx.root, &base, &f.from)
-                .with_context(|| format!("layer `{}`", l.name))?;
-            let from = match from {
-                Some(p) => p,
-                None if f.optional => continue,
-                None => {
-                    let mut e = usage!(
-                        "layer `{}`: `from = \"{}\"` does not exist ({})",
-                        l.name,
-                        f.from,
-                        base.join(&f.from).display()
-                    );
-                    if let Some(h) = &hint {
-                        e = e.hint(h.clone());
-                    }
-                    return Err(e);
-                }
-            };
-            mappings.push(Mapping {
-                from,
-                to,
-                mode: f.mode.as_deref().map(files::parse_mode).transpose()?,
-                owner: f
-                    .owner
-                    .as_deref()
-                    .map(files::parse_owner)
-                    .transpose()?
-                    .or(owner),
-                optional: f.optional,
-                written: f.from.clone(),
-            });
+            mappings.push(mapping(&l.name, f, from, &to, owner)?);
         }
         for d in ensure_dirs.iter().chain(&writable) {
             files::image_path(d).with_context(|| format!("layer `{}`: ensure_dirs", l.name))?;
@@ -185,8 +155,7 @@ impl FilesRecipe {
             Some(r) => r,
             None => webroot(base)?.ok_or_else(|| {
                 usage!(
-                    "layer `{}`: cannot tell which directory the base `{}` serves files from (no nginx, caddy or busybox httpd configuration found)",
-                    self.spec.name,
+                    "cannot tell which directory the base `{}` serves files from (no nginx, caddy or busybox httpd configuration found)",
                     base.base.name
                 )
                 .hint("give the layer its own `files = [{ from = \"dist\", to = \"/DIR/THE/SERVER/SERVES\" }]`")
@@ -194,21 +163,9 @@ impl FilesRecipe {
         };
         let root = root.trim_end_matches('/').to_string();
         for (f, from) in std::mem::take(&mut self.deferred) {
-            let to = files::image_path(&f.to.replace(WEBROOT, &root))
-                .with_context(|| format!("layer `{}`", self.spec.name))?;
-            self.mappings.push(Mapping {
-                from,
-                to,
-                mode: f.mode.as_deref().map(files::parse_mode).transpose()?,
-                owner: f
-                    .owner
-                    .as_deref()
-                    .map(files::parse_owner)
-                    .transpose()?
-                    .or(self.owner),
-                optional: f.optional,
-                written: f.from.clone(),
-            });
+            let to = f.to.replace(WEBROOT, &root);
+            self.mappings
+                .push(mapping(&self.spec.name, &f, from, &to, self.owner)?);
         }
         for e in &mut self.expect {
             *e = e.replace(WEBROOT, &root);
@@ -318,6 +275,29 @@ impl Recipe for FilesRecipe {
             .collect();
         format!("imgbuild layer {} ({})", self.spec.name, what.join(", "))
     }
+}
+
+/// One file of a layer mapped to its place in the image (`to` absolute), with its mode and owner.
+fn mapping(
+    layer: &str,
+    f: &FileSpec,
+    from: std::path::PathBuf,
+    to: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<Mapping> {
+    Ok(Mapping {
+        from,
+        to: files::image_path(to).with_context(|| format!("layer `{layer}`"))?,
+        mode: f.mode.as_deref().map(files::parse_mode).transpose()?,
+        owner: f
+            .owner
+            .as_deref()
+            .map(files::parse_owner)
+            .transpose()?
+            .or(owner),
+        optional: f.optional,
+        written: f.from.clone(),
+    })
 }
 
 /// The directory the base's web server serves: nginx's `root` in its default site

@@ -87,3 +87,22 @@ pub fn python_target(
 pub fn python_index(indexes: &[String], name: &str, version: &str, hashes: &[String]) -> String {
     sha256_hex(format!("{indexes:?}\0{name}\0{version}\0{hashes:?}").as_bytes())
 }
+
+/// A wheel built from an sdist: the sdist's sha256, the target it was built for and in, the
+/// exact build requirements (pins) and the backend's environment. `format` is the builder's
+/// version (bump it when building changes the wheel for the same inputs).
+pub fn sdist_wheel<T: Serialize, P: Serialize>(
+    format: u32,
+    sdist_sha256: &str,
+    target: &T,
+    pins: &P,
+    env: &BTreeMap<String, String>,
+) -> String {
+    of(&serde_json::json!({
+        "format": format,
+        "sdist": sdist_sha256,
+        "target": target,
+        "pins": pins,
+        "env": env,
+    }))
+}

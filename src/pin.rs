@@ -291,18 +291,10 @@ pub fn repository_of(image: &str) -> String {
     normalise_repository(&repo)
 }
 
-/// `python` → `docker.io/library/python`, `acme/api` → `docker.io/acme/api`, as docker does.
+/// `python` → `docker.io/library/python`, `acme/api` → `docker.io/acme/api`,
+/// `index.docker.io/acme/api` → `docker.io/acme/api`: the registry's one naming rule.
 pub fn normalise_repository(repo: &str) -> String {
-    let first = repo.split('/').next().unwrap_or("");
-    let has_host =
-        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_host {
-        repo.to_string()
-    } else if repo.contains('/') {
-        format!("docker.io/{repo}")
-    } else {
-        format!("docker.io/library/{repo}")
-    }
+    crate::registry::reference::normalise_repository(repo)
 }
 
 /// One planned or reported change.

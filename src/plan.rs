@@ -98,5 +98,7 @@ fn context(project: &Project, name: &str, o: Overrides) -> Result<Ctx> {
         platform,
         image: img,
         image_name: name.to_string(),
+        pins: Default::default(),
+        notes: Default::default(),
     })
 }

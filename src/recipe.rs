@@ -13,6 +13,31 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Hashes of local files a lock names without one (uv records none for a find-links
+/// registry): pinned in imgbuild.lock at first use. `locked` is what imgbuild.lock says,
+/// `new` what this build saw first (saved after it); keys are paths relative to the project.
+#[derive(Debug, Default)]
+pub struct FilePins {
+    pub locked: BTreeMap<String, String>,
+    pub new: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl FilePins {
+    /// Checks the sha256 (hex) of the file `key` against its pin, or pins it.
+    /// `Err` carries the pinned sha256 when the file changed.
+    pub fn check(&self, key: &str, sha256: &str) -> Result<(), String> {
+        let want = format!("sha256:{sha256}");
+        match self.locked.get(key) {
+            Some(pin) if *pin == want => Ok(()),
+            Some(pin) => Err(pin.trim_start_matches("sha256:").to_string()),
+            None => {
+                self.new.lock().unwrap().insert(key.to_string(), want);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Facts shared by every layer of one build.
 pub struct Ctx {
     pub root: PathBuf,
@@ -25,6 +50,10 @@ pub struct Ctx {
     pub platform: Platform,
     pub image: ImageSpec,
     pub image_name: String,
+    /// Local files' hashes pinned in imgbuild.lock (filled in by the build).
+    pub pins: FilePins,
+    /// What recipes tell the user (not errors): printed by the build after the layers.
+    pub notes: std::sync::Mutex<Vec<String>>,
 }
 
 /// The base as layers see it: its config and (computed on demand) its merged filesystem.

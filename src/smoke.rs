@@ -10,17 +10,14 @@
 //! own (docker bind-mounts generated ones), and the network namespace has only loopback (like
 //! `--network none`).
 
-use crate::compress::{self, Compression};
 use crate::error::Hint;
 use crate::image::{ImageConfig, Manifest};
 use crate::progress::Progress;
 use crate::project::Project;
-use crate::rootfs::clean_tar_path;
 use crate::store::Store;
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -160,78 +157,9 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Applies every layer in order into `dst`, honouring whiteouts. Device nodes are skipped.
+/// Applies every layer of `manifest` in order into `dst` (see `layer::unpack`).
 pub fn unpack(store: &Store, manifest: &Manifest, dst: &Path) -> Result<()> {
-    fs::create_dir_all(dst)?;
-    for l in &manifest.layers {
-        let c = Compression::from_media_type(&l.media_type)
-            .ok_or_else(|| usage!("unknown layer media type {}", l.media_type))?;
-        // Pass 1: whiteouts remove what lower layers put there.
-        let mut ar = tar::Archive::new(compress::decoder(
-            c,
-            BufReader::new(store.open_blob(&l.digest)?),
-        )?);
-        for e in ar.entries()? {
-            let e = e?;
-            let p = clean_tar_path(&e.path_bytes())?;
-            let (dir, name) = p.rsplit_once('/').unwrap_or(("", p.as_str()));
-            if name == ".wh..wh..opq" {
-                if let Ok(rd) = fs::read_dir(dst.join(dir)) {
-                    for x in rd.flatten() {
-                        remove(&x.path());
-                    }
-                }
-            } else if let Some(victim) = name.strip_prefix(".wh.") {
-                remove(&dst.join(dir).join(victim));
-            }
-        }
-        // Pass 2: everything else.
-        let mut ar = tar::Archive::new(compress::decoder(
-            c,
-            BufReader::new(store.open_blob(&l.digest)?),
-        )?);
-        ar.set_preserve_permissions(true);
-        ar.set_preserve_ownerships(true);
-        ar.set_unpack_xattrs(false);
-        ar.set_overwrite(true);
-        for e in ar.entries()? {
-            let mut e = e?;
-            let t = e.header().entry_type();
-            let p = clean_tar_path(&e.path_bytes())?;
-            let name = p.rsplit('/').next().unwrap_or("");
-            if name.starts_with(".wh.")
-                || t.is_block_special()
-                || t.is_character_special()
-                || t.is_fifo()
-            {
-                continue;
-            }
-            // A non-directory replaces whatever a lower layer had at that path.
-            let target = dst.join(&p);
-            if !t.is_dir()
-                && fs::symlink_metadata(&target)
-                    .map(|m| m.is_dir() && !m.file_type().is_symlink())
-                    .unwrap_or(false)
-            {
-                remove(&target);
-            }
-            e.unpack_in(dst)
-                .with_context(|| format!("unpacking /{p}"))?;
-        }
-    }
-    Ok(())
-}
-
-fn remove(p: &Path) {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => {
-            let _ = fs::remove_dir_all(p);
-        }
-        Ok(_) => {
-            let _ = fs::remove_file(p);
-        }
-        Err(_) => {}
-    }
+    crate::layer::unpack::unpack(store, &manifest.layers, dst)
 }
 
 /// uid and gid for the image's `User` (numbers, or names looked up in the image's files).
@@ -316,8 +244,8 @@ impl Limits {
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes into the struct it is given.
-        let host = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0)
-            .then_some(l.rlim_max as u64);
+        let host =
+            (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0).then_some(l.rlim_max);
         match host {
             Some(h) if h < HARD => Limits {
                 nofile_soft: SOFT.min(h),

@@ -245,6 +245,20 @@ pub struct PythonSpec {
     pub extras: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Where two distributions install the same path with different bytes: the winner's
+    /// (key) file is kept, the loser's (value) left out and dropped from its RECORD.
+    #[serde(default)]
+    pub prefer: std::collections::BTreeMap<String, String>,
+    /// uv's `--no-install-project` when false (default true).
+    pub install_project: Option<bool>,
+    /// uv's `--no-install-workspace` when false (default true).
+    pub install_workspace: Option<bool>,
+    /// uv's `--package`: workspace members to install instead of the root.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// uv's `--all-packages`.
+    #[serde(default)]
+    pub all_packages: bool,
     pub index_url: Option<String>,
     pub find_links: Option<String>,
     /// Overrides of what is detected from the base image.
@@ -252,6 +266,20 @@ pub struct PythonSpec {
     pub python_version: Option<String>,
     pub site_dir: Option<String>,
     pub owner: Option<String>,
+    /// Packages built from their sdist even when the lock has a wheel (uv's `no-binary-package`).
+    #[serde(default)]
+    pub no_binary: Vec<String>,
+    /// How sdists are built (PEP 517, inside a container of the target).
+    pub build: Option<BuildSpec>,
+}
+
+/// `build = { env = { ... } }` of a python layer.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// Environment variables of the build backend's process.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 impl Spec {

@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use flate2::write::GzEncoder;
-use sha2::{Digest as _, Sha256};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -39,13 +38,6 @@ fn append(dir: &Path, text: &str) {
     fs::write(&p, fs::read_to_string(&p).unwrap() + text).unwrap();
 }
 
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(b)))
-}
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Writes an OCI layout `dir` (tag `t`) with one gzip layer made of `entries`.
 /// `tweak` may alter (manifest, config) JSON before they are written.
 fn crafted_base(
@@ -72,25 +64,25 @@ fn crafted_base(
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &raw).unwrap();
     let mut layer = gz.finish().unwrap();
-    let mut config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"]}, "rootfs": {"type": "layers", "diff_ids": [sha(&raw)]}});
+    let mut config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"]}, "rootfs": {"type": "layers", "diff_ids": [digest_of(&raw)]}});
     let mut manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "", "size": 0},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(&layer), "size": layer.len()}]});
-    let layer_name = sha(&layer)[7..].to_string();
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(&layer), "size": layer.len()}]});
+    let layer_name = digest_of(&layer)[7..].to_string();
     tweak(&mut manifest, &mut config, &mut layer);
     let cfg = serde_json::to_vec(&config).unwrap();
     if manifest["config"]["digest"] == "" {
-        manifest["config"]["digest"] = sha(&cfg).into();
+        manifest["config"]["digest"] = digest_of(&cfg).into();
         manifest["config"]["size"] = cfg.len().into();
     }
     let man = serde_json::to_vec(&manifest).unwrap();
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     fs::write(blobs.join(layer_name), &layer).unwrap();
-    fs::write(blobs.join(&sha(&cfg)[7..]), &cfg).unwrap();
-    fs::write(blobs.join(&sha(&man)[7..]), &man).unwrap();
+    fs::write(blobs.join(&digest_of(&cfg)[7..]), &cfg).unwrap();
+    fs::write(blobs.join(&digest_of(&man)[7..]), &man).unwrap();
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&man), "size": man.len(), "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(&man), "size": man.len(), "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 

@@ -10,23 +10,20 @@ use std::process::Command;
 
 /// A small project on the busybox base: an app directory, a script, and a guaranteed public/.
 fn sample_project(dir: &Path) {
-    let base = busybox_base();
-    fs::create_dir_all(dir.join("app/static")).unwrap();
-    fs::write(
-        dir.join("app/run.sh"),
-        "echo hello from imgbuild; ls -d /app/public\n",
-    )
-    .unwrap();
-    fs::set_permissions(dir.join("app/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::write(dir.join("app/static/site.css"), "body{}\n").unwrap();
-    fs::create_dir_all(dir.join("app/__pycache__")).unwrap();
-    fs::write(dir.join("app/__pycache__/x.pyc"), "junk").unwrap();
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!(
+    write_project(
+        dir,
+        &[
+            (
+                "app/run.sh",
+                b"echo hello from imgbuild; ls -d /app/public\n",
+            ),
+            ("app/static/site.css", b"body{}\n"),
+            ("app/__pycache__/x.pyc", b"junk"),
+        ],
+        &format!(
             r#"
 [images.demo]
-base = "oci:{}:bb"
+base = "{}"
 workdir = "/app"
 cmd = ["/bin/sh", "/app/run.sh"]
 env = {{ GREETING = "hi" }}
@@ -38,12 +35,12 @@ name = "app"
 files = [{{ from = "app", to = "/app" }}]
 exclude = ["**/__pycache__"]
 ensure_dirs = ["/app/public"]
-expect = ["/app/run.sh", "/bin/sh"]
+expect = ["/app/public", "/app/run.sh"]  # what this layer provides (the base cannot satisfy it)
 "#,
-            base.display()
+            busybox_ref()
         ),
-    )
-    .unwrap();
+    );
+    fs::set_permissions(dir.join("app/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn layout_index(dir: &Path) -> serde_json::Value {
@@ -79,23 +76,21 @@ fn built_image_is_accepted_by_umoci_oci_image_tool_and_skopeo_and_runs_in_runc()
     );
 
     // oci-image-tool validates the layout's manifest and config against the spec schemas.
-    if need("oci-image-tool") {
-        ok(Command::new("oci-image-tool")
-            .args(["validate", "--type", "image"])
-            .arg(&layout)
-            .args(["--ref", "name=demo"]));
-    }
+    require_tool("oci-image-tool");
+    ok(Command::new("oci-image-tool")
+        .args(["validate", "--type", "image"])
+        .arg(&layout)
+        .args(["--ref", "name=demo"]));
     // skopeo copies it to a fresh layout with the manifest digest unchanged.
-    if need("skopeo") {
-        let copy = t.path().join("copy");
-        ok(Command::new("skopeo")
-            .arg("copy")
-            .arg(format!("oci:{}:demo", layout.display()))
-            .arg(format!("oci:{}:demo", copy.display())));
-        let idx: serde_json::Value =
-            serde_json::from_slice(&fs::read(copy.join("index.json")).unwrap()).unwrap();
-        assert_eq!(idx["manifests"][0]["digest"], digest.as_str());
-    }
+    require_tool("skopeo");
+    let copy = t.path().join("copy");
+    ok(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:demo", layout.display()))
+        .arg(format!("oci:{}:demo", copy.display())));
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs::read(copy.join("index.json")).unwrap()).unwrap();
+    assert_eq!(idx["manifests"][0]["digest"], digest.as_str());
     // umoci checks every diff_id while unpacking; runc runs the image's command.
     let bundle = t.path().join("bundle");
     umoci_unpack(&layout, "demo", &bundle);
@@ -160,21 +155,20 @@ fn docker_archive_output_keeps_the_image_id_through_skopeo() {
             .unwrap(),
     )["config"]["digest"]
         .clone();
-    if need("skopeo") {
-        let copy = t.path().join("from-archive");
-        ok(Command::new("skopeo")
-            .arg("copy")
-            .arg(format!(
-                "docker-archive:{}",
-                t.path().join("out/demo.tar").display()
-            ))
-            .arg(format!("oci:{}:demo", copy.display())));
-        let idx: serde_json::Value =
-            serde_json::from_slice(&fs::read(copy.join("index.json")).unwrap()).unwrap();
-        let m = blob(&copy, idx["manifests"][0]["digest"].as_str().unwrap());
-        // docker's image ID is the config digest; skopeo may recompress layers but not change it.
-        assert_eq!(m["config"]["digest"], config_digest);
-    }
+    require_tool("skopeo");
+    let copy = t.path().join("from-archive");
+    ok(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!(
+            "docker-archive:{}",
+            t.path().join("out/demo.tar").display()
+        ))
+        .arg(format!("oci:{}:demo", copy.display())));
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs::read(copy.join("index.json")).unwrap()).unwrap();
+    let m = blob(&copy, idx["manifests"][0]["digest"].as_str().unwrap());
+    // docker's image ID is the config digest; skopeo may recompress layers but not change it.
+    assert_eq!(m["config"]["digest"], config_digest);
     ok(imgbuild(t.path()).args(["verify", "docker-archive:out/demo.tar"]));
 }
 
@@ -186,11 +180,9 @@ fn same_inputs_give_the_same_digest_in_two_directories_at_different_times() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     sample_project(b.path());
     // Different mtimes, different absolute paths, different stores.
-    Command::new("touch")
+    ok(Command::new("touch")
         .args(["-d", "2001-01-01"])
-        .arg(b.path().join("app/run.sh"))
-        .status()
-        .unwrap();
+        .arg(b.path().join("app/run.sh")));
     let da = stdout(&ok(imgbuild(a.path()).arg("demo")));
     let db = stdout(&ok(imgbuild(b.path()).arg("demo")));
     assert_eq!(da, db);
@@ -228,7 +220,7 @@ fn golden_digests() {
     symlink("index.html", d.join("site/home.html")).unwrap();
     fs::write(
         d.join("imgbuild.toml"),
-        "[defaults]\nplatform = \"linux/amd64\"\n[images.web]\nbase = \"scratch\"\ncmd = [\"/serve\"]\n[[images.web.layers]]\nname = \"site\"\nfiles = [{ from = \"site\", to = \"/srv\" }]\n",
+        "[defaults]\nplatform = \"linux/amd64\"\n[images.web]\nbase = \"scratch\"\ncmd = [\"/serve\"]\nstart_check = false  # scratch: the digests are the point, not the command\n[[images.web.layers]]\nname = \"site\"\nfiles = [{ from = \"site\", to = \"/srv\" }]\n",
     )
     .unwrap();
     let build = |args: &[&str]| {
@@ -458,7 +450,7 @@ fn bad_paths_are_refused_and_leave_nothing_half_written() {
     // A missing expected path fails the build (exit 1), names the path, and writes no image.
     fs::write(
         d.join("imgbuild.toml"),
-        good.replace(r#""/bin/sh"]"#, r#""/bin/sh", "/app/server.js"]"#),
+        good.replace(r#""/app/run.sh"]"#, r#""/app/run.sh", "/app/server.js"]"#),
     )
     .unwrap();
     let (c, err) = fails(imgbuild(&d).arg("demo"));
@@ -491,11 +483,9 @@ fn large_new_inputs_are_hashed_in_the_writing_pass_and_cached_for_the_next_build
             .collect::<Vec<u8>>(),
     )
     .unwrap();
-    Command::new("touch")
+    ok(Command::new("touch")
         .args(["-d", "2001-01-01"])
-        .arg(d.join("data/big.bin"))
-        .status()
-        .unwrap();
+        .arg(d.join("data/big.bin")));
     fs::write(d.join("imgbuild.toml"), "[images.d]\nbase = \"scratch\"\n[[images.d.layers]]\nname = \"data\"\nfiles = [{ from = \"data\", to = \"/data\" }]\n").unwrap();
     let out = ok(imgbuild(d).args(["build", "d", "--json", "-v"]));
     let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -524,7 +514,7 @@ fn verify_by_name_runs_the_layer_checks_of_the_current_config_on_the_last_build(
     let toml = fs::read_to_string(t.path().join("imgbuild.toml")).unwrap();
     fs::write(
         t.path().join("imgbuild.toml"),
-        toml.replace(r#""/bin/sh"]"#, r#""/bin/sh", "/app/server.js"]"#),
+        toml.replace(r#""/app/run.sh"]"#, r#""/app/run.sh", "/app/server.js"]"#),
     )
     .unwrap();
     let (code, err) = fails(imgbuild(t.path()).args(["verify", "demo"]));

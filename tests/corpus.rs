@@ -254,50 +254,12 @@ fn files_host(index: &str) -> String {
     .clone()
 }
 
-/// Debian trixie + python3, made like the bookworm fixture (the same script with the suite
-/// changed; tarball cached per machine) and imported once per machine. Layout tag `trixie`.
+/// Debian trixie + python3, made like the bookworm fixture (tarball cached per machine) and
+/// imported once per machine. Layout tag `trixie`.
 fn trixie_base() -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let script = std::fs::read_to_string(repo().join("fixtures/base/make-debian-python.sh"))
-            .unwrap()
-            .replace("\nSUITE=bookworm\n", "\nSUITE=trixie\n")
-            .replace("debian-bookworm-python3.tar", "debian-trixie-python3.tar");
-        assert!(script.contains("SUITE=trixie") && script.contains("debian-trixie-python3.tar"));
-        let out = ok(Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .arg("make-debian-python")
-            .arg("--print-tar"));
-        let tar = stdout(&out);
-        let md = std::fs::metadata(&tar).unwrap();
-        let mtime = md
-            .modified()
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "imgbuild-test-debian-trixie-{}-{}",
-            md.len(),
-            mtime.as_secs()
-        ));
-        if !dir.join("layout/index.json").is_file() {
-            let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-            ok(imgbuild(scratch.path()).args([
-                "base",
-                "import",
-                &tar,
-                "--output",
-                "oci:layout:trixie",
-                "--compression",
-                "none",
-            ]));
-            let _ = std::fs::remove_dir_all(scratch.path().join(".store"));
-            let _ = std::fs::rename(scratch.path(), &dir);
-        }
-        dir.join("layout")
-    })
-    .clone()
+    BASE.get_or_init(|| debian_base("trixie", "python3"))
+        .clone()
 }
 
 fn base_layout(suite: &str) -> PathBuf {

@@ -15,16 +15,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn project(dir: &Path, repository: &str) {
-    fs::create_dir_all(dir.join("app")).unwrap();
-    fs::write(dir.join("app/main.sh"), "echo hello\n").unwrap();
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!(
-            "[defaults]\nplatform = \"linux/amd64\"\n[images.api]\nrepository = \"{repository}\"\nbase = \"oci:{}:bb\"\ncmd = [\"/bin/sh\", \"/app/main.sh\"]\n[[images.api.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n",
-            busybox_base().display()
-        ),
-    )
-    .unwrap();
+    write_project(
+        dir,
+        &[("app/main.sh", b"echo hello\n")],
+        &api_toml(repository, &busybox_ref()),
+    );
 }
 
 /// A plain HTTP/1.1 request to the registry itself (no proxy); returns (status, body).
@@ -52,7 +47,7 @@ fn complete(port: u16, repo: &str, manifest_digest: &str) -> Result<(), String> 
     if status != 200 {
         return Err(format!("manifest {manifest_digest}: {status}"));
     }
-    if imgbuild::digest::Digest::of(&body).to_string() != manifest_digest {
+    if digest_of(&body) != manifest_digest {
         return Err(format!("manifest {manifest_digest} has other bytes"));
     }
     let m: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
@@ -195,22 +190,6 @@ fn pushes_and_pulls_through_injected_faults_never_publish_or_accept_a_broken_ima
 }
 
 /// Walks every regular file under `dir`.
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                todo.push(e.path());
-            } else if ft.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn the_registry_password_appears_nowhere_imgbuild_writes() {
     let password = "s3cret-Pa55word-77";
@@ -276,16 +255,13 @@ fn the_registry_password_appears_nowhere_imgbuild_writes() {
             .unwrap();
         p.wait_with_output().unwrap().stdout
     };
-    let leaks = |bytes: &[u8]| {
-        bytes.windows(needle.len()).any(|w| w == needle)
-            || bytes.windows(b64.len()).any(|w| w == &b64[..])
-    };
+    let leaks = |bytes: &[u8]| bytes_contain(bytes, needle) || bytes_contain(bytes, &b64);
     assert!(
         !leaks(&transcript),
         "stdout/stderr/--json carry the password"
     );
     // The store (blobs: configs, history, layers; records; logs) and the project's state.
-    for f in files(d) {
+    for f in files_under(d) {
         let bytes = fs::read(&f).unwrap();
         let text = if f.extension().is_some_and(|e| e == "gz") || bytes.starts_with(&[0x1f, 0x8b]) {
             let mut v = Vec::new();

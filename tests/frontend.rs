@@ -7,26 +7,31 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// `frontend/` of the job-agent fixture (a Next.js standalone output without public/).
 fn nextjs_output(dir: &Path) {
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("fixtures/job-agent/frontend"))
-        .arg(dir.join("frontend")));
+    copy_fixture("job-agent/frontend", &dir.join("frontend"));
 }
 
 /// An image `web` on the busybox base with one layer `frontend`: `layer` is its TOML body.
 fn config(dir: &Path, layer: &str, smoke: &str) {
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!(
-            "[images.web]\nbase = \"oci:{}:bb\"\nworkdir = \"/app\"\nsmoke = {smoke}\n\n[[images.web.layers]]\nname = \"frontend\"\n{layer}\n",
-            busybox_base().display()
+    config_on(dir, &busybox_ref(), layer, smoke)
+}
+
+/// The same on another base.
+fn config_on(dir: &Path, base: &str, layer: &str, smoke: &str) {
+    write_project(
+        dir,
+        &[],
+        &format!(
+            "[images.web]\nbase = \"{base}\"\nworkdir = \"/app\"\nsmoke = {smoke}\n\n[[images.web.layers]]\nname = \"frontend\"\n{layer}\n"
         ),
-    )
-    .unwrap();
+    );
+}
+
+/// The Debian web base (real nginx serving /var/www/html, real node) as a base reference.
+fn web_base() -> String {
+    format!("oci:{}:bookworm", debian_web_base().display())
 }
 
 /// Unpacks the last build of `web` with umoci; returns the root filesystem.
@@ -57,7 +62,10 @@ fn presets_are_listed_with_what_they_do() {
         list.contains(".next/standalone → workdir, .next/static, public/ (always present)"),
         "{list}"
     );
-    assert!(list.contains("dist/ → /usr/share/nginx/html"), "{list}");
+    assert!(
+        list.contains("dist/ → the directory the base's web server serves"),
+        "{list}"
+    );
 }
 
 #[test]
@@ -85,7 +93,7 @@ fn nextjs_standalone_lays_out_the_server_and_guarantees_public() {
         !root.join("app/frontend").exists() && !root.join("app/.next/standalone").exists(),
         "the standalone directory's contents go to the workdir"
     );
-    need("runc");
+    require_tool("runc");
     let out = ok(imgbuild(t.path()).args(["test", "web"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("web: 3 smoke command(s) passed"));
 
@@ -139,7 +147,7 @@ fn a_preset_field_given_in_the_layer_replaces_the_presets() {
     );
     let (code, err) = fails(imgbuild(t.path()).arg("web"));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("expected path /app/healthcheck.js is missing from the image (hint: run `npm run build` with `output: \"standalone\"` in next.config.js"), "{err}");
+    assert!(err.contains("expected path /app/healthcheck.js is missing from the image (hint: run `npm run build` with `output: \"standalone\"` in next.config.ts (or .js/.mjs)"), "{err}");
 
     // `files` given in the layer: a monorepo whose standalone output nests the app.
     let nested = t.path().join("frontend/.next/standalone/apps/web");
@@ -171,39 +179,78 @@ fn static_site_serves_dist_and_can_be_pointed_elsewhere() {
     fs::write(dist.join("index.html"), "<!doctype html><title>x</title>\n").unwrap();
     fs::write(dist.join("assets/app.js"), "console.log(1)\n").unwrap();
     fs::write(dist.join("assets/app.js.map"), "{}").unwrap();
-    config(
+    // Debian's nginx serves /var/www/html (its default site's `root`): the preset finds it.
+    let base = web_base();
+    config_on(
         t.path(),
+        &base,
         "preset = \"static-site\"\nroot = \"web\"",
-        r#"["test -f /usr/share/nginx/html/index.html"]"#,
+        r#"["test -f /var/www/html/index.html", "nginx -t"]"#,
     );
     ok(imgbuild(t.path()).arg("web"));
     let root = unpack(t.path());
-    assert!(root.join("usr/share/nginx/html/index.html").is_file());
-    assert!(root.join("usr/share/nginx/html/assets/app.js").is_file());
+    assert!(root.join("var/www/html/index.html").is_file());
+    assert!(root.join("var/www/html/assets/app.js").is_file());
     assert!(
-        !root.join("usr/share/nginx/html/assets/app.js.map").exists(),
+        !root.join("var/www/html/assets/app.js.map").exists(),
         "source maps are left out"
     );
-    need("runc");
+    require_tool("runc");
     ok(imgbuild(t.path()).args(["test", "web"]));
 
     // Another server's document root: `files` and `expect` given in the layer.
-    config(
+    config_on(
         t.path(),
+        &base,
         "preset = \"static-site\"\nroot = \"web\"\nfiles = [{ from = \"dist\", to = \"/srv/www\" }]\nexpect = [\"/srv/www/index.html\"]",
         "[]",
     );
     ok(imgbuild(t.path()).arg("web"));
     let root = unpack(t.path());
     assert!(root.join("srv/www/index.html").is_file());
-    assert!(!root.join("usr/share/nginx/html").exists());
+    assert!(!root.join("var/www/html/index.html").exists());
+
+    // A base whose server imgbuild cannot read (busybox, no httpd command): asked for `to`.
+    config(t.path(), "preset = \"static-site\"\nroot = \"web\"", "[]");
+    let (code, err) = fails(imgbuild(t.path()).arg("web"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot tell which directory the base"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: give the layer its own `files = [{ from = \"dist\", to = "),
+        "{err}"
+    );
 
     // A dist/ without index.html: the build fails naming the path (exit 1).
     fs::remove_file(dist.join("index.html")).unwrap();
-    config(t.path(), "preset = \"static-site\"\nroot = \"web\"", "[]");
+    config_on(
+        t.path(),
+        &base,
+        "preset = \"static-site\"\nroot = \"web\"",
+        "[]",
+    );
     let (code, err) = fails(imgbuild(t.path()).arg("web"));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("expected path /usr/share/nginx/html/index.html is missing from the image (hint: run `npm run build`; it writes the site into dist/)"), "{err}");
+    assert!(err.contains("expected path /var/www/html/index.html is missing from the image (hint: run `npm run build`; it writes the site into dist/)"), "{err}");
+
+    // A base that already has an index.html (as the official nginx image does): an empty
+    // dist/ must still fail — the base's page does not satisfy the layer's `expect`.
+    fs::write(t.path().join("welcome.html"), "Welcome to nginx!\n").unwrap();
+    write_project(
+        t.path(),
+        &[],
+        &format!(
+            "[images.nginx]\nbase = \"{base}\"\n[[images.nginx.layers]]\nname = \"welcome\"\nfiles = [{{ from = \"welcome.html\", to = \"/var/www/html/index.html\" }}]\n\n[images.web]\nbase = \"image:nginx\"\n[[images.web.layers]]\nname = \"frontend\"\npreset = \"static-site\"\nroot = \"web\"\n"
+        ),
+    );
+    let (code, err) = fails(imgbuild(t.path()).arg("web"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("layer `frontend`: expected path /var/www/html/index.html comes from the base image, not from this layer"),
+        "{err}"
+    );
 
     // No dist/ at all.
     fs::remove_dir_all(&dist).unwrap();
@@ -241,7 +288,7 @@ fn a_missing_build_output_fails_before_anything_is_fetched_or_written() {
         )),
         "{err}"
     );
-    assert!(err.contains("hint: run `npm run build` with `output: \"standalone\"` in next.config.js; it writes .next/standalone and .next/static"), "{err}");
+    assert!(err.contains("hint: run `npm run build` with `output: \"standalone\"` in next.config.ts (or .js/.mjs); it writes .next/standalone and .next/static"), "{err}");
     assert!(
         !err.contains("127.0.0.1"),
         "the base was not contacted: {err}"
@@ -260,4 +307,34 @@ fn a_missing_build_output_fails_before_anything_is_fetched_or_written() {
         "{err}"
     );
     assert_eq!(store_blobs(&t.path().join(".store")), 0);
+}
+
+/// Next.js writes `.next/cache` at run time: with `user = "1000:1000"` that directory belongs
+/// to the user (it failed with `EACCES … mkdir '/app/.next/cache'`), and the real node of the
+/// web base starts the server as that user.
+#[test]
+fn nextjs_cache_is_writable_by_the_image_user() {
+    let t = tempfile::tempdir().unwrap();
+    nextjs_output(t.path());
+    write_project(
+        t.path(),
+        &[],
+        &format!(
+            "[images.web]\nbase = \"{}\"\nworkdir = \"/app\"\nuser = \"1000:1000\"\ncmd = [\"node\", \"server.js\"]\nsmoke = [\"touch /app/.next/cache/x\", \"node -e 'require(\\\"fs\\\").mkdirSync(\\\"/app/.next/cache/images\\\")'\", \"! touch /app/server.js.new\"]\n\n[[images.web.layers]]\nname = \"frontend\"\npreset = \"nextjs-standalone\"\nroot = \"frontend\"\n",
+            web_base()
+        ),
+    );
+    ok(imgbuild(t.path()).arg("web"));
+    let root = unpack(t.path());
+    let md = fs::metadata(root.join("app/.next/cache")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    assert_eq!(fs::metadata(root.join("app/server.js")).unwrap().uid(), 0);
+    require_tool("runc");
+    let out = ok(imgbuild(t.path()).args(["test", "web"]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("web: 3 smoke command(s) passed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

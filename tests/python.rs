@@ -10,12 +10,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// A store shared by these tests (and by later runs: the store is content addressed and safe
-/// to share), so that each wheel is downloaded once per machine.
-fn shared_store() -> PathBuf {
-    std::env::temp_dir().join("imgbuild-test-pystore")
-}
-
 fn build(dir: &Path, args: &[&str]) -> Command {
     let mut c = imgbuild(dir);
     c.env("IMGBUILD_CACHE", shared_store()).args(args);
@@ -117,7 +111,7 @@ fn make_wheel(dir: &Path, filename: &str, files: &[(&str, &[u8], u32)]) -> (Path
     ));
     let mut rows: Vec<Row> = all
         .iter()
-        .map(|(n, b, _)| Row::new(n.clone(), &hex::encode(Sha256::digest(b)), b.len() as u64))
+        .map(|(n, b, _)| Row::new(n.clone(), &sha256_hex(b), b.len() as u64))
         .collect();
     rows.push(Row::bare(format!("{di}/RECORD")));
     all.push((
@@ -137,7 +131,7 @@ fn make_wheel(dir: &Path, filename: &str, files: &[(&str, &[u8], u32)]) -> (Path
         z.write_all(&b).unwrap();
     }
     z.finish().unwrap();
-    let sha = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+    let sha = sha256_hex(std::fs::read(&path).unwrap());
     (path, sha)
 }
 
@@ -158,7 +152,7 @@ fn project(dir: &Path, base: &Path, python: &str, extra: &str) {
         "[images.t]\nbase = \"oci:{}:py\"\n\n[[images.t.layers]]\nname = \"python-deps\"\npython = {{ {python} }}\n{extra}",
         base.display()
     );
-    std::fs::write(dir.join("imgbuild.toml"), toml).unwrap();
+    write_project(dir, &[], &toml);
 }
 
 /// A pylock.toml naming local wheels (`wheels/NAME`) and sdists.
@@ -415,7 +409,7 @@ fn requirements_through_a_simple_index_and_a_tampered_download() {
     cmd.args(["build", "t"]);
     let (code, err) = fails(&mut cmd);
     assert_eq!(code, 1, "{err}");
-    let bad = hex::encode(Sha256::digest(&evil));
+    let bad = sha256_hex(&evil);
     let want = format!("wheel {f} from http://127.0.0.1:{}/files/{f}: sha256 mismatch: requirements.txt pins {sha}, the file hashes to {bad}; refusing it (tampered, truncated or re-uploaded)", server.port);
     assert!(err.contains(&want), "{err}");
     // The real file: the build succeeds, and a second build asks the index nothing.
@@ -476,14 +470,8 @@ fn verify_checks_the_records_of_an_image_it_did_not_build() {
 /// A copy of fixtures/job-agent with a fresh uv.lock and its api image on `base:tag`.
 fn job_agent(dir: &Path, base: &str) -> PathBuf {
     let p = dir.join("job-agent");
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("fixtures/job-agent"))
-        .arg(&p));
-    ok(Command::new("bash")
-        .arg(p.join("make-lock.sh"))
-        .env("UV", uv())
-        .env("UV_INDEX_URL", package_index()));
+    copy_fixture("job-agent", &p);
+    make_uv_lock(&p);
     let toml = std::fs::read_to_string(p.join("imgbuild.toml")).unwrap();
     let toml = toml.replace(
         "base = \"oci:../.bases/debian-python3:bookworm\"",
@@ -646,7 +634,7 @@ fn raw_wheel(dir: &Path, filename: &str, entries: &[(&str, &[u8])]) -> String {
         z.write_all(b).unwrap();
     }
     z.finish().unwrap();
-    hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))
+    sha256_hex(std::fs::read(&path).unwrap())
 }
 
 /// Bad lock files and evil wheels, end to end: exit code, message, nothing written.
@@ -725,7 +713,7 @@ fn bad_lock_files_and_evil_wheels_give_their_errors_and_write_nothing() {
                     b"this is not a zip",
                 )
                 .unwrap();
-                let sha = hex::encode(Sha256::digest(b"this is not a zip"));
+                let sha = sha256_hex(b"this is not a zip");
                 pylock(
                     d,
                     &[("demo", "1.0", &[("demo-1.0-py3-none-any.whl", &sha)], None)],
@@ -820,10 +808,10 @@ fn bad_lock_files_and_evil_wheels_give_their_errors_and_write_nothing() {
                 use imgbuild::python::record::{self, Row};
                 let wheel = b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n";
                 let rows = [
-                    Row::new("demo/__init__.py", &hex::encode(Sha256::digest(b"")), 0),
+                    Row::new("demo/__init__.py", &sha256_hex(b""), 0),
                     Row::new(
                         "demo-1.0.dist-info/WHEEL",
-                        &hex::encode(Sha256::digest(wheel)),
+                        &sha256_hex(wheel),
                         wheel.len() as u64,
                     ),
                     Row::bare("demo-1.0.dist-info/RECORD"),

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use imgbuild::digest::Digest;
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,20 +15,14 @@ use std::sync::{Arc, Mutex};
 
 /// A project with one image `api` on `base`, pushed to `repository`, with an app layer.
 fn project(dir: &Path, repository: &str, base: &str) {
-    fs::create_dir_all(dir.join("app")).unwrap();
-    fs::write(dir.join("app/main.sh"), "echo hello\n").unwrap();
-    fs::write(dir.join("app/data.txt"), "data\n".repeat(100)).unwrap();
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!(
-            "[defaults]\nplatform = \"linux/amd64\"\n[images.api]\nrepository = \"{repository}\"\nbase = \"{base}\"\ncmd = [\"/bin/sh\", \"/app/main.sh\"]\n[[images.api.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n"
-        ),
-    )
-    .unwrap();
-}
-
-fn busybox_ref() -> String {
-    format!("oci:{}:bb", busybox_base().display())
+    write_project(
+        dir,
+        &[
+            ("app/main.sh", b"echo hello\n"),
+            ("app/data.txt", "data\n".repeat(100).as_bytes()),
+        ],
+        &api_toml(repository, base),
+    );
 }
 
 fn json(out: &std::process::Output) -> Value {
@@ -47,10 +40,6 @@ fn cmd(dir: &Path) -> Command {
     let mut c = imgbuild(dir);
     without_credentials(&mut c, &dir.join(".home")).env("IMGBUILD_REGISTRY_ATTEMPTS", "2");
     c
-}
-
-fn digest_of(bytes: &[u8]) -> String {
-    Digest::of(bytes).to_string()
 }
 
 #[test]
@@ -269,10 +258,10 @@ fn basic_auth_login_wrong_password_and_missing_credentials() {
     let s = json(&ok(cmd(d).args(["push", "api", "--json"])));
     assert_eq!(s["uploaded_bytes"], 0);
     // The secret is in no layer and no log of ours.
-    for entry in walk(&d.join(".store")) {
+    for entry in files_under(&d.join(".store")) {
         let bytes = fs::read(&entry).unwrap();
         assert!(
-            !contains(&bytes, b"s3cret-pw"),
+            !bytes_contain(&bytes, b"s3cret-pw"),
             "{} holds the password",
             entry.display()
         );
@@ -280,25 +269,6 @@ fn basic_auth_login_wrong_password_and_missing_credentials() {
     ok(cmd(d).args(["logout", &reg.host()]));
     let (_, err) = fails(cmd(d).args(["push", "api"]));
     assert!(err.contains("no credentials were found"), "{err}");
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                v.extend(walk(&p));
-            } else {
-                v.push(p);
-            }
-        }
-    }
-    v
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]
@@ -309,7 +279,7 @@ fn registry_base_is_locked_builds_the_same_digest_and_fails_clearly() {
     let base_ref = format!("{}/lib/bb:1", reg.host());
     ok(Command::new("skopeo")
         .args(["copy", "-q", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:bb", busybox_base().display()))
+        .arg(busybox_ref())
         .arg(format!("docker://{base_ref}")));
     let base_digest = digest_of(&skopeo_raw(&base_ref, None));
 
@@ -320,7 +290,12 @@ fn registry_base_is_locked_builds_the_same_digest_and_fails_clearly() {
     let p = d.join("p");
     project(&p, &repo, &base_ref);
     let from_registry = stdout(&ok(cmd(&p).args(["build", "api"])));
-    assert_eq!(from_layout, from_registry);
+    // The same image but for the registry base's name (`base.name` names the reference).
+    assert_ne!(from_layout, from_registry);
+    assert_eq!(
+        manifest_without_base_name(d, &from_layout, None),
+        manifest_without_base_name(&p, &from_registry, Some(&base_ref))
+    );
 
     // imgbuild.lock pins the tag.
     let lock = fs::read_to_string(p.join("imgbuild.lock")).unwrap();
@@ -485,7 +460,7 @@ fn pct_decode(s: &str) -> String {
 
 impl TokenServer {
     fn start(dir: &Path, service: &str) -> TokenServer {
-        need("openssl");
+        require_tool("openssl");
         let key = dir.join("key.pem");
         ok(Command::new("openssl")
             .args([
@@ -885,7 +860,7 @@ fn an_index_base_resolves_to_the_platform_manifest_and_locks_both_digests() {
     // Two different images in lib/multi: busybox (amd64) and one built on it (listed as arm64).
     ok(Command::new("skopeo")
         .args(["copy", "-q", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:bb", busybox_base().display()))
+        .arg(busybox_ref())
         .arg(format!("docker://{host}/lib/multi:amd64")));
     let other = d.join("other");
     project(&other, &format!("{host}/lib/multi"), &busybox_ref());
@@ -927,10 +902,14 @@ fn an_index_base_resolves_to_the_platform_manifest_and_locks_both_digests() {
         lock.contains(&format!("\"linux/amd64\" = \"{}\"", digest_of(&amd))),
         "{lock}"
     );
-    // The amd64 entry was chosen: the same image as on the busybox layout.
+    // The amd64 entry was chosen: the same image as on the busybox layout (but for the name).
     let q = d.join("q");
     project(&q, &format!("{host}/acme/api"), &busybox_ref());
-    assert_eq!(stdout(&ok(cmd(&q).args(["build", "api"]))), from_index);
+    let from_layout = stdout(&ok(cmd(&q).args(["build", "api"])));
+    assert_eq!(
+        manifest_without_base_name(&q, &from_layout, None),
+        manifest_without_base_name(&p, &from_index, Some(&base))
+    );
 
     // A platform the index does not have: a clear error listing those it has.
     let toml = fs::read_to_string(p.join("imgbuild.toml"))
@@ -1014,4 +993,17 @@ fn credentials_from_auth_json_a_credential_helper_and_a_limited_environment() {
         .env("IMGBUILD_REGISTRY_USER", "ci")
         .env("IMGBUILD_REGISTRY_PASSWORD", "helper-pw")
         .env("IMGBUILD_REGISTRY_HOST", format!("localhost:{port}")));
+}
+
+/// The manifest `digest` of project `dir`'s layout with its `base.name` annotation taken out,
+/// after checking that annotation: the reference `base` as written, or none.
+fn manifest_without_base_name(dir: &Path, digest: &str, base: Option<&str>) -> serde_json::Value {
+    let blob = dir
+        .join(".imgbuild/oci/blobs/sha256")
+        .join(digest.trim().trim_start_matches("sha256:"));
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
+    let ann = m["annotations"].as_object_mut().unwrap();
+    let name = ann.remove("org.opencontainers.image.base.name");
+    assert_eq!(name.as_ref().and_then(|v| v.as_str()), base, "{m}");
+    m
 }

@@ -10,20 +10,23 @@ use std::time::{Duration, Instant};
 
 /// A project with three layers and ~12 MB of poorly compressible data, so a build takes a while.
 fn project(dir: &Path) {
+    let mut files = Vec::new();
     for (i, layer) in ["a", "b", "c"].iter().enumerate() {
-        let d = dir.join(layer);
-        fs::create_dir_all(&d).unwrap();
         for f in 0..4 {
             let bytes = noise(0x9e3779b97f4a7c15 ^ (i * 4 + f) as u64, 1_000_000);
-            fs::write(d.join(format!("f{f}.bin")), bytes).unwrap();
+            files.push((format!("{layer}/f{f}.bin"), bytes));
         }
     }
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
     let layers: String = ["a", "b", "c"].iter().map(|l| format!("[[images.app.layers]]\nname = \"{l}\"\nfiles = [{{ from = \"{l}\", to = \"/{l}\" }}]\n")).collect();
-    fs::write(
-        dir.join("imgbuild.toml"),
-        format!("[images.app]\nbase = \"scratch\"\n{layers}"),
-    )
-    .unwrap();
+    write_project(
+        dir,
+        &files,
+        &format!("[images.app]\nbase = \"scratch\"\n{layers}"),
+    );
 }
 
 fn fsck_clean(dir: &Path) {
@@ -118,16 +121,20 @@ fn a_full_disk_fails_clearly_and_leaves_the_store_consistent() {
     project(t.path());
     let store = t.path().join("small-store");
     fs::create_dir_all(&store).unwrap();
-    let mounted = Command::new("mount")
+    // A 4 MiB tmpfs is the full disk. Mounting it needs root (CI runs the tests as root): a
+    // machine where it cannot be mounted fails this test, saying why, instead of passing it.
+    let mount = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
         .arg(&store)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
-        return;
-    }
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mount (package `mount`): {e}"));
+    assert!(
+        mount.status.success(),
+        "this test needs a small tmpfs as its full disk, and mounting one failed (uid {}; run the tests as root, as CI does): mount -t tmpfs -o size=4m tmpfs {}: {}",
+        unsafe { libc::geteuid() },
+        store.display(),
+        String::from_utf8_lossy(&mount.stderr).trim()
+    );
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {

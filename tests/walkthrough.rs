@@ -5,9 +5,9 @@
 //! (docs/ci/github-actions.yml, quoted in the README) is run step by step, and each failure of
 //! the incident is reproduced on the real api image with the error text the README quotes.
 //!
-//! The frontend's base here is busybox (a shell for `test -d`), with no node binary: the tests
-//! reach no registry but the package index, so there is no Node base to pull. The frontend
-//! image is built, checked, pushed and pinned as it would be on Node; node itself never runs.
+//! The frontend's base here is Debian bookworm with Debian's nodejs (debootstrapped: the tests
+//! reach no registry but the package index), so its `node` start command is checked at build
+//! time and `node --check` runs in the smoke test.
 
 mod common;
 use common::*;
@@ -52,7 +52,7 @@ const INCIDENT: &[&str] = &[
     "celery 5.7.0: script /usr/local/bin/celery: its shebang names /builder/venv/bin/python, which does not exist in the image",
     // a missing build output (tests/frontend.rs)
     "layer `frontend`: `from = \".next/standalone\"` does not exist",
-    "hint: run `npm run build` with `output: \"standalone\"` in next.config.js; it writes .next/standalone and .next/static",
+    "hint: run `npm run build` with `output: \"standalone\"` in next.config.ts (or .js/.mjs); it writes .next/standalone and .next/static",
     // found only at deploy time: a compose file that does not pin what was just pushed
     "are not pinned to the current digests; run `imgbuild pin` without --check",
 ];
@@ -61,12 +61,6 @@ const INCIDENT: &[&str] = &[
 /// used) and `npm run build` (the fixture holds its output; no npm registry is reachable).
 const CI_SKIPPED: &[&str] = &["Install imgbuild", "Build the frontend"];
 
-/// Wheels come from (and go to) the store the Python tests share, so each is downloaded once
-/// per machine; the store is content addressed and safe to share.
-fn shared_store() -> PathBuf {
-    std::env::temp_dir().join("imgbuild-test-pystore")
-}
-
 /// uv.lock for the fixture, made once per test binary with make-lock.sh (uv and the index).
 fn uv_lock() -> PathBuf {
     static LOCK: OnceLock<PathBuf> = OnceLock::new();
@@ -74,43 +68,26 @@ fn uv_lock() -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("imgbuild-test-walk-lock-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        ok(Command::new("cp")
-            .arg("-r")
-            .arg(repo().join("fixtures/job-agent"))
-            .arg(&dir));
-        ok(Command::new("bash")
-            .arg(dir.join("make-lock.sh"))
-            .env("UV", uv())
-            .env("UV_INDEX_URL", package_index()));
+        copy_fixture("job-agent", &dir);
+        make_uv_lock(&dir);
         dir.join("uv.lock")
     })
     .clone()
 }
 
 /// `t/job-agent`: a copy of the fixture with its uv.lock, and the bases its imgbuild.toml
-/// names at `../.bases/`: the Debian python3 import, and busybox made by the fixture's own
-/// script (`make-busybox.sh --import-fixture`).
+/// names at `../.bases/`: the Debian python3 and nginx+nodejs imports.
 fn project(t: &Path) -> PathBuf {
     let p = t.join("job-agent");
-    ok(Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("fixtures/job-agent"))
-        .arg(&p));
+    copy_fixture("job-agent", &p);
     fs::copy(uv_lock(), p.join("uv.lock")).unwrap();
     fs::create_dir_all(t.join(".bases")).unwrap();
     std::os::unix::fs::symlink(debian_python_base(), t.join(".bases/debian-python3")).unwrap();
-    fs::create_dir_all(t.join("base")).unwrap();
-    fs::copy(
-        repo().join("fixtures/base/make-busybox.sh"),
-        t.join("base/make-busybox.sh"),
+    std::os::unix::fs::symlink(
+        debian_web_base(),
+        t.join(".bases/debian-nginx-light-nodejs"),
     )
     .unwrap();
-    ok(Command::new("bash")
-        .arg(t.join("base/make-busybox.sh"))
-        .arg("--import-fixture")
-        .env("IMGBUILD", bin())
-        .env("IMGBUILD_CACHE", t.join(".bases/.store")));
-    assert!(t.join(".bases/busybox/index.json").is_file());
     p
 }
 
@@ -256,7 +233,7 @@ fn the_production_walkthrough_of_the_readme() {
     // 4. The api's smoke commands: the import checks and `alembic upgrade head` on SQLite.
     let toml = fs::read_to_string(p.join("imgbuild.toml")).unwrap();
     assert!(toml.contains("\"alembic upgrade head\""));
-    need("runc");
+    require_tool("runc");
     let out = ok(&mut shell(&p, &home, &line(5)));
     let e = err(&out);
     for cmd in [
@@ -268,8 +245,8 @@ fn the_production_walkthrough_of_the_readme() {
     }
     assert!(e.contains("api: 7 smoke command(s) passed"), "{e}");
 
-    // 5. The frontend: public/ exists (the project has none) and server.js is in place. The
-    //    busybox base has a shell for `test` but no node, so `node server.js` is not run.
+    // 5. The frontend: public/ exists (the project has none), server.js is in place and the
+    //    image's own node parses it.
     assert!(!p.join("frontend/public").exists());
     for check in ["\"test -d /app/public\"", "\"test -f /app/server.js\""] {
         assert!(toml.contains(check), "{check}");
@@ -280,7 +257,8 @@ fn the_production_walkthrough_of_the_readme() {
         e.contains("ok    test -d /app/public\n") && e.contains("ok    test -f /app/server.js\n"),
         "{e}"
     );
-    assert!(e.contains("frontend: 3 smoke command(s) passed"), "{e}");
+    assert!(e.contains("ok    node --check /app/server.js\n"), "{e}");
+    assert!(e.contains("frontend: 4 smoke command(s) passed"), "{e}");
 
     // 6. `pin --check`: 0 now; 1 after a change is rebuilt and pushed, the file untouched.
     ok(&mut shell(&p, &home, &line(7)));
@@ -418,7 +396,7 @@ fn the_ci_recipe_builds_pushes_pins_and_commits() {
     for s in CI_SKIPPED {
         assert!(steps.iter().any(|x| x.name == *s), "no step `{s}`");
     }
-    need("runc");
+    require_tool("runc");
     let mut ran = Vec::new();
     for s in &steps {
         let Some(run) = &s.run else { continue };

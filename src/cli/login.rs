@@ -21,7 +21,7 @@ pub struct LoginArgs {
 
 pub fn login(g: &Global, a: &LoginArgs) -> Result<i32> {
     use std::io::Read;
-    let registry = login_host(&a.host)?;
+    let registry = registry::reference::login_host(&a.host)?;
     let username = a
         .username
         .clone()
@@ -63,7 +63,7 @@ pub fn login(g: &Global, a: &LoginArgs) -> Result<i32> {
 }
 
 pub fn logout(g: &Global, host: &str) -> Result<i32> {
-    let registry = login_host(host)?;
+    let registry = registry::reference::login_host(host)?;
     let env = registry::credentials::Env::default();
     if registry::credentials::erase(&env, &registry)? {
         g.progress
@@ -73,23 +73,4 @@ pub fn logout(g: &Global, host: &str) -> Result<i32> {
             .note(&format!("no stored credentials for {registry}"));
     }
     Ok(0)
-}
-
-/// The registry named on `imgbuild login`, normalised as in references (`docker.io`, …).
-fn login_host(h: &str) -> Result<String> {
-    let h = h
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let h = h.strip_suffix("/v1").or(h.strip_suffix("/v2")).unwrap_or(h);
-    let r = registry::reference::Reference::parse(&format!("{h}/x")).map_err(|_| {
-        usage!("`{h}` is not a registry host (expected e.g. registry.example.com:5000)")
-    })?;
-    if r.repository != "x" {
-        return Err(usage!(
-            "`{h}` is not a registry host (expected e.g. registry.example.com:5000)"
-        ));
-    }
-    Ok(r.registry)
 }

@@ -6,6 +6,7 @@
 //! compressed digest are produced in one pass.
 
 pub mod read;
+pub mod unpack;
 
 use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashWriter};

@@ -95,6 +95,9 @@ pub struct IndexFile {
     pub sha256: Option<String>,
     #[serde(default)]
     pub yanked: bool,
+    /// PEP 503 `data-requires-python` / PEP 691 `requires-python`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_python: Option<String>,
 }
 
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
@@ -168,6 +171,7 @@ pub fn parse_html(body: &str, page: &reqwest::Url) -> Vec<IndexFile> {
             sha256,
             yanked: attr(tag, "data-yanked").is_some()
                 || tag.to_ascii_lowercase().contains(" data-yanked"),
+            requires_python: attr(tag, "data-requires-python"),
         });
     }
     out
@@ -187,6 +191,8 @@ pub fn parse_json(body: &str, page: &reqwest::Url) -> Result<Vec<IndexFile>> {
         hashes: std::collections::BTreeMap<String, String>,
         #[serde(default)]
         yanked: serde_json::Value,
+        #[serde(default, rename = "requires-python")]
+        requires_python: Option<String>,
     }
     let p: Page = serde_json::from_str(body).context("parsing the index's JSON project page")?;
     Ok(p.files
@@ -200,6 +206,7 @@ pub fn parse_json(body: &str, page: &reqwest::Url) -> Result<Vec<IndexFile>> {
                     serde_json::Value::Bool(false) | serde_json::Value::Null
                 ),
                 filename: f.filename,
+                requires_python: f.requires_python,
             })
         })
         .collect())
@@ -359,6 +366,20 @@ fn fetch(store: &Store, client: &reqwest::blocking::Client, want: &Want) -> Resu
         want.filename,
         errors.join("; ")
     )
+}
+
+/// Makes one file (an sdist, a build requirement) present in the store, sha256 checked; a stored
+/// blob that no longer matches is fetched again. Unlike `ensure`, the file is not read as a wheel.
+pub fn ensure_file(store: &Store, want: &Want) -> Result<PathBuf> {
+    let d = Digest::parse(&format!("sha256:{}", want.sha256))
+        .map_err(|e| anyhow!("{}: {e}", want.filename))?;
+    if store.has(&d) && store.check(&d).is_err() {
+        std::fs::remove_file(store.blob_path(&d))?;
+    }
+    if !store.has(&d) {
+        fetch(store, &crate::http::client()?, want)?;
+    }
+    Ok(store.blob_path(&d))
 }
 
 /// Makes every wanted wheel present in the store: a stored blob is re-hashed before use

@@ -3,6 +3,8 @@
 //!
 //! Data flow: `target` (detected from the base) → `lock` (+ `markers`) → `select` (`tags`) →
 //! `index` (downloads into the store) → `wheel` (entries, `scripts`, `record`) → `check`.
+//! Packages without a usable wheel (or named in `no_binary`) are built from their sdist by
+//! `sdist` (PEP 517 in a container of the target) before installing.
 
 pub mod check;
 pub mod filename;
@@ -12,6 +14,7 @@ pub mod lock;
 pub mod markers;
 pub mod record;
 pub mod scripts;
+pub mod sdist;
 pub mod select;
 pub mod tags;
 pub mod target;
@@ -137,19 +140,69 @@ impl PythonRecipe {
     fn prepare(&mut self, cx: &Ctx, base: &BaseView) -> Result<&State> {
         if self.state.is_none() {
             let target = target_of(cx, base, &self.py)?;
+            lock::check_requires_python(&self.lock, &target.version, &target.interpreter)?;
             let choice = lock::Choice {
                 groups: self.py.groups.clone(),
                 extras: self.py.extras.clone(),
                 exclude: self.py.exclude.clone(),
+                install_project: self.py.install_project.unwrap_or(true),
+                install_workspace: self.py.install_workspace.unwrap_or(true),
+                packages: self.py.packages.clone(),
+                all_packages: self.py.all_packages,
             };
             let locked = lock::load(&self.lock, &target.marker_env(), &choice)?;
+            let notes: Vec<String> = locked
+                .notes
+                .iter()
+                .map(|n| format!("layer `{}`: {n}", self.spec.name))
+                .collect();
+            if locked.packages.is_empty() {
+                let why = if locked.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", locked.notes.join("; "))
+                };
+                return Err(hinted(
+                    format!(
+                        "layer `{}`: {} installs nothing for {}{why}; a layer with no distribution is refused",
+                        self.spec.name,
+                        self.lock_name(),
+                        target.describe()
+                    ),
+                    "for a uv workspace, `all_packages = true` or `packages = [\"NAME\"]` in the layer's `python` table installs its members (uv sync --all-packages / --package); check `groups`, `extras` and `exclude`",
+                ));
+            }
+            cx.notes.lock().unwrap().extend(notes);
             let mut dirs = self.find_links.clone();
             let lock_dir = self.lock.parent().unwrap_or(&cx.root).to_path_buf();
             for f in &locked.find_links {
                 dirs.push(select::find_links_dir(&lock_dir, f)?);
             }
             let local = select::scan_find_links(&dirs, &cx.stat)?;
-            let picks = select::select(&locked, &target, &local, &self.lock_name())?;
+            let root = cx.root.clone();
+            let hash_local =
+                |path: &std::path::Path| -> std::result::Result<Option<String>, String> {
+                    let md =
+                        std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let sha = cx
+                        .stat
+                        .hash(path, &crate::cache::FileId::of(&md))
+                        .map_err(|e| format!("{}: {e:#}", path.display()))?;
+                    let key = path
+                        .strip_prefix(&root)
+                        .unwrap_or(path)
+                        .display()
+                        .to_string();
+                    match cx.pins.check(&key, &sha) {
+                    Ok(()) => Ok(Some(sha)),
+                    Err(pinned) => Err(format!(
+                        "{key} changed since imgbuild.lock pinned it (sha256 {pinned}, now {sha}); the lock gives no hash for it, so imgbuild pinned it at first use: restore the file, or accept the new one with `imgbuild lock --update`"
+                    )),
+                }
+                };
+            let mut picks =
+                select::select_with(&locked, &target, &local, &self.lock_name(), &hash_local)?;
+            self.apply_no_binary(&locked, &mut picks)?;
             self.state = Some(State {
                 target,
                 picks,
@@ -158,6 +211,138 @@ impl PythonRecipe {
             });
         }
         Ok(self.state.as_ref().unwrap())
+    }
+
+    /// `no_binary`: the named packages are built from their sdist even when a wheel fits.
+    fn apply_no_binary(&self, locked: &lock::Locked, picks: &mut [Pick]) -> Result<()> {
+        for n in &self.py.no_binary {
+            let want = filename::normalize(n);
+            let Some(pick) = picks
+                .iter_mut()
+                .find(|p| filename::normalize(&p.name) == want)
+            else {
+                return Err(usage!(
+                    "layer `{}`: no_binary `{n}`: {} installs no package of that name for this target",
+                    self.spec.name,
+                    self.lock_name()
+                ));
+            };
+            let pkg = locked
+                .packages
+                .iter()
+                .find(|p| filename::normalize(&p.name) == want)
+                .expect("every pick is a locked package");
+            let sdist = match &pkg.artifacts {
+                lock::Artifacts::Files {
+                    sdist: Some(s),
+                    other: None,
+                    ..
+                } => s,
+                _ => {
+                    return Err(usage!(
+                        "layer `{}`: no_binary `{n}`: {} gives no sdist of {} {} to build",
+                        self.spec.name,
+                        self.lock_name(),
+                        pkg.name,
+                        pkg.version
+                    ))
+                }
+            };
+            *pick = select::sdist_pick(pkg, sdist, &self.lock_name()).map_err(|e| anyhow!(e))?;
+        }
+        Ok(())
+    }
+
+    /// The indexes build requirements come from: `index_url`, the environment's index, the
+    /// lock's registries or `--index-url` lines.
+    fn build_indexes(&self) -> Result<Vec<String>> {
+        let st = self.state.as_ref().unwrap();
+        if let Some(m) = index::mirror(self.py.index_url.as_deref()) {
+            return Ok(vec![m]);
+        }
+        let mut out: Vec<String> = st
+            .registries
+            .iter()
+            .filter(|r| r.starts_with("https://") || r.starts_with("http://"))
+            .cloned()
+            .collect();
+        out.extend(st.indexes.iter().cloned());
+        if out.is_empty() {
+            return Err(hinted(
+                format!(
+                    "layer `{}`: building an sdist needs a package index for its build requirements, and none is configured",
+                    self.spec.name
+                ),
+                "set `index_url` in the layer's `python` table, or PIP_INDEX_URL / UV_INDEX_URL",
+            ));
+        }
+        Ok(out)
+    }
+
+    fn build_env(&self) -> BTreeMap<String, String> {
+        self.py
+            .build
+            .as_ref()
+            .map(|b| b.env.clone())
+            .unwrap_or_default()
+    }
+
+    /// Builds (or finds built) the wheel of every sdist pick; pins the build requirements in
+    /// `imgbuild.lock` when they were resolved.
+    fn build_sdists(&mut self, cx: &Ctx, base: &BaseView) -> Result<()> {
+        let st = self.state.as_ref().unwrap();
+        if !st
+            .picks
+            .iter()
+            .any(|p| matches!(p.origin, Origin::Sdist(_)))
+        {
+            return Ok(());
+        }
+        let indexes = self.build_indexes()?;
+        let env = self.build_env();
+        let lockfile = crate::registry::lock::LockFile::load(&cx.root)?;
+        let st = self.state.as_mut().unwrap();
+        let mut builder = sdist::Builder::new(sdist::Setup {
+            store: &cx.store,
+            base_layers: &base.base.layers,
+            target: &st.target,
+            indexes: &indexes,
+            env: &env,
+        });
+        let mut new_pins = BTreeMap::new();
+        for p in st.picks.iter_mut() {
+            let Origin::Sdist(s) = &p.origin else {
+                continue;
+            };
+            let key = sdist::pins_key(&p.name, &p.version, &st.target);
+            let job = sdist::Job {
+                name: &p.name,
+                version: &p.version,
+                sdist: s,
+                sha256: &p.sha256,
+            };
+            let b = builder.wheel(&job, lockfile.python_build.get(&key))?;
+            if b.fresh {
+                eprintln!(
+                    "built {} from the sdist of {} {} in {:.1} s ({} build requirements; {})",
+                    b.filename,
+                    p.name,
+                    p.version,
+                    b.seconds,
+                    b.pins.requires.len(),
+                    b.phases
+                );
+            }
+            if lockfile.python_build.get(&key) != Some(&b.pins) {
+                new_pins.insert(key, b.pins.clone());
+            }
+            p.filename = b.filename;
+            p.sha256 = b.sha256;
+        }
+        if !new_pins.is_empty() {
+            crate::registry::lock::LockFile::update(&cx.root, |l| l.python_build.extend(new_pins))?;
+        }
+        Ok(())
     }
 
     /// Finds the wheels of requirements.txt packages through the index (remembered in the store).
@@ -261,6 +446,25 @@ impl PythonRecipe {
         Ok(())
     }
 
+    /// `prefer`, normalised; each name must be a distribution this layer installs.
+    fn prefer(&self, picks: &[Pick]) -> Result<BTreeMap<String, String>> {
+        let have: BTreeSet<String> = picks.iter().map(|p| filename::normalize(&p.name)).collect();
+        let mut out = BTreeMap::new();
+        for (win, lose) in &self.py.prefer {
+            for n in [win, lose] {
+                if !have.contains(&filename::normalize(n)) {
+                    return Err(usage!(
+                        "layer `{}`: prefer `{win}` = `{lose}`: {} installs no package `{n}` for this target",
+                        self.spec.name,
+                        self.lock_name()
+                    ));
+                }
+            }
+            out.insert(filename::normalize(win), filename::normalize(lose));
+        }
+        Ok(out)
+    }
+
     /// Where each chosen wheel comes from, for `index::ensure`.
     fn wants(&self, cx: &Ctx) -> Result<Vec<index::Want>> {
         let st = self.state.as_ref().unwrap();
@@ -317,6 +521,8 @@ impl PythonRecipe {
                     w.pinned_by = "find_links".into();
                 }
                 Origin::Index { .. } => unreachable!("resolved before"),
+                // Built into the store by `build_sdists`, checked there.
+                Origin::Sdist(_) => continue,
             }
             out.push(w);
         }
@@ -331,7 +537,17 @@ impl Recipe for PythonRecipe {
 
     fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {
         let owner = self.owner;
+        let build_env = self.build_env();
         let st = self.prepare(cx, base)?;
+        let lockfile = if st
+            .picks
+            .iter()
+            .any(|p| matches!(p.origin, Origin::Sdist(_)))
+        {
+            Some(crate::registry::lock::LockFile::load(&cx.root)?)
+        } else {
+            None
+        };
         let mut t = st.target.clone();
         t.found.clear();
         let mut m = BTreeMap::new();
@@ -340,6 +556,7 @@ impl Recipe for PythonRecipe {
             serde_json::json!({ "format": INSTALLER_FORMAT, "owner": owner, "target": t })
                 .to_string(),
         );
+        let mut unpinned = Vec::new();
         for p in &st.picks {
             let what = match &p.origin {
                 Origin::Index { hashes, fallback } => {
@@ -352,9 +569,37 @@ impl Recipe for PythonRecipe {
                         fallback.as_ref().map(|f| &f.sha256)
                     )
                 }
+                Origin::Sdist(_) => {
+                    let key = sdist::pins_key(&p.name, &p.version, &st.target);
+                    let pins = lockfile
+                        .as_ref()
+                        .and_then(|l| l.python_build.get(&key))
+                        .filter(|b| b.sdist == p.sha256);
+                    if pins.is_none() {
+                        // Resolved while building: never cache the layer under an unpinned key.
+                        unpinned.push(p.name.clone());
+                    }
+                    serde_json::json!({
+                        "version": p.version,
+                        "sdist": p.sha256,
+                        "builder": sdist::FORMAT,
+                        "build_pins": pins.map(|b| &b.requires),
+                        "build_env": build_env,
+                    })
+                    .to_string()
+                }
                 _ => format!("{} {} sha256:{}", p.version, p.filename, p.sha256),
             };
             m.insert(format!("wheel {}", filename::normalize(&p.name)), what);
+        }
+        if !unpinned.is_empty() {
+            m.insert(
+                crate::recipe::UNHASHED.into(),
+                format!(
+                    "build requirements of {} not pinned yet",
+                    unpinned.join(", ")
+                ),
+            );
         }
         Ok(m)
     }
@@ -362,6 +607,7 @@ impl Recipe for PythonRecipe {
     fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>> {
         self.prepare(cx, base)?;
         self.resolve_index(cx)?;
+        self.build_sdists(cx, base)?;
         let wants = self.wants(cx)?;
         index::ensure(&cx.store, &wants)?;
         let st = self.state.as_ref().unwrap();
@@ -373,7 +619,8 @@ impl Recipe for PythonRecipe {
                     .with_context(|| format!("installing {} {}", p.name, p.version))?,
             );
         }
-        wheel::merge(installed)
+        let prefer = self.prefer(&st.picks)?;
+        wheel::merge(installed, &prefer)
     }
 
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>) {

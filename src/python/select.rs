@@ -2,7 +2,7 @@
 //! the lock, a `find_links` directory, or (requirements.txt) the index's files.
 
 use super::filename::{normalize, WheelName};
-use super::lock::{Artifacts, Locked, Package};
+use super::lock::{Artifacts, Locked, Other, Package, WheelRef};
 use super::tags::Tags;
 use super::target::Target;
 use super::version::Version;
@@ -29,6 +29,9 @@ pub enum Origin {
     },
     /// A wheel the user built into `find_links`.
     Local(PathBuf),
+    /// No wheel fits (or `no_binary` names the package): a wheel built from this sdist
+    /// (`python::sdist`). Until it is built, the pick's `filename`/`sha256` are the sdist's.
+    Sdist(WheelRef),
     /// requirements.txt: one of `hashes`, found through the index when the layer is built
     /// (`fallback`: a `find_links` wheel for when the index has none for the target).
     Index {
@@ -100,16 +103,103 @@ pub fn best_local<'a>(p: &Package, local: &'a [LocalWheel], tags: &Tags) -> Opti
         .map(|(_, l)| l)
 }
 
+/// The git origin a wheel records (PEP 610 `direct_url.json` in its `.dist-info`): the
+/// repository URL and commit it was built from.
+pub fn built_from(path: &Path) -> Option<(String, String)> {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).ok()?).ok()?;
+    let name = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.to_string()))
+        .find(|n| n.ends_with(".dist-info/direct_url.json") && n.matches('/').count() == 1)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name(&name).ok()?, &mut text).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let vcs = v.get("vcs_info")?;
+    (vcs.get("vcs")?.as_str()? == "git").then_some(())?;
+    Some((
+        v.get("url")?.as_str()?.to_string(),
+        vcs.get("commit_id")?.as_str()?.to_string(),
+    ))
+}
+
+fn same_repo(a: &str, b: &str) -> bool {
+    let t = |u: &str| {
+        u.trim_start_matches("git+")
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .to_ascii_lowercase()
+    };
+    t(a) == t(b)
+}
+
+/// A package locked to a git commit: a `find_links` wheel of its name and version counts only
+/// when it records that it was built from that commit of that repository; an index wheel never.
+fn git_pick(
+    p: &Package,
+    url: &str,
+    commit: &str,
+    local: &[LocalWheel],
+    tags: &Tags,
+    lock: &str,
+    target: &Target,
+) -> Result<Pick, String> {
+    let mut ignored = Vec::new();
+    for l in local {
+        let Some(w) = WheelName::parse(&l.filename) else {
+            continue;
+        };
+        if !same_release(&p.name, &p.version, &w) || tags.best(&w.tags).is_none() {
+            continue;
+        }
+        match built_from(&l.path) {
+            Some((u, c)) if same_repo(&u, url) && !commit.is_empty() && c == commit => {
+                return Ok(Pick {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    filename: l.filename.clone(),
+                    sha256: l.sha256.clone(),
+                    origin: Origin::Local(l.path.clone()),
+                });
+            }
+            Some((u, c)) => ignored.push(format!("{} (built from {c} of {u})", l.filename)),
+            None => ignored.push(format!("{} (it records no git origin)", l.filename)),
+        }
+    }
+    let seen = if ignored.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; not used from find_links, as nothing shows it is that commit: {}",
+            ignored.join(", ")
+        )
+    };
+    Err(format!(
+        "{} {} is locked to git commit {commit} of {url} in {lock}; a wheel of the same name and version from an index or find_links may be other code, so only a wheel built from that commit counts{seen}. imgbuild does not build git sources yet: build a wheel from that commit for CPython {} on {} {}, with its origin recorded in `{}-{}.dist-info/direct_url.json` (PEP 610: `{{\"url\": \"{url}\", \"vcs_info\": {{\"vcs\": \"git\", \"commit_id\": \"{commit}\"}}}}`, listed in its RECORD), put it in a directory and set `find_links` to it; or leave the package out with `exclude = [\"{}\"]`",
+        p.name,
+        p.version,
+        target.minor_version(),
+        target.libc,
+        target.arch,
+        super::filename::dist_info_name(&p.name),
+        p.version,
+        p.name
+    ))
+}
+
 /// Explains a package without a usable wheel: what exists, what the target takes, what to do.
 pub fn no_wheel(
     p: &Package,
     lock: &str,
     files: &[String],
     sdist: Option<&str>,
-    other: Option<&str>,
+    other: Option<&Other>,
     target: &Target,
 ) -> String {
     let what = format!("{} {}", p.name, p.version);
+    if let Some(Other::Local { path, .. }) = other {
+        let o = other.unwrap();
+        return format!("{what} comes from {o} in {lock}: it is built from the project's own source, which imgbuild does not do yet; build its wheel (e.g. `uv build --wheel {path} -o wheels/`) and set `find_links = \"wheels\"` in the layer's `python` table, or leave it out (`install_project = false`, `install_workspace = false` or `exclude = [\"{}\"]`)", p.name);
+    }
     let todo = format!(
         "build a wheel for the target (e.g. `pip wheel --no-deps {}=={} -w wheels/` with CPython {} on {} {}) into a directory and set `find_links = \"wheels\"` in the layer's `python` table",
         p.name, p.version, target.minor_version(), target.libc, target.arch
@@ -133,12 +223,51 @@ pub fn no_wheel(
     )
 }
 
+/// The pick of a package built from its sdist `s` (which must be hash-pinned and locatable).
+pub fn sdist_pick(p: &Package, s: &WheelRef, lock: &str) -> Result<Pick, String> {
+    let Some(sha) = &s.sha256 else {
+        return Err(format!(
+            "{} {}: {lock} gives no sha256 for its sdist {}; imgbuild builds only hash-pinned sdists",
+            p.name, p.version, s.filename
+        ));
+    };
+    if s.url.is_none() && s.path.is_none() {
+        return Err(format!(
+            "{} {}: {lock} names neither a URL nor a path for its sdist {}",
+            p.name, p.version, s.filename
+        ));
+    }
+    Ok(Pick {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        filename: s.filename.clone(),
+        sha256: sha.clone(),
+        origin: Origin::Sdist(s.clone()),
+    })
+}
+
 /// Chooses a wheel for every package; all packages without one are reported together.
+/// A local file the lock gives no hash for is refused (see `select_with`).
 pub fn select(
     locked: &Locked,
     target: &Target,
     local: &[LocalWheel],
     lock: &str,
+) -> Result<Vec<Pick>> {
+    select_with(locked, target, local, lock, &|_| Ok(None))
+}
+
+/// What `select_with` asks of a local file the lock names without a hash: its sha256 (hex,
+/// pinned by the caller), `None` to refuse it, or an error to report.
+pub type HashLocal<'a> = dyn Fn(&Path) -> Result<Option<String>, String> + 'a;
+
+/// `select`, with local files without a lock hash hashed (and pinned) by `hash_local`.
+pub fn select_with(
+    locked: &Locked,
+    target: &Target,
+    local: &[LocalWheel],
+    lock: &str,
+    hash_local: &HashLocal,
 ) -> Result<Vec<Pick>> {
     let tags = target.tags();
     let mut picks = Vec::new();
@@ -155,9 +284,27 @@ pub fn select(
                     .filter_map(|w| Some((tags.best(&WheelName::parse(&w.filename)?.tags)?, w)))
                     .min_by_key(|(r, _)| *r)
                     .map(|(_, w)| w);
+                if let Some(Other::Git { url, commit }) = other {
+                    match git_pick(p, url, commit, local, &tags, lock, target) {
+                        Ok(pick) => picks.push(pick),
+                        Err(e) => problems.push(e),
+                    }
+                    continue;
+                }
                 if let Some(w) = best {
-                    let Some(sha) = &w.sha256 else {
-                        problems.push(format!("{} {}: {lock} gives no sha256 for {}; imgbuild installs only hash-pinned files", p.name, p.version, w.filename));
+                    let pinned = match (&w.sha256, &w.path) {
+                        (Some(s), _) => Some(s.clone()),
+                        (None, Some(path)) => match hash_local(path) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                problems.push(format!("{} {}: {e}", p.name, p.version));
+                                continue;
+                            }
+                        },
+                        (None, None) => None,
+                    };
+                    let Some(sha) = &pinned else {
+                        problems.push(format!("{} {}: {lock} gives no sha256 for {}; imgbuild installs only hash-pinned files (local files are hashed and pinned in imgbuild.lock, remote ones never)", p.name, p.version, w.filename));
                         continue;
                     };
                     picks.push(Pick {
@@ -178,14 +325,19 @@ pub fn select(
                         sha256: l.sha256.clone(),
                         origin: Origin::Local(l.path.clone()),
                     });
+                } else if let (Some(s), None) = (sdist, other) {
+                    match sdist_pick(p, s, lock) {
+                        Ok(pick) => picks.push(pick),
+                        Err(e) => problems.push(e),
+                    }
                 } else {
                     let names: Vec<String> = wheels.iter().map(|w| w.filename.clone()).collect();
                     problems.push(no_wheel(
                         p,
                         lock,
                         &names,
-                        sdist.as_deref(),
-                        other.as_deref(),
+                        sdist.as_ref().map(|s| s.filename.as_str()),
+                        other.as_ref(),
                         target,
                     ));
                 }

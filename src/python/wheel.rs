@@ -22,6 +22,17 @@ pub struct Installed {
     /// The `.dist-info` directory (absolute).
     pub dist_info: String,
     pub entries: Vec<Entry>,
+    /// The distribution's normalised name (what `prefer` names).
+    pub name: String,
+    /// Each installed file (layer path) → its sha256 (hex, when known) and its RECORD row.
+    pub files: BTreeMap<Vec<u8>, Claim>,
+}
+
+/// What one distribution's RECORD says of a file it installs.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub sha256: Option<String>,
+    pub row: String,
 }
 
 /// One member of the archive, its name checked.
@@ -239,7 +250,13 @@ fn generated(site: &str, dest: &str, bytes: Vec<u8>, rows: &mut Vec<Row>) -> Bod
 }
 
 /// METADATA must name the distribution and version the wheel's file name gives.
-fn check_metadata(text: &str, wn: &WheelName, filename: &str, di: &str) -> Result<()> {
+fn check_metadata(
+    text: &str,
+    wn: &WheelName,
+    filename: &str,
+    di: &str,
+    python: &str,
+) -> Result<()> {
     let header = text.split("\n\n").next().unwrap_or("");
     let field = |k: &str| {
         header.lines().find_map(|l| {
@@ -271,6 +288,14 @@ fn check_metadata(text: &str, wn: &WheelName, filename: &str, di: &str) -> Resul
             "wheel {filename}: {di}/METADATA says version {version}, not {}",
             wn.version
         );
+    }
+    if let Some(rp) = field("Requires-Python") {
+        let v = super::version::Version::parse(python);
+        if v.is_some_and(|v| !super::version::satisfies(&v, &rp)) {
+            bail!(
+                "wheel {filename} requires Python {rp} (Requires-Python in {di}/METADATA), but the image's interpreter is {python}; the lock was resolved for another Python: use a base whose Python satisfies {rp}, or lock again for Python {python}"
+            );
+        }
     }
     Ok(())
 }
@@ -310,7 +335,7 @@ pub fn install(
             bail!("wheel {filename} has no {di}/METADATA (PEP 427 requires it); rebuild the wheel")
         }
     };
-    check_metadata(&metadata, &wn, filename, &di)?;
+    check_metadata(&metadata, &wn, filename, &di, &target.version)?;
     let rows: BTreeMap<String, Row> = match find("RECORD") {
         Some(m) => record::parse(&String::from_utf8_lossy(&read_member(&mut zip, m.index)?))
             .map_err(|e| anyhow!("wheel {filename}: {e}"))?
@@ -428,6 +453,14 @@ pub fn install(
         },
         0o644,
     );
+    let by_row: BTreeMap<&str, &Row> = record_rows.iter().map(|r| (r.path.as_str(), r)).collect();
+    let mut files = BTreeMap::new();
+    for e in &entries {
+        let abs = format!("/{}", String::from_utf8_lossy(&e.path));
+        let row = relative(&site, &abs);
+        let sha256 = by_row.get(row.as_str()).and_then(|r| r.sha256.clone());
+        files.insert(e.path.clone(), Claim { sha256, row });
+    }
     for d in dirs {
         entries.push(Entry {
             path: rel(&d),
@@ -441,6 +474,8 @@ pub fn install(
         label: format!("{} {}", wn.dist, wn.version),
         dist_info: format!("{site}/{di}"),
         entries,
+        name: super::filename::normalize(&wn.dist),
+        files,
     })
 }
 
@@ -453,36 +488,123 @@ pub fn blob(store: &crate::store::Store, sha256: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests;
 
-/// Joins the entries of several wheels; a file that two distributions install is an error
-/// naming the path and both distributions (all such paths are listed).
-pub fn merge(installed: Vec<Installed>) -> Result<Vec<Entry>> {
-    let mut owner: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+/// Joins the entries of several wheels. A file that several distributions install with the
+/// same bytes and mode is installed once (every RECORD keeps its row); where `prefer` says
+/// (winner → loser, normalised names), the winner's file is kept and the row leaves the
+/// loser's RECORD; any other shared file is an error naming the path, the distributions and
+/// the ways out (all such paths are listed).
+pub fn merge(installed: Vec<Installed>, prefer: &BTreeMap<String, String>) -> Result<Vec<Entry>> {
+    // Every claim on each path, in install order: (wheel, entry index).
+    let mut claims: BTreeMap<Vec<u8>, Vec<(usize, usize)>> = BTreeMap::new();
+    for (w, inst) in installed.iter().enumerate() {
+        for (i, e) in inst.entries.iter().enumerate() {
+            claims.entry(e.path.clone()).or_default().push((w, i));
+        }
+    }
+    let mut keep: BTreeSet<(usize, usize)> = BTreeSet::new();
+    // Rows to drop from each wheel's RECORD (files another distribution was preferred for).
+    let mut dropped: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     let mut clashes = Vec::new();
-    let mut out = Vec::new();
-    for w in installed {
-        for e in w.entries {
-            let is_dir = matches!(e.body, Body::Dir);
-            match owner.get(&e.path) {
-                Some(_) if is_dir => continue,
-                Some(first) => clashes.push(format!(
-                    "{} is in both {first} and {}",
-                    e.display(),
-                    w.label
-                )),
-                None => {
-                    owner.insert(e.path.clone(), w.label.clone());
-                    out.push(e);
+    let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+    for (path, mut cs) in claims {
+        let is_dir = |&(w, i): &(usize, usize)| matches!(installed[w].entries[i].body, Body::Dir);
+        if cs.len() == 1 || cs.iter().all(is_dir) {
+            keep.insert(cs[0]);
+            continue;
+        }
+        let names: BTreeSet<&str> = cs
+            .iter()
+            .map(|&(w, _)| installed[w].name.as_str())
+            .collect();
+        cs.retain(|&(w, _)| {
+            let me = &installed[w].name;
+            let beaten = prefer
+                .iter()
+                .any(|(win, lose)| lose == me && names.contains(win.as_str()));
+            if beaten {
+                if let Some(c) = installed[w].files.get(&path) {
+                    dropped.entry(w).or_default().insert(c.row.clone());
                 }
             }
+            !beaten
+        });
+        if cs.len() == 1 {
+            keep.insert(cs[0]);
+            continue;
+        }
+        let same = |&(w, i): &(usize, usize)| {
+            let e = &installed[w].entries[i];
+            (
+                installed[w].files.get(&path).and_then(|c| c.sha256.clone()),
+                e.mode,
+                matches!(e.body, Body::File { .. }),
+            )
+        };
+        let first = same(&cs[0]);
+        if first.0.is_some() && first.2 && cs.iter().all(|c| same(c) == first) {
+            keep.insert(cs[0]);
+            continue;
+        }
+        let labels: Vec<&str> = cs
+            .iter()
+            .map(|&(w, _)| installed[w].label.as_str())
+            .collect();
+        let shown = format!("/{}", String::from_utf8_lossy(&path));
+        clashes.push(format!(
+            "{shown} is in both {} with different contents",
+            labels.join(" and ")
+        ));
+        if let [(a, _), (b, _), ..] = cs[..] {
+            pairs.insert((installed[a].name.clone(), installed[b].name.clone()));
         }
     }
     if !clashes.is_empty() {
+        let ways: Vec<String> = pairs
+            .iter()
+            .map(|(a, b)| format!("`prefer = {{ \"{a}\" = \"{b}\" }}` keeps {a}'s files where the two collide (or the reverse), `exclude = [\"{b}\"]` leaves {b} out"))
+            .collect();
         bail!(
-            "two distributions install the same file ({} collision{}): {}",
+            "two distributions install the same file ({} collision{}): {}; in the layer's `python` table, {}",
             clashes.len(),
             if clashes.len() == 1 { "" } else { "s" },
-            clashes.join("; ")
+            clashes.join("; "),
+            ways.join("; ")
         );
     }
+    let mut out = Vec::new();
+    for (w, inst) in installed.into_iter().enumerate() {
+        let rec = rel(&format!("{}/RECORD", inst.dist_info));
+        let drop = dropped.remove(&w);
+        for (i, mut e) in inst.entries.into_iter().enumerate() {
+            if !keep.contains(&(w, i)) {
+                continue;
+            }
+            if let (Some(drop), true) = (&drop, e.path == rec) {
+                e.body = without_rows(&e.body, drop)?;
+            }
+            out.push(e);
+        }
+    }
     Ok(out)
+}
+
+/// A generated RECORD without the rows in `drop`.
+fn without_rows(body: &Body, drop: &BTreeSet<String>) -> Result<Body> {
+    let Body::File {
+        src: Source::Bytes(b),
+        ..
+    } = body
+    else {
+        bail!("a generated RECORD is not in memory");
+    };
+    let rows = record::parse(&String::from_utf8_lossy(b)).map_err(|e| anyhow!(e))?;
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| !drop.contains(&r.path))
+        .collect();
+    let text = record::write(&rows).into_bytes();
+    Ok(Body::File {
+        size: text.len() as u64,
+        src: Source::Bytes(text.into()),
+    })
 }

@@ -162,6 +162,14 @@ impl TokenResponse {
     }
 }
 
+/// What a client knows about the registry's authentication.
+#[derive(Default)]
+pub struct Session {
+    pub pinged: bool,
+    pub challenge: Option<Challenge>,
+    pub tokens: TokenCache,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,12 +128,9 @@ fn normalise_key(k: &str) -> String {
         .strip_suffix("/v1")
         .or_else(|| k.strip_suffix("/v2"))
         .unwrap_or(k);
-    match k {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
-        _ => match k.split_once('/') {
-            Some(("index.docker.io" | "registry-1.docker.io", rest)) => format!("docker.io/{rest}"),
-            _ => k.to_string(),
-        },
+    match k.split_once('/') {
+        Some((host, path)) => format!("{}/{path}", super::reference::normalise_registry(host)),
+        None => super::reference::normalise_registry(k),
     }
 }
 
@@ -533,6 +530,20 @@ mod tests {
     fn write(p: &Path, s: &str) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, s).unwrap();
+    }
+
+    #[test]
+    fn config_keys_normalise_like_references() {
+        for (k, want) in [
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("registry-1.docker.io", "docker.io"),
+            ("docker.io", "docker.io"),
+            ("index.docker.io/acme/api", "docker.io/acme/api"),
+            ("http://r.example.com:5000/v2", "r.example.com:5000"),
+            ("r.example.com/team/app", "r.example.com/team/app"),
+        ] {
+            assert_eq!(normalise_key(k), want, "{k}");
+        }
     }
 
     #[test]

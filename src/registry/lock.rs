@@ -1,5 +1,7 @@
 //! `imgbuild.lock`: base images pinned by digest. The first resolution of a tag writes its
 //! entry; later builds use the locked digests and never ask the registry what the tag means now.
+//! Also the build requirements each sdist was built with (`[python-build."NAME VERSION TARGET"]`,
+//! written by `python::sdist`), so that the next build uses exactly the same backend.
 //!
 //! ```toml
 //! [base."registry.example.com/library/python:3.13-slim"]
@@ -20,11 +22,56 @@ pub const FILE_NAME: &str = "imgbuild.lock";
 const HEADER: &str = "# imgbuild.lock: base images pinned by digest. Written by imgbuild; commit it.\n\
 # Builds use these digests and never re-resolve the tags. Refresh: imgbuild lock --update [IMAGE]\n\n";
 
+impl LockFile {
+    /// Reads the lock, changes it with `f` and writes it back (only when `f` changed it).
+    pub fn update(root: &Path, f: impl FnOnce(&mut LockFile)) -> Result<()> {
+        let mut l = LockFile::load(root)?;
+        let before = l.clone();
+        f(&mut l);
+        if l != before {
+            l.save(root)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LockFile {
     #[serde(default)]
     pub base: BTreeMap<String, Locked>,
+    /// Local files a Python lock names without a hash (path relative to the project →
+    /// `sha256:…`), pinned at first use; `imgbuild lock --update` drops them to accept changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    /// `NAME VERSION for TARGET` → the build requirements its sdist was built with.
+    #[serde(
+        default,
+        rename = "python-build",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub python_build: BTreeMap<String, BuildPins>,
+}
+
+/// The build requirements of one sdist for one target, resolved once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildPins {
+    /// The sha256 (hex) of the sdist these pins were resolved for.
+    pub sdist: String,
+    #[serde(default)]
+    pub requires: Vec<PinnedFile>,
+}
+
+/// One wheel of a build environment, by exact version and hash.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedFile {
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub url: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

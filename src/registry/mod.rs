@@ -1,16 +1,25 @@
 //! Registries: pull bases by digest (pinned in `imgbuild.lock`), push built images, pull images
 //! for `imgbuild verify REFERENCE`.
 //!
-//! `reference` parses names, `credentials` finds logins, `auth` handles challenges and tokens,
-//! `client` speaks the distribution protocol, `lock` keeps `imgbuild.lock`, `push` is the
-//! registry `Destination`.
+//! `reference` parses and normalises names, `credentials` finds logins, `auth` parses challenges
+//! and token answers, `client` speaks the distribution protocol (`transport` sends and retries,
+//! `session` authenticates, `manifests` and `blobs` are the requests, `error` the typed
+//! failures), `lock` keeps `imgbuild.lock`, `push` is the registry `Destination`.
 
 pub mod auth;
+mod blobs;
 pub mod client;
 pub mod credentials;
+pub mod error;
+pub mod known;
 pub mod lock;
+mod manifests;
+pub mod options;
 pub mod push;
 pub mod reference;
+mod repo;
+mod session;
+mod transport;
 
 use crate::digest::Digest;
 use crate::image::{BaseImage, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_INDEX};
@@ -20,21 +29,11 @@ use anyhow::{bail, Context, Result};
 use client::{Client, Fetched, Repo};
 use lock::{LockFile, Locked};
 use reference::Reference;
-use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use known::{known_repositories, remember};
+pub use options::Options;
 pub use push::RegistryDest;
-
-/// Settings for talking to registries.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// Hosts reached over plain HTTP although not loopback (`--insecure`, `insecure_registries`).
-    pub insecure: Vec<String>,
-    /// Where credentials are looked up (the process environment by default).
-    pub env: credentials::Env,
-    /// Re-resolve tags even when `imgbuild.lock` pins them (`imgbuild lock --update`).
-    pub update_lock: bool,
-}
 
 /// Whether a base as written in imgbuild.toml names a registry image.
 pub fn is_reference(written: &str) -> bool {
@@ -352,70 +351,6 @@ pub fn pull_image(
     };
     let (manifest, _, _) = fetch_image(&mut lazy, store, &f, &what)?;
     Ok((r, f.digest, manifest))
-}
-
-/// Known repositories holding a blob, per registry: where cross-repository mounts come from.
-type Locations = BTreeMap<String, Vec<String>>;
-const LOCATIONS: &str = "registry-blobs";
-
-pub fn known_repositories(store: &Store, registry: &str, d: &Digest) -> Vec<String> {
-    store
-        .get_record::<Locations>(LOCATIONS, d.hex())
-        .and_then(|mut l| l.remove(registry))
-        .unwrap_or_default()
-}
-
-/// Records that `repository` on `registry` holds these blobs (most recent last, five kept).
-pub fn remember<'a>(
-    store: &Store,
-    registry: &str,
-    repository: &str,
-    digests: impl Iterator<Item = &'a Digest>,
-) {
-    for d in digests {
-        let mut l: Locations = store.get_record(LOCATIONS, d.hex()).unwrap_or_default();
-        let repos = l.entry(registry.to_string()).or_default();
-        if repos.last().map(|s| s.as_str()) == Some(repository) {
-            continue;
-        }
-        repos.retain(|r| r != repository);
-        repos.push(repository.to_string());
-        if repos.len() > 5 {
-            repos.remove(0);
-        }
-        // A cache: failing to write it only costs a mount later.
-        let _ = store.put_record(LOCATIONS, d.hex(), &l);
-    }
-}
-
-impl<'a> Repo<'a> {
-    /// The repository's tags; `None` when the repository does not exist.
-    pub fn tags(&self) -> Result<Option<Vec<String>>> {
-        let url = self.client.url(&format!("v2/{}/tags/list", self.name));
-        let what = format!("listing the tags of {}/{}", self.client.registry, self.name);
-        let resp = self
-            .client
-            .send(&self.scopes, &what, client::Retry::Yes, &|h| {
-                h.get(url.clone())
-            })?;
-        match resp.status() {
-            reqwest::StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                let v: serde_json::Value = resp.json().with_context(|| what.clone())?;
-                Ok(Some(
-                    v.get("tags")
-                        .and_then(|t| t.as_array())
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|x| x.as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                ))
-            }
-            s => bail!("{what}: the registry answered {s}"),
-        }
-    }
 }
 
 /// Registry settings for a project: its `insecure_registries` plus `--insecure` hosts, and

@@ -4,8 +4,9 @@
 //! by digest only after every blob is confirmed present, then each tag.
 
 use super::client::{Client, Repo, Start};
+use super::known::{known_repositories, remember};
+use super::options::Options;
 use super::reference::Reference;
-use super::{known_repositories, remember, Options};
 use crate::image::Built;
 use crate::image::{ANN_BASE_NAME, MT_MANIFEST};
 use crate::store::Store;
@@ -213,7 +214,7 @@ fn push_blob(
             Start::Mounted => Ok(()),
         };
         match res {
-            Err(e) if e.chain().any(|c| c.is::<crate::error::UsageError>()) => return Err(e),
+            Err(e) if super::error::is_final(&e) => return Err(e),
             Err(e) => {
                 if repo.head_blob(&d.digest).ok().flatten() == Some(d.size) {
                     return Ok(Outcome::Uploaded);

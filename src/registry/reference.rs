@@ -58,29 +58,10 @@ impl Reference {
                 ));
             }
         }
-        let (registry, repository) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains(['.', ':'])
-                    || first == "localhost"
-                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
-            {
-                (first.to_string(), rest.to_string())
-            }
-            _ => (DOCKER_HUB.to_string(), name.to_string()),
-        };
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB.to_string()
-        } else {
-            registry
-        };
+        let (registry, repository) = split_name(name);
         if !valid_host(&registry) {
             return bad(format!("registry host `{registry}` is malformed"));
         }
-        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
-            format!("library/{repository}")
-        } else {
-            repository
-        };
         if repository.is_empty() {
             return bad("the repository name is empty".into());
         }
@@ -140,6 +121,69 @@ impl fmt::Display for Reference {
         }
         Ok(())
     }
+}
+
+/// The one registry-name rule: Docker Hub's names (`docker.io`, `index.docker.io`,
+/// `registry-1.docker.io`) are `docker.io`; any other host is kept as written (case too: an
+/// upper-case letter is what makes `Myhost` in `Myhost/x` a host, as in docker).
+pub fn normalise_registry(host: &str) -> String {
+    match host {
+        DOCKER_HUB | "index.docker.io" | DOCKER_HUB_API => DOCKER_HUB.to_string(),
+        h => h.to_string(),
+    }
+}
+
+/// A repository name without tag or digest as `registry/path`, with docker's defaults:
+/// `python` → `docker.io/library/python`, `acme/api` → `docker.io/acme/api`,
+/// `index.docker.io/acme/api` → `docker.io/acme/api`, `127.0.0.1:5000/a` unchanged.
+pub fn normalise_repository(repo: &str) -> String {
+    let (registry, path) = split_name(repo);
+    format!("{registry}/{path}")
+}
+
+/// A registry host as given to `imgbuild login` / `logout` (a scheme, a trailing `/` and a
+/// `/v1` or `/v2` API suffix allowed), normalised like the registry of a reference.
+pub fn login_host(h: &str) -> anyhow::Result<String> {
+    let h = h
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let h = h.strip_suffix("/v1").or(h.strip_suffix("/v2")).unwrap_or(h);
+    let r = Reference::parse(&format!("{h}/x")).map_err(|_| {
+        crate::usage!("`{h}` is not a registry host (expected e.g. registry.example.com:5000)")
+    })?;
+    // `docker.io` (and its other names) is a host too: its one-part names get `library/`.
+    let hub = r.registry == DOCKER_HUB && r.repository == "library/x";
+    if r.repository != "x" && !hub {
+        return Err(crate::usage!(
+            "`{h}` is not a registry host (expected e.g. registry.example.com:5000)"
+        ));
+    }
+    Ok(r.registry)
+}
+
+/// Whether the first component of a name is a registry host, as docker decides: it has a `.`
+/// or `:`, is `localhost`, or has an upper-case letter.
+fn is_host(first: &str) -> bool {
+    first.contains(['.', ':'])
+        || first == "localhost"
+        || first.chars().any(|c| c.is_ascii_uppercase())
+}
+
+/// A name (no tag or digest) as its normalised registry and repository path (`library/` added
+/// to a single-component Docker Hub name). Not validated.
+fn split_name(name: &str) -> (String, String) {
+    let (registry, path) = match name.split_once('/') {
+        Some((first, rest)) if is_host(first) => (normalise_registry(first), rest),
+        _ => (DOCKER_HUB.to_string(), name),
+    };
+    let path = if registry == DOCKER_HUB && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path.to_string()
+    };
+    (registry, path)
 }
 
 pub fn api_host(registry: &str) -> &str {
@@ -306,6 +350,80 @@ mod tests {
         ] {
             let e = Reference::parse(s).unwrap_err();
             assert!(e.contains(why), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn registry_names_have_one_rule() {
+        for h in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+            assert_eq!(normalise_registry(h), "docker.io", "{h}");
+        }
+        assert_eq!(normalise_registry("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(normalise_registry("Myhost"), "Myhost");
+        assert_eq!(
+            normalise_registry("registry.example.com"),
+            "registry.example.com"
+        );
+        // The references' registries follow it.
+        assert_eq!(p("registry-1.docker.io/acme/api").registry, "docker.io");
+        assert_eq!(
+            p("registry-1.docker.io/busybox").name(),
+            "docker.io/library/busybox"
+        );
+    }
+
+    #[test]
+    fn repositories_get_dockers_defaults() {
+        for (repo, want) in [
+            ("python", "docker.io/library/python"),
+            ("acme/api", "docker.io/acme/api"),
+            ("index.docker.io/acme/api", "docker.io/acme/api"),
+            ("registry-1.docker.io/acme/api", "docker.io/acme/api"),
+            ("docker.io/acme/api", "docker.io/acme/api"),
+            ("docker.io/busybox", "docker.io/library/busybox"),
+            ("localhost/x", "localhost/x"),
+            ("localhost:5000/a/b", "localhost:5000/a/b"),
+            ("reg.io:443/a", "reg.io:443/a"),
+            ("Myhost/x", "Myhost/x"),
+            ("a/b/c", "docker.io/a/b/c"),
+        ] {
+            assert_eq!(normalise_repository(repo), want, "{repo}");
+        }
+        // The same as a parsed reference's name.
+        for name in [
+            "python",
+            "acme/api",
+            "index.docker.io/acme/api",
+            "[::1]:5000/a/b",
+        ] {
+            assert_eq!(normalise_repository(name), p(name).name(), "{name}");
+        }
+    }
+
+    #[test]
+    fn login_hosts() {
+        assert_eq!(
+            login_host("https://registry.example.com:5000/v2/").unwrap(),
+            "registry.example.com:5000"
+        );
+        assert_eq!(login_host(" 127.0.0.1:5000 ").unwrap(), "127.0.0.1:5000");
+        assert_eq!(login_host("http://localhost/v1").unwrap(), "localhost");
+        // Docker Hub, under each of its names.
+        for hub in [
+            "docker.io",
+            "index.docker.io",
+            "https://index.docker.io/v1/",
+            "registry-1.docker.io",
+        ] {
+            assert_eq!(login_host(hub).unwrap(), "docker.io", "{hub}");
+        }
+        for bad in ["", "a/b", "bad host", "example.com:99999"] {
+            let e = login_host(bad).unwrap_err();
+            assert_eq!(crate::error::exit_code(&e), 2, "{bad}");
+            assert!(
+                e.to_string().contains("is not a registry host"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -60,9 +60,20 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Whether an external tool is on PATH. Tests that need one fail loudly when it is missing
-/// unless IMGBUILD_SKIP_MISSING_TOOLS is set (CI installs them all).
-pub fn need(tool: &str) -> bool {
+/// The Debian package that provides `tool` (the ones .ci/install-deps installs).
+fn package_of(tool: &str) -> &str {
+    match tool {
+        "busybox" => "busybox-static",
+        "htpasswd" => "apache2-utils",
+        "python3" | "pip" => "python3 python3-venv",
+        other => other,
+    }
+}
+
+/// Panics unless the external tool `tool` is on PATH, naming the package that provides it:
+/// a test that needs a real tool never passes without having used it. CI installs them all
+/// with .ci/install-deps.
+pub fn require_tool(tool: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -70,10 +81,12 @@ pub fn need(tool: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !found && std::env::var_os("IMGBUILD_SKIP_MISSING_TOOLS").is_none() {
-        panic!("{tool} is not installed; run .ci/run's apt-get line (or set IMGBUILD_SKIP_MISSING_TOOLS=1 to skip)");
+    if !found {
+        panic!(
+            "this test needs `{tool}`, which is not on PATH: install the Debian package `{}` (.ci/install-deps installs every tool the tests use)",
+            package_of(tool)
+        );
     }
-    found
 }
 
 /// A busybox root filesystem imported as an OCI layout, made once per test binary.
@@ -104,7 +117,8 @@ pub struct Registry {
 impl Registry {
     /// Starts an open registry, or one with htpasswd Basic auth for `user`/`password`.
     pub fn start(auth: Option<(&str, &str)>) -> Registry {
-        need("docker-registry");
+        require_tool("docker-registry");
+        require_tool("curl");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
@@ -112,6 +126,7 @@ impl Registry {
             dir.path().join("data").display()
         );
         if let Some((u, p)) = auth {
+            require_tool("htpasswd");
             let htpasswd = dir.path().join("htpasswd");
             ok(Command::new("htpasswd")
                 .arg("-Bbc")
@@ -132,12 +147,12 @@ impl Registry {
             .spawn()
             .expect("starting docker-registry");
         let r = Registry { child, port, dir };
-        r.wait_ready(auth.is_some());
+        r.wait_ready(if auth.is_some() { "401" } else { "200" });
         r
     }
 
-    fn wait_ready(&self, auth: bool) {
-        let want = if auth { "401" } else { "200" };
+    /// Waits up to 10 s for `/v2/` to answer with HTTP status `want`; panics with the log if not.
+    fn wait_ready(&self, want: &str) {
         for _ in 0..100 {
             let out = Command::new("curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -153,7 +168,7 @@ impl Registry {
         panic!(
             "docker-registry on port {} did not come up; log: {}",
             self.port,
-            std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+            self.log()
         );
     }
 
@@ -179,7 +194,7 @@ pub fn free_port() -> u16 {
 
 /// Unpacks `layout:tag` with umoci into `bundle` (umoci checks diff_ids and sizes).
 pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
-    need("umoci");
+    require_tool("umoci");
     ok(Command::new("umoci")
         .arg("unpack")
         .arg("--image")
@@ -189,7 +204,7 @@ pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
 
 /// Runs the bundle's process with runc (no terminal); returns its stdout.
 pub fn runc_run(bundle: &Path, args: &[&str]) -> Output {
-    need("runc");
+    require_tool("runc");
     let cfg_path = bundle.join("config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
@@ -218,7 +233,8 @@ impl Registry {
     /// A registry whose config gets `extra` appended (e.g. an `auth:` section), logging every
     /// request (stdout and stderr) to `registry.log`; ready when `/v2/` answers `ready_code`.
     pub fn start_custom(extra: &str, ready_code: &str) -> Registry {
-        need("docker-registry");
+        require_tool("docker-registry");
+        require_tool("curl");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let cfg = format!(
@@ -235,19 +251,8 @@ impl Registry {
             .spawn()
             .expect("starting docker-registry");
         let r = Registry { child, port, dir };
-        for _ in 0..100 {
-            let out = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-                .arg(format!("http://127.0.0.1:{}/v2/", r.port))
-                .output();
-            if let Ok(o) = out {
-                if String::from_utf8_lossy(&o.stdout) == ready_code {
-                    return r;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("docker-registry did not come up: {}", r.log());
+        r.wait_ready(ready_code);
+        r
     }
 
     pub fn log(&self) -> String {
@@ -268,7 +273,7 @@ impl Registry {
 
 /// `skopeo inspect --raw` of a reference on a loopback registry: the manifest bytes.
 pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Vec<u8> {
-    need("skopeo");
+    require_tool("skopeo");
     let mut c = Command::new("skopeo");
     c.args(["inspect", "--raw", "--tls-verify=false"]);
     if let Some(cr) = creds {
@@ -283,40 +288,53 @@ pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Vec<u8> {
 /// Returns the layout (tag `bookworm`).
 pub fn debian_python_base() -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let out = ok(Command::new("bash")
-            .arg(repo().join("fixtures/base/make-debian-python.sh"))
-            .arg("--print-tar"));
-        let tar = stdout(&out);
-        let md = std::fs::metadata(&tar).unwrap();
-        let mtime = md
-            .modified()
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "imgbuild-test-debian-python-{}-{}",
-            md.len(),
-            mtime.as_secs()
-        ));
-        if !dir.join("layout/index.json").is_file() {
-            let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-            ok(imgbuild(scratch.path()).args([
-                "base",
-                "import",
-                &tar,
-                "--output",
-                "oci:layout:bookworm",
-                "--compression",
-                "none",
-            ]));
-            let _ = std::fs::remove_dir_all(scratch.path().join(".store"));
-            // Another test binary may have won the race: then its copy is used.
-            let _ = std::fs::rename(scratch.path(), &dir);
-        }
-        dir.join("layout")
-    })
-    .clone()
+    BASE.get_or_init(|| debian_base("bookworm", "python3"))
+        .clone()
+}
+
+/// A Debian bookworm base with real nginx (nginx-light, serving /var/www/html) and a real node
+/// binary (Debian's nodejs), made like `debian_python_base`. Returns the layout (tag `bookworm`).
+pub fn debian_web_base() -> PathBuf {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| debian_base("bookworm", "nginx-light,nodejs"))
+        .clone()
+}
+
+/// debootstrap of Debian `suite` (minbase + `packages`) through make-debian-python.sh, imported
+/// once per machine. Returns the layout (tag = the suite).
+pub fn debian_base(suite: &str, packages: &str) -> PathBuf {
+    let out = ok(Command::new("bash")
+        .arg(repo().join("fixtures/base/make-debian-python.sh"))
+        .args(["--suite", suite, "--include", packages, "--print-tar"]));
+    let tar = stdout(&out);
+    let md = std::fs::metadata(&tar).unwrap();
+    let mtime = md
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "imgbuild-test-debian-{suite}-{}-{}-{}",
+        packages.replace(',', "-"),
+        md.len(),
+        mtime.as_secs()
+    ));
+    if !dir.join("layout/index.json").is_file() {
+        let scratch = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        ok(imgbuild(scratch.path()).args([
+            "base",
+            "import",
+            &tar,
+            "--output",
+            &format!("oci:layout:{suite}"),
+            "--compression",
+            "none",
+        ]));
+        let _ = std::fs::remove_dir_all(scratch.path().join(".store"));
+        // Another test binary may have won the race: then its copy is used.
+        let _ = std::fs::rename(scratch.path(), &dir);
+    }
+    dir.join("layout")
 }
 
 /// A uv binary: `uv` on PATH, else one installed from the package index into a venv in the
@@ -384,4 +402,178 @@ pub fn without_credentials<'a>(c: &'a mut Command, home: &Path) -> &'a mut Comma
         .env_remove("IMGBUILD_REGISTRY_USER")
         .env_remove("IMGBUILD_REGISTRY_PASSWORD")
         .env_remove("IMGBUILD_REGISTRY_HOST")
+}
+
+/// Wheels come from (and go to) the store the Python tests share (python.rs, walkthrough.rs),
+/// so each is downloaded once per machine; the store is content addressed and safe to share.
+pub fn shared_store() -> PathBuf {
+    std::env::temp_dir().join("imgbuild-test-pystore")
+}
+
+/// `cp -r fixtures/REL DEST`: a copy of a fixture (`DEST` must not exist yet).
+pub fn copy_fixture(rel: &str, dest: &Path) {
+    ok(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("fixtures").join(rel))
+        .arg(dest));
+}
+
+/// Runs the copy of the job-agent fixture's make-lock.sh in `dir` (uv and the package index):
+/// it writes `dir/uv.lock`.
+pub fn make_uv_lock(dir: &Path) {
+    ok(Command::new("bash")
+        .arg(dir.join("make-lock.sh"))
+        .env("UV", uv())
+        .env("UV_INDEX_URL", package_index()));
+}
+
+/// The regular files below `dir`, at any depth (symlinks are not followed); none if it is absent.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                todo.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn bytes_contain(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The SHA-256 of `bytes` in lowercase hex.
+pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes.as_ref()))
+}
+
+/// The OCI digest of `bytes`: `sha256:<hex>` (computed here, not by imgbuild).
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// The busybox base as an image reference: `oci:<layout>:bb`.
+pub fn busybox_ref() -> String {
+    format!("oci:{}:bb", busybox_base().display())
+}
+
+/// Writes a project into `dir`: each `(path, contents)` of `files` (parent directories made)
+/// and `imgbuild.toml` holding `toml`.
+pub fn write_project(dir: &Path, files: &[(&str, &[u8])], toml: &str) {
+    for (path, bytes) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    std::fs::write(dir.join("imgbuild.toml"), toml).unwrap();
+}
+
+/// The one-image config the registry and fault tests push: image `api` for linux/amd64 in
+/// `repository` on `base`, running /app/main.sh, with one layer `app` (`app/` → `/app`).
+pub fn api_toml(repository: &str, base: &str) -> String {
+    format!(
+        "[defaults]\nplatform = \"linux/amd64\"\n[images.api]\nrepository = \"{repository}\"\nbase = \"{base}\"\ncmd = [\"/bin/sh\", \"/app/main.sh\"]\n[[images.api.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n"
+    )
+}
+
+/// A tiny root filesystem that looks like Debian 12's python3 (/usr/bin/python3.11, 3.11.2,
+/// glibc 2.36), imported as the layout `DIR/base:py`; `store` is the IMGBUILD_CACHE to use.
+pub fn fake_bookworm_python(dir: &Path, store: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let r = dir.join("rootfs");
+    let put = |p: &str, b: &[u8], mode: u32| {
+        let p = r.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let link = |to: &str, at: &str| {
+        let at = r.join(at);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(to, at).unwrap();
+    };
+    link("usr/bin", "bin");
+    link("usr/lib", "lib");
+    put("usr/bin/sh", b"\x7fELF", 0o755);
+    put("usr/bin/env", b"\x7fELF", 0o755);
+    put(
+        "usr/lib/x86_64-linux-gnu/libc.so.6",
+        b"\x7fELF GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36.\n",
+        0o755,
+    );
+    put("usr/bin/python3.11", b"\x7fELF\0Python \x003.11.2\0", 0o755);
+    link("python3.11", "usr/bin/python3");
+    put(
+        "usr/lib/python3.11/site.py",
+        b"# local/lib dist-packages\n",
+        0o644,
+    );
+    std::fs::create_dir_all(r.join("usr/local/lib/python3.11/dist-packages")).unwrap();
+    std::fs::create_dir_all(r.join("usr/local/bin")).unwrap();
+    ok(imgbuild(dir).env("IMGBUILD_CACHE", store).args([
+        "base",
+        "import",
+        "rootfs",
+        "--output",
+        "oci:base:py",
+        "--compression",
+        "none",
+    ]));
+    dir.join("base")
+}
+
+/// A wheel `dir/filename` with `files`, WHEEL, METADATA (`metadata` lines added) and a correct
+/// RECORD; returns its sha256.
+pub fn py_wheel(dir: &Path, filename: &str, files: &[(&str, &[u8])], metadata: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Write;
+    let parts: Vec<&str> = filename.split('-').collect();
+    let di = format!("{}-{}.dist-info", parts[0], parts[1]);
+    let mut all: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
+    all.push((
+        format!("{di}/WHEEL"),
+        b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n".to_vec(),
+    ));
+    all.push((
+        format!("{di}/METADATA"),
+        format!(
+            "Metadata-Version: 2.1\nName: {}\nVersion: {}\n{metadata}",
+            parts[0], parts[1]
+        )
+        .into_bytes(),
+    ));
+    let mut record = String::new();
+    for (n, b) in &all {
+        let h = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            Sha256::digest(b),
+        );
+        record.push_str(&format!("{n},sha256={h},{}\n", b.len()));
+    }
+    record.push_str(&format!("{di}/RECORD,,\n"));
+    all.push((format!("{di}/RECORD"), record.into_bytes()));
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(filename);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    for (n, b) in all {
+        z.start_file(
+            n,
+            zip::write::SimpleFileOptions::default().unix_permissions(0o644),
+        )
+        .unwrap();
+        z.write_all(&b).unwrap();
+    }
+    z.finish().unwrap();
+    hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))
 }

@@ -1,7 +1,7 @@
 //! PEP 751 `pylock.toml`: packages selected by their markers, with `extras` and
 //! `dependency_groups` of the user's choice.
 
-use super::model::{bad, eval, lock_relative, Artifacts, Choice, Locked, Package, WheelRef};
+use super::model::{bad, eval, lock_relative, Artifacts, Choice, Locked, Other, Package, WheelRef};
 use crate::python::filename::{basename, normalize};
 use crate::python::markers::{self, Env};
 use crate::usage;
@@ -103,20 +103,34 @@ pub(super) fn load(text: &str, path: &Path, env: &Env, choice: &Choice) -> Resul
                 size: f.size,
             }
         };
-        let other = [
-            ("vcs", &p.vcs),
-            ("directory", &p.directory),
-            ("archive", &p.archive),
-        ]
-        .iter()
-        .find(|(_, v)| v.is_some())
-        .map(|(k, _)| format!("a {k} source"));
+        let field = |v: &toml::Value, k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let other = if let Some(v) = &p.vcs {
+            Some(Other::Git {
+                url: field(v, "url"),
+                commit: field(v, "commit-id"),
+            })
+        } else if let Some(d) = &p.directory {
+            Some(Other::Local {
+                kind: "directory".into(),
+                path: field(d, "path"),
+            })
+        } else {
+            p.archive.as_ref().map(|a| Other::Unknown {
+                kind: "archive".into(),
+                detail: a.to_string(),
+            })
+        };
         out.packages.push(Package {
             name: p.name.clone(),
             version: p.version.clone().unwrap_or_default(),
             artifacts: Artifacts::Files {
                 wheels: p.wheels.iter().map(file).collect(),
-                sdist: p.sdist.as_ref().map(|s| file(s).filename),
+                sdist: p.sdist.as_ref().map(file),
                 other,
             },
         });

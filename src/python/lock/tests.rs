@@ -104,7 +104,9 @@ fn uv_lock_follows_markers_extras_and_groups_for_the_target() {
     assert_eq!(wheels[0].filename, "psycopg-3.3.9-py3-none-any.whl");
     assert_eq!(wheels[0].sha256.as_deref(), Some(H2));
     assert_eq!(wheels[0].size, Some(20));
-    assert_eq!(sdist.as_deref(), Some("psycopg-3.3.9.tar.gz"));
+    let sdist = sdist.as_ref().unwrap();
+    assert_eq!(sdist.filename, "psycopg-3.3.9.tar.gz");
+    assert_eq!(sdist.sha256.as_deref(), Some(&"1".repeat(64)[..]));
 
     // A 3.13 target drops the `python_full_version < '3.12'` dependency.
     let l = load(&p, &env("3.13.0"), &Choice::default()).unwrap();
@@ -114,6 +116,7 @@ fn uv_lock_follows_markers_extras_and_groups_for_the_target() {
         groups: vec!["dev".into()],
         extras: vec!["fast".into()],
         exclude: vec!["psycopg-binary".into()],
+        ..Default::default()
     };
     let l = load(&p, &env("3.13.0"), &choice).unwrap();
     assert_eq!(
@@ -204,7 +207,7 @@ sdist = {{ url = "https://files.example.invalid/pytest-8.0.tar.gz", hashes = {{ 
         panic!()
     };
     assert!(wheels.is_empty());
-    assert_eq!(sdist.as_deref(), Some("pytest-8.0.tar.gz"));
+    assert_eq!(sdist.as_ref().unwrap().filename, "pytest-8.0.tar.gz");
 }
 
 #[test]
@@ -239,4 +242,229 @@ fn requirements_must_be_pinned_and_hashed() {
     assert!(e("alembic==1.0\n").contains("requirements.txt:1: `alembic==1.0` has no --hash"));
     assert!(e("-r other.txt\n").contains("nested files"));
     assert!(e("-e .\n").contains("editable"));
+}
+
+#[test]
+fn uv_lock_git_and_local_sources_are_kept_with_their_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "uv.lock",
+        r#"
+version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { editable = "." }
+dependencies = [{ name = "client" }, { name = "member" }]
+
+[[package]]
+name = "client"
+version = "0.0.12"
+source = { git = "https://git.example.invalid/client.git?rev=main#3831881abc" }
+
+[[package]]
+name = "member"
+version = "0.2.0"
+source = { editable = "packages/member" }
+"#,
+    );
+    let l = load(&p, &env("3.11.2"), &Choice::default()).unwrap();
+    let other = |i: usize| match &l.packages[i].artifacts {
+        Artifacts::Files { other, .. } => other.clone().unwrap(),
+        a => panic!("{a:?}"),
+    };
+    assert_eq!(other(0).to_string(), "an editable source (\".\")");
+    assert_eq!(
+        other(1),
+        Other::Git {
+            url: "https://git.example.invalid/client.git".into(),
+            commit: "3831881abc".into()
+        }
+    );
+    assert_eq!(
+        other(2).to_string(),
+        "an editable source (\"packages/member\")"
+    );
+}
+
+#[test]
+fn requires_python_is_checked_against_the_exact_target_version() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "uv.lock",
+        "version = 1\nrequires-python = \">=3.12\"\n",
+    );
+    let e = check_requires_python(&p, "3.11.2", "/usr/bin/python3").unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("The lock requires Python >=3.12, but the image's interpreter /usr/bin/python3 is 3.11.2"), "{e}");
+    check_requires_python(&p, "3.12.0", "/usr/bin/python3").unwrap();
+    let p = write(
+        d.path(),
+        "uv.lock",
+        "version = 1\nrequires-python = \">=3.11.3\"\n",
+    );
+    assert!(check_requires_python(&p, "3.11.2", "/usr/bin/python3").is_err());
+    let p = write(
+        d.path(),
+        "pylock.toml",
+        "lock-version = \"1.0\"\nrequires-python = \"<3.11\"\n",
+    );
+    assert!(check_requires_python(&p, "3.11.2", "/usr/bin/python3").is_err());
+    let p = write(d.path(), "requirements.txt", "x==1\n");
+    check_requires_python(&p, "3.11.2", "/usr/bin/python3").unwrap();
+}
+
+/// A uv workspace: an editable root `app` that depends on member `core`, and member `tool`
+/// that nothing depends on (postmodern-mono / fullstack-fastapi shape).
+const WORKSPACE: &str = r#"
+version = 1
+requires-python = ">=3.11"
+
+[manifest]
+members = ["app", "core", "tool"]
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { editable = "." }
+dependencies = [{ name = "core" }]
+
+[[package]]
+name = "core"
+version = "0.2.0"
+source = { editable = "packages/core" }
+dependencies = [{ name = "six" }]
+
+[[package]]
+name = "tool"
+version = "0.3.0"
+source = { editable = "packages/tool" }
+dependencies = [{ name = "click" }]
+
+[[package]]
+name = "six"
+version = "1.0"
+source = { registry = "https://pypi.example.invalid/simple" }
+
+[[package]]
+name = "click"
+version = "8.0"
+source = { registry = "https://pypi.example.invalid/simple" }
+"#;
+
+#[test]
+fn the_project_and_workspace_members_are_chosen_like_uv_sync() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "uv.lock", WORKSPACE);
+    let pick = |c: Choice| {
+        let l = load(&p, &env("3.11.2"), &c).unwrap();
+        (names(&l), l.notes)
+    };
+    // uv sync: the root, the member it needs, their dependencies.
+    let (n, _) = pick(Choice::default());
+    assert_eq!(n, ["app==0.1.0", "core==0.2.0", "six==1.0"]);
+    // --no-install-project: the member and the dependencies stay.
+    let (n, notes) = pick(Choice {
+        install_project: false,
+        ..Default::default()
+    });
+    assert_eq!(n, ["core==0.2.0", "six==1.0"]);
+    assert!(
+        notes[0].contains(
+            "app 0.1.0 (editable source \".\") is not installed: install_project = false"
+        ),
+        "{notes:?}"
+    );
+    // --no-install-workspace: only third-party packages.
+    let (n, _) = pick(Choice {
+        install_workspace: false,
+        ..Default::default()
+    });
+    assert_eq!(n, ["six==1.0"]);
+    // --all-packages and --package.
+    let (n, _) = pick(Choice {
+        all_packages: true,
+        ..Default::default()
+    });
+    assert_eq!(
+        n,
+        [
+            "app==0.1.0",
+            "click==8.0",
+            "core==0.2.0",
+            "six==1.0",
+            "tool==0.3.0"
+        ]
+    );
+    let (n, _) = pick(Choice {
+        packages: vec!["tool".into()],
+        install_workspace: false,
+        ..Default::default()
+    });
+    assert_eq!(n, ["click==8.0"]);
+    let e = load(
+        &p,
+        &env("3.11.2"),
+        &Choice {
+            packages: vec!["six".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("packages: `six` is not a member of the workspace"),
+        "{e}"
+    );
+    // A virtual root is never installed, and says so.
+    let p = write(
+        d.path(),
+        "uv.lock",
+        &WORKSPACE.replace(
+            "source = { editable = \".\" }",
+            "source = { virtual = \".\" }",
+        ),
+    );
+    let l = load(&p, &env("3.11.2"), &Choice::default()).unwrap();
+    assert_eq!(names(&l), ["core==0.2.0", "six==1.0"]);
+    assert!(l.notes[0].contains("app 0.1.0 is virtual"), "{:?}", l.notes);
+}
+
+#[test]
+fn a_local_registry_resolves_wheel_paths_against_its_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "uv.lock",
+        r#"
+version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [{ name = "demo" }]
+
+[[package]]
+name = "demo"
+version = "1.0"
+source = { registry = "wheels" }
+wheels = [{ path = "demo-1.0-py3-none-any.whl" }]
+"#,
+    );
+    let l = load(&p, &env("3.11.2"), &Choice::default()).unwrap();
+    let Artifacts::Files { wheels, .. } = &l.packages[0].artifacts else {
+        panic!()
+    };
+    assert_eq!(
+        wheels[0].path,
+        Some(d.path().join("wheels/demo-1.0-py3-none-any.whl"))
+    );
+    assert_eq!(wheels[0].sha256, None);
+    assert!(l.registries.is_empty());
 }

@@ -2,7 +2,7 @@
 //! and dependency groups evaluated for the target.
 
 use super::model::{
-    bad, eval, lock_relative, sha256_of, Artifacts, Choice, Locked, Package, WheelRef,
+    bad, eval, lock_relative, sha256_of, Artifacts, Choice, Locked, Other, Package, WheelRef,
 };
 use crate::python::filename::{basename, normalize};
 use crate::python::markers::{self, Env};
@@ -81,6 +81,35 @@ pub(super) fn load(text: &str, path: &Path, env: &Env, choice: &Choice) -> Resul
     }
     if roots.is_empty() {
         return Err(bad(path, "no project package (source = { editable = \".\" } or { virtual = \".\" }) to start from"));
+    }
+    // The workspace: its root package(s) and the manifest's members.
+    let mut members: BTreeSet<String> = lock
+        .manifest
+        .iter()
+        .flat_map(|m| m.members.iter().map(|n| normalize(n)))
+        .collect();
+    members.extend(roots.iter().map(|&i| normalize(&pk[i].name)));
+    let project_roots = roots.clone();
+    if choice.all_packages {
+        // `uv sync --all-packages`: every member (and what each needs).
+        roots = (0..pk.len())
+            .filter(|&i| members.contains(&normalize(&pk[i].name)))
+            .collect();
+    } else if !choice.packages.is_empty() {
+        // `uv sync --package NAME`: those members instead of the root.
+        roots = Vec::new();
+        for want in &choice.packages {
+            let Some(i) = (0..pk.len()).find(|&i| {
+                normalize(&pk[i].name) == normalize(want) && members.contains(&normalize(want))
+            }) else {
+                return Err(usage!(
+                    "packages: `{want}` is not a member of the workspace in {} (members: {})",
+                    path.display(),
+                    members.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            };
+            roots.push(i);
+        }
     }
     let root_names: Vec<&str> = roots.iter().map(|&i| pk[i].name.as_str()).collect();
     for (what, asked, defined) in [
@@ -212,22 +241,88 @@ pub(super) fn load(text: &str, path: &Path, env: &Env, choice: &Choice) -> Resul
         }
     }
     let mut out = Locked::default();
-    for &i in active.keys() {
+    let mut emit: BTreeSet<usize> = active.keys().copied().collect();
+    emit.extend(roots.iter().copied());
+    for i in emit {
         let p = &pk[i];
+        let name = normalize(&p.name);
+        let what = format!("{} {}", p.name, p.version.as_deref().unwrap_or(""));
+        if let Some(Other::Local { kind, path: dir }) = uv_other(&p.source) {
+            if kind == "virtual" {
+                out.notes.push(format!(
+                    "{} is virtual (source = {{ virtual = \"{dir}\" }}): it has no files of its own; only its dependencies are installed",
+                    what.trim_end()
+                ));
+                continue;
+            }
+            if members.contains(&name) {
+                let is_project = project_roots.contains(&i);
+                let off = if is_project && !choice.install_project {
+                    Some("install_project = false")
+                } else if !choice.install_workspace {
+                    Some("install_workspace = false")
+                } else {
+                    None
+                };
+                if let Some(off) = off {
+                    out.notes.push(format!(
+                        "{} ({kind} source \"{dir}\") is not installed: {off}",
+                        what.trim_end()
+                    ));
+                    continue;
+                }
+            }
+        }
         if let Some(r) = p.source.get("registry").and_then(|v| v.as_str()) {
-            out.registries.insert(r.to_string());
+            if r.contains("://") {
+                out.registries.insert(r.to_string());
+            }
         }
         out.packages.push(uv_package(p, path)?);
     }
     Ok(out)
 }
 
+/// What a `source` other than a registry or a plain URL/path says.
+fn uv_other(source: &BTreeMap<String, toml::Value>) -> Option<Other> {
+    let text = |v: &toml::Value| {
+        v.as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string())
+    };
+    if let Some(g) = source.get("git") {
+        // `URL?rev=…#COMMIT` (or `URL?tag=…`, `URL?branch=…`): the fragment is the commit.
+        let g = text(g);
+        let (rest, commit) = g.rsplit_once('#').unwrap_or((&g, ""));
+        let url = rest.split_once('?').map(|(u, _)| u).unwrap_or(rest);
+        return Some(Other::Git {
+            url: url.to_string(),
+            commit: commit.to_string(),
+        });
+    }
+    ["editable", "directory", "virtual"]
+        .iter()
+        .find_map(|k| source.get(*k).map(|v| (k, v)))
+        .map(|(k, v)| Other::Local {
+            kind: k.to_string(),
+            path: text(v),
+        })
+}
+
 fn uv_package(p: &UvPackage, path: &Path) -> Result<Package> {
     let version = p.version.clone().unwrap_or_default();
-    let other = ["git", "directory", "editable", "virtual"]
-        .iter()
-        .find(|k| p.source.contains_key(**k))
-        .map(|k| format!("a {k} source ({})", p.source[*k]));
+    let other = uv_other(&p.source);
+    // A find-links directory as the registry: its files' paths are relative to it.
+    let local_registry = p
+        .source
+        .get("registry")
+        .and_then(|v| v.as_str())
+        .filter(|r| !r.contains("://"))
+        .map(|r| lock_relative(path, r));
+    let file_path = |f: &str| match &local_registry {
+        Some(dir) => dir.join(f),
+        None => lock_relative(path, f),
+    };
     let mut wheels = Vec::new();
     for w in &p.wheels {
         let loc = w.url.as_deref().or(w.path.as_deref()).unwrap_or("");
@@ -238,17 +333,26 @@ fn uv_package(p: &UvPackage, path: &Path) -> Result<Package> {
         wheels.push(WheelRef {
             filename,
             url: w.url.clone(),
-            path: w.path.as_ref().map(|p| lock_relative(path, p)),
+            path: w.path.as_deref().map(file_path),
             sha256: w.hash.as_deref().and_then(sha256_of),
             size: w.size,
         });
     }
-    let sdist = p.sdist.as_ref().map(|s| {
-        s.url
-            .as_deref()
-            .or(s.path.as_deref())
-            .map(|u| basename(u).to_string())
-            .unwrap_or_else(|| "an sdist".into())
+    let sdist = p.sdist.as_ref().map(|s| WheelRef {
+        filename: s
+            .filename
+            .clone()
+            .or_else(|| {
+                s.url
+                    .as_deref()
+                    .or(s.path.as_deref())
+                    .map(|u| basename(u).to_string())
+            })
+            .unwrap_or_else(|| "an sdist".into()),
+        url: s.url.clone(),
+        path: s.path.as_ref().map(|x| lock_relative(path, x)),
+        sha256: s.hash.as_deref().and_then(sha256_of),
+        size: s.size,
     });
     Ok(Package {
         name: p.name.clone(),

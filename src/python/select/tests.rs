@@ -19,7 +19,13 @@ fn pkg(name: &str, version: &str, wheels: &[&str], sdist: Option<&str>) -> Packa
                     size: None,
                 })
                 .collect(),
-            sdist: sdist.map(String::from),
+            sdist: sdist.map(|f| WheelRef {
+                filename: f.to_string(),
+                url: Some(format!("https://files.example.invalid/{f}")),
+                path: None,
+                sha256: Some(H.into()),
+                size: None,
+            }),
             other: None,
         },
     }
@@ -83,16 +89,32 @@ fn wrong_python_version_names_the_package_the_tags_and_what_to_do() {
 }
 
 #[test]
-fn sdist_only_packages_fail_unless_find_links_has_a_wheel() {
+fn sdist_only_packages_are_built_unless_find_links_has_a_wheel() {
+    let mut l = locked(vec![
+        pkg("only-src", "2.0", &[], Some("only_src-2.0.tar.gz")),
+        pkg("also-src", "1.0", &[], Some("also_src-1.0.tar.gz")),
+    ]);
+    let p = select(&l, &debian_target(), &[], "uv.lock").unwrap();
+    assert!(
+        matches!(&p[0].origin, Origin::Sdist(s) if s.filename == "only_src-2.0.tar.gz"),
+        "{p:?}"
+    );
+    assert_eq!(p[0].sha256, H);
+    if let Artifacts::Files { sdist, .. } = &mut l.packages[1].artifacts {
+        sdist.as_mut().unwrap().sha256 = None;
+    }
+    let e = select(&l, &debian_target(), &[], "uv.lock")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 package without a usable wheel"), "{e}");
+    assert!(
+        e.contains("also-src 1.0: uv.lock gives no sha256 for its sdist also_src-1.0.tar.gz"),
+        "{e}"
+    );
     let l = locked(vec![
         pkg("only-src", "2.0", &[], Some("only_src-2.0.tar.gz")),
         pkg("also-src", "1.0", &[], Some("also_src-1.0.tar.gz")),
     ]);
-    let e = select(&l, &debian_target(), &[], "uv.lock")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("2 packages without a usable wheel"), "{e}");
-    assert!(e.contains("only-src 2.0 has only a source distribution (only_src-2.0.tar.gz) in uv.lock, no wheel; imgbuild installs wheels only and never builds"), "{e}");
     let local = vec![
         LocalWheel {
             path: "/w/only_src-2.0-cp311-cp311-linux_x86_64.whl".into(),
@@ -131,4 +153,91 @@ fn requirements_packages_wait_for_the_index() {
     assert!(
         matches!(&p[0].origin, Origin::Index { hashes, fallback: None } if hashes == &vec![H.to_string()])
     );
+}
+
+fn git_pkg() -> Package {
+    Package {
+        name: "fh-llm-client".into(),
+        version: "0.0.12".into(),
+        artifacts: Artifacts::Files {
+            wheels: vec![],
+            sdist: None,
+            other: Some(Other::Git {
+                url: "https://git.example.invalid/llm-client.git".into(),
+                commit: "3831881aaaa".into(),
+            }),
+        },
+    }
+}
+
+fn local_wheel(dir: &Path, direct_url: Option<&str>) -> LocalWheel {
+    let f = "fh_llm_client-0.0.12-py3-none-any.whl";
+    let mut files: Vec<crate::python::testutil::File> = vec![("llmclient/__init__.py", b"", 0o644)];
+    if let Some(d) = direct_url {
+        files.push((
+            "fh_llm_client-0.0.12.dist-info/direct_url.json",
+            d.as_bytes(),
+            0o644,
+        ));
+    }
+    let path = crate::python::testutil::wheel(dir, f, &files, |_| {});
+    LocalWheel {
+        path,
+        filename: f.into(),
+        sha256: H.into(),
+    }
+}
+
+#[test]
+fn a_git_package_is_never_satisfied_by_a_wheel_of_the_same_name_and_version() {
+    let d = tempfile::tempdir().unwrap();
+    let t = debian_target();
+    let l = locked(vec![git_pkg()]);
+    // An index wheel of the same name and version put into find_links: refused.
+    let e = select(&l, &t, &[local_wheel(d.path(), None)], "uv.lock")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fh-llm-client 0.0.12 is locked to git commit 3831881aaaa of https://git.example.invalid/llm-client.git in uv.lock"), "{e}");
+    assert!(
+        e.contains("fh_llm_client-0.0.12-py3-none-any.whl (it records no git origin)"),
+        "{e}"
+    );
+    assert!(e.contains("\"commit_id\": \"3831881aaaa\""), "{e}");
+    assert!(!e.contains("pip wheel"), "{e}");
+    // Built from another commit: refused, naming it.
+    let other = r#"{"url": "https://git.example.invalid/llm-client.git", "vcs_info": {"vcs": "git", "commit_id": "0000"}}"#;
+    let e = select(&l, &t, &[local_wheel(d.path(), Some(other))], "uv.lock")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(built from 0000 of https://git.example.invalid/llm-client.git)"),
+        "{e}"
+    );
+    // Built from the locked commit: used.
+    let good = r#"{"url": "git+https://git.example.invalid/llm-client", "vcs_info": {"vcs": "git", "commit_id": "3831881aaaa"}}"#;
+    let p = select(&l, &t, &[local_wheel(d.path(), Some(good))], "uv.lock").unwrap();
+    assert!(matches!(p[0].origin, Origin::Local(_)));
+}
+
+#[test]
+fn a_workspace_member_says_it_is_built_from_source_not_pip_wheel_of_an_index_release() {
+    let t = debian_target();
+    let p = Package {
+        name: "deerflow-harness".into(),
+        version: "0.1.2".into(),
+        artifacts: Artifacts::Files {
+            wheels: vec![],
+            sdist: None,
+            other: Some(Other::Local {
+                kind: "editable".into(),
+                path: "packages/harness".into(),
+            }),
+        },
+    };
+    let e = select(&locked(vec![p]), &t, &[], "uv.lock")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("deerflow-harness 0.1.2 comes from an editable source (\"packages/harness\") in uv.lock"), "{e}");
+    assert!(e.contains("uv build --wheel packages/harness"), "{e}");
+    assert!(!e.contains("pip wheel"), "{e}");
 }

@@ -187,13 +187,144 @@ fn collisions_between_distributions_name_both() {
     );
     let ia = install(&a, "alpha-1.0-py3-none-any.whl", &t, (0, 0)).unwrap();
     let ib = install(&b, "beta-2.0-py3-none-any.whl", &t, (0, 0)).unwrap();
-    let e = merge(vec![ia, ib]).unwrap_err().to_string();
+    let e = merge(vec![ia, ib], &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains(&format!(
-            "{SITE}/shared/__init__.py is in both alpha 1.0 and beta 2.0"
+            "{SITE}/shared/__init__.py is in both alpha 1.0 and beta 2.0 with different contents"
         )),
         "{e}"
     );
+    assert!(
+        e.contains("`prefer = { \"alpha\" = \"beta\" }` keeps alpha's files where the two collide (or the reverse), `exclude = [\"beta\"]` leaves beta out"),
+        "{e}"
+    );
+}
+
+fn record_of(entries: &[Entry], dist_info: &str) -> String {
+    let e = entries
+        .iter()
+        .find(|e| e.display() == format!("{SITE}/{dist_info}/RECORD"))
+        .unwrap();
+    match &e.body {
+        Body::File {
+            src: Source::Bytes(b),
+            ..
+        } => String::from_utf8(b.to_vec()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn identical_files_of_two_distributions_are_installed_once_and_recorded_by_both() {
+    let d = tempfile::tempdir().unwrap();
+    let t = debian_target();
+    let ep: &[u8] = b"[console_scripts]\ntool = common.cli:main\n";
+    let a = wheel(
+        d.path(),
+        "alpha-1.0-py3-none-any.whl",
+        &[
+            ("common/cli.py", b"def main(): pass\n", 0o644),
+            ("alpha-1.0.dist-info/entry_points.txt", ep, 0o644),
+        ],
+        |_| {},
+    );
+    let b = wheel(
+        d.path(),
+        "beta-2.0-py3-none-any.whl",
+        &[
+            ("common/cli.py", b"def main(): pass\n", 0o644),
+            ("beta-2.0.dist-info/entry_points.txt", ep, 0o644),
+        ],
+        |_| {},
+    );
+    let ia = install(&a, "alpha-1.0-py3-none-any.whl", &t, (0, 0)).unwrap();
+    let ib = install(&b, "beta-2.0-py3-none-any.whl", &t, (0, 0)).unwrap();
+    let out = merge(vec![ia, ib], &BTreeMap::new()).unwrap();
+    for p in [
+        format!("{SITE}/common/cli.py"),
+        "/usr/local/bin/tool".into(),
+    ] {
+        assert_eq!(out.iter().filter(|e| e.display() == p).count(), 1, "{p}");
+        for di in ["alpha-1.0.dist-info", "beta-2.0.dist-info"] {
+            let rel = relative(SITE, &p);
+            assert!(
+                record_of(&out, di).contains(&format!("{rel},sha256=")),
+                "{di} {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn prefer_keeps_the_winners_file_and_drops_the_row_from_the_losers_record() {
+    let d = tempfile::tempdir().unwrap();
+    let t = debian_target();
+    // The agent-toolkit case: two packages with a `ddgs` console script to different code.
+    let a = wheel(
+        d.path(),
+        "ddgs-9.14.4-py3-none-any.whl",
+        &[
+            ("ddgs/cli.py", b"def safe_entry_point(): pass\n", 0o644),
+            (
+                "ddgs-9.14.4.dist-info/entry_points.txt",
+                b"[console_scripts]\nddgs = ddgs.cli:safe_entry_point\n",
+                0o644,
+            ),
+        ],
+        |_| {},
+    );
+    let b = wheel(
+        d.path(),
+        "duckduckgo_search-8.1.1-py3-none-any.whl",
+        &[
+            (
+                "duckduckgo_search/cli.py",
+                b"def safe_entry_point(): pass\n",
+                0o644,
+            ),
+            (
+                "duckduckgo_search-8.1.1.dist-info/entry_points.txt",
+                b"[console_scripts]\nddgs = duckduckgo_search.cli:safe_entry_point\n",
+                0o644,
+            ),
+        ],
+        |_| {},
+    );
+    let inst = || {
+        vec![
+            install(&b, "duckduckgo_search-8.1.1-py3-none-any.whl", &t, (0, 0)).unwrap(),
+            install(&a, "ddgs-9.14.4-py3-none-any.whl", &t, (0, 0)).unwrap(),
+        ]
+    };
+    let e = merge(inst(), &BTreeMap::new()).unwrap_err().to_string();
+    assert!(
+        e.contains("/usr/local/bin/ddgs is in both duckduckgo_search 8.1.1 and ddgs 9.14.4 with different contents"),
+        "{e}"
+    );
+    assert!(e.contains("exclude = [\"ddgs\"]"), "{e}");
+    let prefer = BTreeMap::from([("ddgs".to_string(), "duckduckgo-search".to_string())]);
+    let out = merge(inst(), &prefer).unwrap();
+    let script: Vec<&Entry> = out
+        .iter()
+        .filter(|e| e.display() == "/usr/local/bin/ddgs")
+        .collect();
+    assert_eq!(script.len(), 1);
+    let Body::File {
+        src: Source::Bytes(b),
+        ..
+    } = &script[0].body
+    else {
+        panic!()
+    };
+    assert!(
+        String::from_utf8_lossy(b).contains("from ddgs.cli import"),
+        "{}",
+        String::from_utf8_lossy(b)
+    );
+    assert!(!record_of(&out, "duckduckgo_search-8.1.1.dist-info").contains("bin/ddgs"));
+    assert!(record_of(&out, "ddgs-9.14.4.dist-info").contains("bin/ddgs"));
 }
 
 #[test]

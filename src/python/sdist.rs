@@ -1,0 +1,759 @@
+//! Wheels built from sdists with PEP 517, inside the target: a temporary root filesystem of the
+//! base image's layers, the build requirements installed (by imgbuild's own wheel installer)
+//! into a directory on `PYTHONPATH`, the sdist unpacked, and a small frontend
+//! (`sdist/frontend.py`, embedded) run by the target's interpreter with runc — own network
+//! namespace (loopback only, down), unprivileged user 65534, no capabilities.
+//!
+//! Build requirements are `[build-system].requires` (PEP 518's `setuptools>=40.8.0` and the
+//! `setuptools.build_meta:__legacy__` backend when there is no `[build-system]`) plus what
+//! `get_requires_for_build_wheel` returns, resolved once by `resolve` (greedy) and pinned in
+//! `imgbuild.lock`. The built wheel is checked (name, version, tags for the target, its own
+//! RECORD) and stored by its sha256; a record keyed by `key::sdist_wheel` (sdist, target, base
+//! layers, pins, env) finds it again, so a rebuild builds nothing.
+
+pub mod resolve;
+
+use super::filename::{normalize, WheelName};
+use super::index::{self, Want};
+use super::lock::WheelRef;
+use super::target::Target;
+use super::wheel;
+use crate::digest::Digest;
+use crate::image::Descriptor;
+use crate::layer::{Body, Source};
+use crate::registry::lock::{BuildPins, PinnedFile};
+use crate::store::Store;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Bump when building changes the wheel made from the same inputs.
+pub const FORMAT: u32 = 1;
+
+const FRONTEND: &str = include_str!("sdist/frontend.py");
+/// The PEP 517 fallback when an sdist has no `build-backend`.
+const LEGACY_BACKEND: &str = "setuptools.build_meta:__legacy__";
+const LEGACY_REQUIRES: &str = "setuptools>=40.8.0";
+/// The build runs as `nobody`.
+const BUILD_UID: u32 = 65534;
+/// Where the build's own files are inside the build root.
+const WORK: &str = "imgbuild-build";
+/// Lines of the backend's output shown when a build fails.
+const TAIL: usize = 20;
+
+/// What an sdist build needs from the layer: the base, the target, where to find wheels.
+pub struct Setup<'a> {
+    pub store: &'a Store,
+    pub base_layers: &'a [Descriptor],
+    pub target: &'a Target,
+    /// Indexes for the build requirements (simple API URLs).
+    pub indexes: &'a [String],
+    /// `build.env` of the python table.
+    pub env: &'a BTreeMap<String, String>,
+}
+
+/// One sdist to build.
+pub struct Job<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub sdist: &'a WheelRef,
+    pub sha256: &'a str,
+}
+
+/// A wheel built (or found built) from an sdist.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Built {
+    pub filename: String,
+    pub sha256: String,
+    #[serde(skip)]
+    pub pins: BuildPins,
+    /// False when the wheel came from the store's cache.
+    #[serde(skip)]
+    pub fresh: bool,
+    #[serde(skip)]
+    pub seconds: f64,
+    /// Where the time went (`unpack 3.1 s, …`), for the note.
+    #[serde(skip)]
+    pub phases: String,
+}
+
+/// The `imgbuild.lock` key of an sdist's pins for `target`.
+pub fn pins_key(name: &str, version: &str, target: &Target) -> String {
+    format!(
+        "{} {version} for cp3{} {} {}",
+        normalize(name),
+        target.minor(),
+        target.arch,
+        target.libc
+    )
+}
+
+/// The cache key of the wheel built from `sha256` with `pins`.
+pub fn cache_key(setup: &Setup, sha256: &str, pins: &[PinnedFile]) -> String {
+    let mut t = setup.target.clone();
+    t.found.clear();
+    let diff_ids: Vec<String> = setup
+        .base_layers
+        .iter()
+        .map(|d| d.digest.to_string())
+        .collect();
+    crate::key::sdist_wheel(
+        FORMAT,
+        sha256,
+        &serde_json::json!({ "target": t, "base": diff_ids }),
+        &pins,
+        setup.env,
+    )
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The build root: the base unpacked once, reused by every sdist of the layer.
+pub struct Builder<'a> {
+    setup: Setup<'a>,
+    runc: Option<PathBuf>,
+    tmp: Option<tempfile::TempDir>,
+    runs: usize,
+    phases: Vec<(&'static str, f64)>,
+}
+
+/// The project's build system (`pyproject.toml` `[build-system]`, PEP 517/518 defaults).
+#[derive(Debug, PartialEq)]
+pub struct BuildSystem {
+    pub requires: Vec<String>,
+    pub backend: String,
+    pub backend_path: Vec<String>,
+}
+
+pub fn build_system(pyproject: Option<&str>) -> Result<BuildSystem, String> {
+    let legacy = BuildSystem {
+        requires: vec![LEGACY_REQUIRES.into()],
+        backend: LEGACY_BACKEND.into(),
+        backend_path: vec![],
+    };
+    let Some(text) = pyproject else {
+        return Ok(legacy);
+    };
+    let v: toml::Table = toml::from_str(text).map_err(|e| format!("pyproject.toml: {e}"))?;
+    let Some(bs) = v.get("build-system") else {
+        return Ok(legacy);
+    };
+    let bs = bs
+        .as_table()
+        .ok_or("pyproject.toml: [build-system] is not a table")?;
+    let strings = |k: &str| -> Result<Option<Vec<String>>, String> {
+        match bs.get(k) {
+            None => Ok(None),
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str().map(String::from).ok_or(format!(
+                        "pyproject.toml: build-system.{k} holds a non-string"
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(format!("pyproject.toml: build-system.{k} is not a list")),
+        }
+    };
+    let requires = strings("requires")?.unwrap_or_else(|| legacy.requires.clone());
+    let backend_path = strings("backend-path")?.unwrap_or_default();
+    for p in &backend_path {
+        if p.starts_with('/') || p.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "pyproject.toml: backend-path `{p}` is outside the source tree"
+            ));
+        }
+    }
+    let backend = match bs.get("build-backend") {
+        None => legacy.backend,
+        Some(b) => b
+            .as_str()
+            .ok_or("pyproject.toml: build-system.build-backend is not a string")?
+            .to_string(),
+    };
+    Ok(BuildSystem {
+        requires,
+        backend,
+        backend_path,
+    })
+}
+
+/// Whether an archive member name stays inside the directory it is unpacked into.
+fn safe_member(name: &str) -> Result<(), String> {
+    if name.starts_with('/') || name.starts_with('\\') {
+        return Err("an absolute path".into());
+    }
+    if name.split(['/', '\\']).any(|c| c == "..") {
+        return Err("a `..` component".into());
+    }
+    Ok(())
+}
+
+/// Unpacks an sdist (`.tar.gz`, `.tar`, `.tgz`, `.zip`) into `dst`; refuses absolute and `..`
+/// member names and links that leave the tree. Returns the project directory (the one
+/// top-level directory, or `dst`).
+pub fn unpack_sdist(archive: &Path, filename: &str, dst: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dst)?;
+    let refuse = |n: &str, why: String| {
+        anyhow!("sdist {filename}: refusing member `{n}`: it has {why}; nothing was built")
+    };
+    if filename.ends_with(".zip") {
+        let mut zip = zip::ZipArchive::new(fs::File::open(archive)?)
+            .with_context(|| format!("sdist {filename} is not a valid zip archive"))?;
+        for i in 0..zip.len() {
+            let mut f = zip.by_index(i)?;
+            let name = String::from_utf8_lossy(f.name_raw()).into_owned();
+            safe_member(&name).map_err(|w| refuse(&name, w))?;
+            let out = dst.join(&name);
+            if f.is_dir() {
+                fs::create_dir_all(&out)?;
+                continue;
+            }
+            if let Some(p) = out.parent() {
+                fs::create_dir_all(p)?;
+            }
+            let mut w = fs::File::create(&out)?;
+            std::io::copy(&mut f, &mut w)?;
+            let exec = f.unix_mode().is_some_and(|m| m & 0o111 != 0);
+            fs::set_permissions(
+                &out,
+                fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+            )?;
+        }
+    } else {
+        let f = std::io::BufReader::new(fs::File::open(archive)?);
+        let r: Box<dyn Read> = if filename.ends_with(".tar") {
+            Box::new(f)
+        } else if filename.ends_with(".tar.gz") || filename.ends_with(".tgz") {
+            Box::new(flate2::read::GzDecoder::new(f))
+        } else {
+            bail!(
+                "sdist {filename}: unsupported archive format (.tar.gz, .tgz, .tar and .zip are)"
+            );
+        };
+        let mut ar = tar::Archive::new(r);
+        for e in ar
+            .entries()
+            .with_context(|| format!("reading sdist {filename}"))?
+        {
+            let mut e = e.with_context(|| format!("reading sdist {filename}"))?;
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            safe_member(&name).map_err(|w| refuse(&name, w))?;
+            let t = e.header().entry_type();
+            if t.is_symlink() || t.is_hard_link() {
+                let target = e
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                safe_member(&target)
+                    .map_err(|w| refuse(&name, format!("a link target with {w}")))?;
+            }
+            if !(t.is_file() || t.is_dir() || t.is_symlink() || t.is_hard_link()) {
+                continue; // pax headers, devices, fifos
+            }
+            e.set_preserve_mtime(false);
+            e.unpack_in(dst)
+                .with_context(|| format!("sdist {filename}: unpacking {name}"))?;
+        }
+    }
+    let tops: Vec<PathBuf> = fs::read_dir(dst)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    Ok(match tops.as_slice() {
+        [one] if one.is_dir() => one.clone(),
+        _ => dst.to_path_buf(),
+    })
+}
+
+/// Writes installed entries (relative to `/`) under `root`.
+fn materialise(entries: &[crate::layer::Entry], root: &Path) -> Result<()> {
+    for e in entries {
+        let p = root.join(String::from_utf8_lossy(&e.path).as_ref());
+        match &e.body {
+            Body::Dir => fs::create_dir_all(&p)?,
+            Body::File { src, .. } => {
+                if let Some(d) = p.parent() {
+                    fs::create_dir_all(d)?;
+                }
+                let mut w = fs::File::create(&p)?;
+                match src {
+                    Source::Bytes(b) => w.write_all(b)?,
+                    Source::Disk(d) => {
+                        std::io::copy(&mut fs::File::open(d)?, &mut w)?;
+                    }
+                    Source::Zip { archive, index } => {
+                        let mut z = zip::ZipArchive::new(fs::File::open(archive.as_ref())?)?;
+                        std::io::copy(&mut z.by_index(*index)?, &mut w)?;
+                    }
+                    Source::Range { .. } => bail!("unexpected tar member source"),
+                }
+                fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o7777))?;
+            }
+            Body::Symlink(t) => {
+                let _ = fs::remove_file(&p);
+                std::os::unix::fs::symlink(String::from_utf8_lossy(t).as_ref(), &p)?;
+            }
+            Body::Link(t) => {
+                fs::hard_link(root.join(String::from_utf8_lossy(t).as_ref()), &p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(p: &Path, uid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid))
+        .with_context(|| format!("chown {}", p.display()))?;
+    if fs::symlink_metadata(p)?.is_dir() {
+        for e in fs::read_dir(p)? {
+            chown_tree(&e?.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(setup: Setup<'a>) -> Builder<'a> {
+        Builder {
+            setup,
+            runc: which("runc"),
+            tmp: None,
+            runs: 0,
+            phases: Vec::new(),
+        }
+    }
+
+    fn label(job: &Job) -> String {
+        format!(
+            "{} {} from its sdist {}",
+            job.name, job.version, job.sdist.filename
+        )
+    }
+
+    /// The wheel of `job`: from the cache when `pinned` pins are given and it was built with
+    /// them, else built (resolving the build requirements when `pinned` is `None`).
+    pub fn wheel(&mut self, job: &Job, pinned: Option<&BuildPins>) -> Result<Built> {
+        let pinned = pinned.filter(|p| p.sdist == job.sha256);
+        if let Some(p) = pinned {
+            let key = cache_key(&self.setup, job.sha256, &p.requires);
+            if let Some(b) = self.cached(&key) {
+                return Ok(Built {
+                    pins: p.clone(),
+                    ..b
+                });
+            }
+        }
+        let runc = self.runc.clone().ok_or_else(|| {
+            crate::error::UsageError::new(format!(
+                "cannot build {}: no OCI runtime: runc is not on PATH, and imgbuild builds sdists only inside a container of the target",
+                Self::label(job)
+            ))
+            .hint(format!(
+                "install runc (e.g. `apt-get install runc`), or build a wheel of {} {} for {} yourself and put it in a directory named by `find_links` in the layer's `python` table",
+                job.name,
+                job.version,
+                self.setup.target.describe()
+            ))
+        })?;
+        let started = std::time::Instant::now();
+        self.phases.clear();
+        let res = self.build(&runc, job, pinned);
+        // Nothing half-written: the build root goes, whatever happened.
+        self.tmp = None;
+        let mut b = res.with_context(|| format!("building {}", Self::label(job)))?;
+        b.seconds = started.elapsed().as_secs_f64();
+        b.phases = self
+            .phases
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(b)
+    }
+
+    fn cached(&self, key: &str) -> Option<Built> {
+        let b: Built = self.setup.store.get_record("python-sdist-wheel", key)?;
+        let d = Digest::parse(&format!("sha256:{}", b.sha256)).ok()?;
+        self.setup.store.check(&d).ok()?;
+        Some(b)
+    }
+
+    fn root(&mut self) -> Result<PathBuf> {
+        if self.tmp.is_none() {
+            let t0 = std::time::Instant::now();
+            let t = tempfile::Builder::new()
+                .prefix("imgbuild-sdist-")
+                .tempdir()?;
+            crate::layer::unpack::unpack(
+                self.setup.store,
+                self.setup.base_layers,
+                &t.path().join("rootfs"),
+            )
+            .context("unpacking the base image for the build")?;
+            self.tmp = Some(t);
+            self.phases
+                .push(("unpacking the base", t0.elapsed().as_secs_f64()));
+        }
+        Ok(self.tmp.as_ref().unwrap().path().join("rootfs"))
+    }
+
+    /// Installs `pins` into the build root's `env` directory.
+    fn install(&self, rootfs: &Path, pins: &[PinnedFile]) -> Result<()> {
+        let wants: Vec<Want> = pins.iter().map(resolve::want).collect();
+        index::ensure(self.setup.store, &wants)?;
+        let mut t = self.setup.target.clone();
+        let env = format!("/{WORK}/env");
+        t.site_dir = format!("{env}/site");
+        t.scripts_dir = format!("{env}/bin");
+        t.data_dir = env.clone();
+        t.include_dir = format!("{env}/include");
+        for p in pins {
+            let blob = wheel::blob(self.setup.store, &p.sha256)?;
+            let inst = wheel::install(&blob, &p.filename, &t, (0, 0))
+                .with_context(|| format!("installing build requirement {}", p.filename))?;
+            materialise(&inst.entries, rootfs)?;
+        }
+        Ok(())
+    }
+
+    fn build(&mut self, runc: &Path, job: &Job, pinned: Option<&BuildPins>) -> Result<Built> {
+        let store = self.setup.store;
+        let sdist = index::ensure_file(
+            store,
+            &Want {
+                filename: job.sdist.filename.clone(),
+                sha256: job.sha256.to_string(),
+                urls: job.sdist.url.iter().cloned().collect(),
+                path: job.sdist.path.clone(),
+                pinned_by: "the lock".into(),
+            },
+        )?;
+        let rootfs = self.root()?;
+        let work = rootfs.join(WORK);
+        if work.exists() {
+            fs::remove_dir_all(&work)?;
+        }
+        for d in ["src", "env", "out", "home"] {
+            fs::create_dir_all(work.join(d))?;
+        }
+        let project = unpack_sdist(&sdist, &job.sdist.filename, &work.join("src"))?;
+        let read = |n: &str| fs::read_to_string(project.join(n)).ok();
+        let pyproject = read("pyproject.toml");
+        if pyproject.is_none() && !project.join("setup.py").is_file() {
+            bail!(
+                "sdist {} has neither pyproject.toml nor setup.py at its top",
+                job.sdist.filename
+            );
+        }
+        let bs = build_system(pyproject.as_deref())
+            .map_err(|e| anyhow!("sdist {}: {e}", job.sdist.filename))?;
+        let pins = match pinned {
+            Some(p) => {
+                self.install(&rootfs, &p.requires)?;
+                p.requires.clone()
+            }
+            None => {
+                let mut r = resolve::Resolver::new(store, self.setup.indexes, self.setup.target);
+                r.add(&bs.requires)?;
+                self.install(&rootfs, &r.pins())?;
+                let out = self.run(runc, &rootfs, &project, &bs, "requires", job)?;
+                let dynamic: Vec<String> = serde_json::from_slice(&fs::read(&out.requires)?)
+                    .context("reading get_requires_for_build_wheel's answer")?;
+                let added = r
+                    .add(&dynamic)
+                    .context("resolving what get_requires_for_build_wheel asked for")?;
+                self.install(&rootfs, &added)?;
+                let mut pins = r.pins();
+                pins.sort();
+                pins
+            }
+        };
+        let bp = BuildPins {
+            sdist: job.sha256.to_string(),
+            requires: pins,
+        };
+        let key = cache_key(&self.setup, job.sha256, &bp.requires);
+        if let Some(b) = self.cached(&key) {
+            // `imgbuild lock --update` resolved the same pins: nothing to build.
+            return Ok(Built { pins: bp, ..b });
+        }
+        let out = self.run(runc, &rootfs, &project, &bs, "build", job)?;
+        let name = fs::read_to_string(&out.wheel_name).unwrap_or_default();
+        let name = name.trim();
+        let path = work.join("out/wheel").join(name);
+        if name.is_empty() || name.contains('/') || !path.is_file() {
+            bail!(
+                "the backend {} returned `{name}` from build_wheel, which is not a wheel it wrote",
+                bs.backend
+            );
+        }
+        self.check_wheel(job, name, &path)?;
+        let mut w = store.writer()?;
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let mut f = fs::File::open(&path)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut h, &buf[..n]);
+            w.write_all(&buf[..n])?;
+        }
+        let sha = hex::encode(sha2::Digest::finalize(h));
+        w.commit(&Digest::parse(&format!("sha256:{sha}")).map_err(|e| anyhow!(e))?)?;
+        store.put_record("python-wheels", &sha, &name.to_string())?;
+        let b = Built {
+            filename: name.to_string(),
+            sha256: sha,
+            pins: bp,
+            fresh: true,
+            seconds: 0.0,
+            phases: String::new(),
+        };
+        store.put_record("python-sdist-wheel", &key, &b)?;
+        Ok(b)
+    }
+
+    /// The built wheel must be the package, at its version, for the target, and match its RECORD.
+    fn check_wheel(&self, job: &Job, name: &str, path: &Path) -> Result<()> {
+        let w = WheelName::parse(name)
+            .ok_or_else(|| anyhow!("the backend wrote `{name}`, which is not a wheel file name"))?;
+        if normalize(&w.dist) != normalize(job.name) {
+            bail!("the built wheel {name} is not of {}", job.name);
+        }
+        let same = match (
+            super::version::Version::parse(&w.version),
+            super::version::Version::parse(job.version),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => w.version == job.version,
+        };
+        if !same {
+            bail!(
+                "the built wheel {name} has version {}, the lock says {}",
+                w.version,
+                job.version
+            );
+        }
+        let tags = self.setup.target.tags();
+        if tags.best(&w.tags).is_none() {
+            bail!(
+                "the built wheel {name} is for tags {}, which the target ({}) does not accept; it accepts {}",
+                w.tags.join(", "),
+                self.setup.target.describe(),
+                tags.describe()
+            );
+        }
+        wheel::verify_archive(path, name)
+    }
+
+    /// Runs the frontend in the build root (`mode`: `requires` or `build`).
+    fn run(
+        &mut self,
+        runc: &Path,
+        rootfs: &Path,
+        project: &Path,
+        bs: &BuildSystem,
+        mode: &str,
+        job: &Job,
+    ) -> Result<RunOut> {
+        let work = rootfs.join(WORK);
+        let inside = |p: &Path| format!("/{}", p.strip_prefix(rootfs).unwrap().display());
+        fs::write(work.join("frontend.py"), FRONTEND)?;
+        let cfg = serde_json::json!({
+            "source": inside(project),
+            "backend": bs.backend,
+            "backend_path": bs.backend_path,
+            "mode": mode,
+            "requires_out": format!("/{WORK}/out/requires.json"),
+            "wheel_dir": format!("/{WORK}/out/wheel"),
+            "wheel_name_out": format!("/{WORK}/out/wheel-name"),
+        });
+        fs::create_dir_all(work.join("out/wheel"))?;
+        fs::write(work.join("frontend.json"), serde_json::to_vec(&cfg)?)?;
+        for d in ["src", "out", "home"] {
+            chown_tree(&work.join(d), BUILD_UID)?;
+        }
+        let tmp = rootfs.join("tmp");
+        fs::create_dir_all(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
+        let mut env = vec![
+            format!("PATH=/{WORK}/env/bin:{}", crate::image::DEFAULT_PATH),
+            format!("PYTHONPATH=/{WORK}/env/site"),
+            format!("HOME=/{WORK}/home"),
+            "TMPDIR=/tmp".to_string(),
+            "LANG=C.UTF-8".to_string(),
+            "PYTHONDONTWRITEBYTECODE=1".to_string(),
+            // Reproducible archives (zip cannot store times before 1980).
+            "SOURCE_DATE_EPOCH=315532800".to_string(),
+        ];
+        env.extend(self.setup.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": BUILD_UID, "gid": BUILD_UID},
+                "args": [self.setup.target.interpreter, format!("/{WORK}/frontend.py"), format!("/{WORK}/frontend.json")],
+                "env": env,
+                "cwd": inside(project),
+                "capabilities": {"bounding": [], "effective": [], "permitted": []},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": rootfs, "readonly": false},
+            "hostname": "imgbuild-build",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}
+            ],
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list"],
+                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            }
+        });
+        let bundle = self.tmp.as_ref().unwrap().path();
+        fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&spec)?,
+        )?;
+        self.runs += 1;
+        let id = format!("imgbuild-sdist-{}-{}", std::process::id(), self.runs);
+        let t0 = std::time::Instant::now();
+        let res = Command::new(runc)
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output();
+        let _ = Command::new(runc).args(["delete", "-f", &id]).output();
+        self.phases.push((
+            if mode == "build" {
+                "build_wheel"
+            } else {
+                "get_requires_for_build_wheel"
+            },
+            t0.elapsed().as_secs_f64(),
+        ));
+        let res = res.with_context(|| format!("running {}", runc.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
+        if !res.status.success() {
+            let step = if mode == "build" {
+                "build_wheel"
+            } else {
+                "get_requires_for_build_wheel"
+            };
+            bail!(
+                "{} {}: the build backend {} failed in {step} (exit {}, in a container of the target without network); its last {TAIL} lines of output:\n{}",
+                job.name,
+                job.version,
+                bs.backend,
+                res.status.code().unwrap_or(-1),
+                tail(&text, TAIL)
+            );
+        }
+        Ok(RunOut {
+            requires: work.join("out/requires.json"),
+            wheel_name: work.join("out/wheel-name"),
+        })
+    }
+}
+
+struct RunOut {
+    requires: PathBuf,
+    wheel_name: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_system_defaults_follow_pep_517_and_518() {
+        let legacy = build_system(None).unwrap();
+        assert_eq!(legacy.backend, "setuptools.build_meta:__legacy__");
+        assert_eq!(legacy.requires, ["setuptools>=40.8.0"]);
+        assert_eq!(build_system(Some("[project]\nname='x'\n")).unwrap(), legacy);
+        let b = build_system(Some(
+            "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            (b.requires[0].as_str(), b.backend.as_str()),
+            ("hatchling", "hatchling.build")
+        );
+        let b = build_system(Some(
+            "[build-system]\nrequires = []\nbuild-backend = 'be'\nbackend-path = ['.']\n",
+        ))
+        .unwrap();
+        assert_eq!(b.backend_path, ["."]);
+        assert!(
+            build_system(Some("[build-system]\nbackend-path = ['../x']\n"))
+                .unwrap_err()
+                .contains("outside")
+        );
+    }
+
+    #[test]
+    fn sdist_members_outside_the_tree_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, link) in [
+            ("../evil", None),
+            ("/abs", None),
+            ("p/link", Some("../../x")),
+        ] {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            match link {
+                Some(l) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    h.set_link_name(l).unwrap();
+                }
+                None => h.set_size(1),
+            }
+            h.set_mode(0o644);
+            // Write the raw name: tar's own setters refuse `..`.
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, if link.is_some() { &b""[..] } else { &b"x"[..] })
+                .unwrap();
+            let bytes = b.into_inner().unwrap();
+            let p = d.path().join("x.tar");
+            fs::write(&p, bytes).unwrap();
+            let e = unpack_sdist(&p, "x.tar", &d.path().join("out"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("refusing member"), "{name}: {e}");
+        }
+    }
+}
