@@ -10,15 +10,11 @@ mod common;
 use common::*;
 use sha2::{Digest as _, Sha256};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const SITE: &str = "/usr/local/lib/python3.11/dist-packages";
 const EXT: &str = "cpython-311-x86_64-linux-gnu.so";
-
-fn shared_store() -> PathBuf {
-    std::env::temp_dir().join("imgbuild-test-pystore")
-}
 
 fn build(dir: &Path, args: &[&str]) -> Command {
     let mut c = imgbuild(dir);
@@ -28,7 +24,7 @@ fn build(dir: &Path, args: &[&str]) -> Command {
 
 /// Compiles C `source` into the shared object `out` with extra `cc` arguments.
 fn cc(dir: &Path, source: &str, out: &Path, args: &[&str]) {
-    need("cc");
+    require_tool("cc"); // Debian: gcc, libc6-dev
     let src = dir.join(format!("{}.c", out.file_name().unwrap().to_string_lossy()));
     std::fs::write(&src, source).unwrap();
     let mut c = Command::new("cc");
@@ -210,6 +206,10 @@ fn a_real_manylinux_wheel_with_vendored_libraries_builds_and_imports() {
 fn an_extension_linking_a_library_the_image_lacks_fails_naming_it() {
     let t = tempfile::tempdir().unwrap();
     let w = t.path().join("wheels");
+    assert!(
+        Path::new("/usr/include/postgresql/libpq-fe.h").is_file(),
+        "this test needs libpq's headers: install the Debian package `libpq-dev` (.ci/install-deps does)"
+    );
     let so = t.path().join(format!("_pq.{EXT}"));
     cc(
         t.path(),
