@@ -54,10 +54,11 @@ fn fs(base: &[(&str, Result<Info, &str>)], layer: &[(&str, Result<Info, &str>)])
 }
 
 fn amd64() -> ImageConfig {
-    let mut c = ImageConfig::default();
-    c.architecture = "amd64".into();
-    c.os = "linux".into();
-    c
+    ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        ..ImageConfig::default()
+    }
 }
 
 fn messages(fs: &Rootfs, c: &ImageConfig) -> Vec<String> {
@@ -78,7 +79,7 @@ fn default_and_configured_directories() {
     );
     let base = vec![(LIBC, Ok(elf(&[], None, None))), libx.clone()];
     assert_eq!(
-        messages(&fs(&base, &[ext.clone()]), &amd64()),
+        messages(&fs(&base, std::slice::from_ref(&ext)), &amd64()),
         ["/opt/app/ext.so needs libx.so.1, which is not in the image"]
     );
     let mut conf = base.clone();
@@ -87,7 +88,7 @@ fn default_and_configured_directories() {
         "etc/ld.so.conf.d/vendor.conf",
         Err("# vendor\n/opt/vendor/lib\n"),
     ));
-    assert!(messages(&fs(&conf, &[ext.clone()]), &amd64()).is_empty());
+    assert!(messages(&fs(&conf, std::slice::from_ref(&ext)), &amd64()).is_empty());
     // LD_LIBRARY_PATH of the image config counts too.
     let mut c = amd64();
     c.config.set_env("LD_LIBRARY_PATH", "/opt/vendor/lib");
