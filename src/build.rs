@@ -467,6 +467,12 @@ fn verify(
     if cx.image.start_check != Some(false) {
         problems.extend(start_problems(&fs, config));
     }
+    problems.extend(native_problems(&fs, config, offset, |l| {
+        recipes
+            .get(l - offset)
+            .map(|r| r.name().to_string())
+            .unwrap_or_else(|| format!("{}", l + 1))
+    }));
     if problems.is_empty() {
         return Ok(());
     }
@@ -478,6 +484,23 @@ fn verify(
             _ => format!("layer `{l}`"),
         },
     ))
+}
+
+/// The native libraries of layers `from_layer..`: every ELF file's needs (`native::check`), as
+/// problems of the layer `layer_name` names.
+pub fn native_problems(
+    fs: &Rootfs,
+    config: &ImageConfig,
+    from_layer: usize,
+    layer_name: impl Fn(usize) -> String,
+) -> Vec<Problem> {
+    crate::native::check(fs, config, from_layer)
+        .into_iter()
+        .map(|m| Problem {
+            layer: layer_name(m.layer),
+            message: m.message,
+        })
+        .collect()
 }
 
 /// The start command's problems, as verification problems of the image config.

@@ -164,8 +164,8 @@ pub fn put_listing(store: &Store, diff_id: &Digest, l: &Listing) -> Result<()> {
     store.put_record(LISTINGS, diff_id.hex(), l)
 }
 
-/// Record kind of listings; renamed when what a listing holds changes (v2: captured text; v3: ELF interpreters).
-const LISTINGS: &str = "listings-v3";
+/// Record kind of listings; renamed when what a listing holds changes (v2: captured text; v3: ELF interpreters; v4: every ELF file's needs, loader configuration).
+const LISTINGS: &str = "listings-v4";
 
 /// The listing of a stored layer: from the cache, or by reading the blob (checking its diff_id).
 pub fn listing(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<Listing> {

@@ -46,138 +46,121 @@ fn is_zero(n: &u64) -> bool {
 pub struct Listing {
     pub nodes: Vec<Node>,
     /// Small text the checks need, by path (see `Capture`): whole `*.dist-info/RECORD`
-    /// files, the `#!` line of executable scripts, and for executable ELF files `\x7fELF`
-    /// followed by ` ` and the program interpreter (`PT_INTERP`) when they name one.
+    /// files and dynamic-loader configuration (`is_ld_conf`), the `#!` line of executable
+    /// scripts, and for every ELF file (any mode) its machine, loader, needed libraries and
+    /// search paths (`elf::Info::encode`, starting with `\x7fELF`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub captured: BTreeMap<String, String>,
 }
 
 /// Largest RECORD kept in a listing.
 const MAX_CAPTURE: u64 = 16 << 20;
+/// Largest dynamic-loader configuration file kept.
+const MAX_LD_CONF: u64 = 64 << 10;
 /// How much of an executable is read for its `#!` line.
 const HEAD: usize = 512;
-/// How much of an executable ELF file is read for its program headers and `PT_INTERP` (the
-/// interpreter string sits right after the program headers, well inside this).
-const ELF_HEAD: usize = 4096;
-/// What an ELF capture starts with: never a `#!` line.
-pub const ELF_MAGIC: &str = "\u{7f}ELF";
+/// What an ELF capture starts with: never a `#!` line (see `elf::Info::encode`).
+pub const ELF_MAGIC: &str = crate::elf::TEXT_MAGIC;
+
+/// Whether `path` is a configuration file of the dynamic loader (glibc's `/etc/ld.so.conf`
+/// and what it includes, musl's `/etc/ld-musl-ARCH.path`), kept whole in listings.
+pub fn is_ld_conf(path: &str) -> bool {
+    path == "etc/ld.so.conf"
+        || path.ends_with("/ld.so.conf")
+        || (path.starts_with("etc/ld.so.conf.d/") && path.ends_with(".conf"))
+        || (path.starts_with("etc/ld-musl-") && path.ends_with(".path"))
+}
 
 /// Collects the text of one file as its bytes stream past, when the checks will need it.
 pub struct Capture {
-    whole: bool,
-    head: bool,
-    buf: Vec<u8>,
+    state: State,
+}
+
+enum State {
+    /// The whole file (RECORD, loader configuration).
+    Whole(Vec<u8>),
+    /// The first bytes, until they say what the file is; `exec` when a `#!` line counts.
+    Sniff {
+        exec: bool,
+        buf: Vec<u8>,
+    },
+    Script(Vec<u8>),
+    Elf(Box<crate::elf::Stream>),
+    Off,
 }
 
 impl Capture {
     /// What to keep of the regular file `path` (no leading slash) with `mode` and `size`.
     pub fn new(path: &str, mode: u32, size: u64) -> Capture {
-        let whole = path.ends_with(".dist-info/RECORD") && size <= MAX_CAPTURE;
-        Capture {
-            whole,
-            head: !whole && mode & 0o111 != 0 && size > 2,
-            buf: Vec::new(),
-        }
+        let state = if path.ends_with(".dist-info/RECORD") && size <= MAX_CAPTURE
+            || is_ld_conf(path) && size <= MAX_LD_CONF
+        {
+            State::Whole(Vec::new())
+        } else if size > 2 {
+            State::Sniff {
+                exec: mode & 0o111 != 0,
+                buf: Vec::new(),
+            }
+        } else {
+            State::Off
+        };
+        Capture { state }
     }
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.whole {
-            self.buf.extend_from_slice(bytes);
-        } else if self.head {
-            let limit = if self.buf.starts_with(b"\x7fELF") || self.buf.len() < 4 {
-                ELF_HEAD
-            } else {
-                HEAD
-            };
-            if self.buf.len() < limit {
-                let n = bytes.len().min(limit - self.buf.len());
-                self.buf.extend_from_slice(&bytes[..n]);
+        let mut bytes = bytes;
+        if let State::Sniff { exec, buf } = &mut self.state {
+            let n = bytes.len().min(4 - buf.len());
+            buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if buf.len() < 4 {
+                return;
             }
+            let buf = std::mem::take(buf);
+            self.state = if buf == crate::elf::MAGIC {
+                let mut s = Box::<crate::elf::Stream>::default();
+                s.feed(&buf);
+                State::Elf(s)
+            } else if buf.starts_with(b"#!") && *exec {
+                State::Script(buf)
+            } else {
+                State::Off
+            };
+        }
+        match &mut self.state {
+            State::Whole(buf) => buf.extend_from_slice(bytes),
+            State::Script(buf) if buf.len() < HEAD => {
+                let n = bytes.len().min(HEAD - buf.len());
+                buf.extend_from_slice(&bytes[..n]);
+            }
+            State::Elf(s) => s.feed(bytes),
+            _ => {}
         }
     }
-    /// The captured text: the whole file, or the `#!` line of an executable script.
+    /// The captured text: the whole file, the `#!` line of an executable script, or what an
+    /// ELF file needs to be loaded (`elf::Info::encode`).
     pub fn finish(self) -> Option<String> {
-        if self.whole {
-            return Some(String::from_utf8_lossy(&self.buf).into_owned());
-        }
-        if self.head && self.buf.starts_with(b"\x7fELF") {
-            return Some(match elf_interp(&self.buf) {
-                Some(i) => format!("{ELF_MAGIC} {i}"),
-                None => ELF_MAGIC.to_string(),
-            });
-        }
-        if self.head && self.buf.starts_with(b"#!") {
-            let end = self
-                .buf
-                .iter()
-                .position(|&b| b == b'\n')
-                .unwrap_or(self.buf.len());
-            return Some(
-                String::from_utf8_lossy(&self.buf[..end])
-                    .trim_end()
-                    .to_string(),
-            );
-        }
-        None
+        let script = match self.state {
+            State::Whole(buf) => return Some(String::from_utf8_lossy(&buf).into_owned()),
+            State::Elf(s) => return Some(s.finish().encode()),
+            State::Sniff { exec: true, buf } | State::Script(buf) if buf.starts_with(b"#!") => buf,
+            _ => return None,
+        };
+        let end = script
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(script.len());
+        Some(
+            String::from_utf8_lossy(&script[..end])
+                .trim_end()
+                .to_string(),
+        )
     }
 }
 
-/// The program interpreter (`PT_INTERP`) an ELF file names, read from its first bytes
-/// (ELF32/ELF64, either byte order). `None` for a static executable or when the headers are
-/// not within `head`.
+/// The program interpreter (`PT_INTERP`) an ELF file names, read from its first bytes.
+/// `None` for a static executable or when the headers are not within `head`.
 pub fn elf_interp(head: &[u8]) -> Option<String> {
-    if head.len() < 52 || &head[..4] != b"\x7fELF" {
-        return None;
-    }
-    let wide = head[4] == 2;
-    let le = head[5] == 1;
-    let u16_at = |o: usize| -> Option<u64> {
-        let b: [u8; 2] = head.get(o..o + 2)?.try_into().ok()?;
-        Some(if le {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        } as u64)
-    };
-    let u32_at = |o: usize| -> Option<u64> {
-        let b: [u8; 4] = head.get(o..o + 4)?.try_into().ok()?;
-        Some(if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        } as u64)
-    };
-    let u64_at = |o: usize| -> Option<u64> {
-        let b: [u8; 8] = head.get(o..o + 8)?.try_into().ok()?;
-        Some(if le {
-            u64::from_le_bytes(b)
-        } else {
-            u64::from_be_bytes(b)
-        })
-    };
-    // e_phoff, e_phentsize, e_phnum (ELF spec, "ELF Header").
-    let (phoff, phentsize, phnum) = if wide {
-        (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?)
-    } else {
-        (u32_at(0x1c)?, u16_at(0x2a)?, u16_at(0x2c)?)
-    };
-    const PT_INTERP: u64 = 3;
-    for i in 0..phnum.min(64) {
-        let ph = usize::try_from(phoff + i * phentsize).ok()?;
-        if u32_at(ph)? != PT_INTERP {
-            continue;
-        }
-        // p_offset and p_filesz of the segment holding the NUL-terminated path.
-        let (off, size) = if wide {
-            (u64_at(ph + 8)?, u64_at(ph + 32)?)
-        } else {
-            (u32_at(ph + 4)?, u32_at(ph + 16)?)
-        };
-        let (off, size) = (usize::try_from(off).ok()?, usize::try_from(size).ok()?);
-        let raw = head.get(off..off.checked_add(size)?)?;
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        return Some(String::from_utf8_lossy(&raw[..end]).into_owned());
-    }
-    None
+    crate::elf::read(head)?.interp
 }
 
 /// Options for reading a layer tar that did not come from imgbuild.

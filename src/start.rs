@@ -8,7 +8,7 @@
 //! string (`sh -c "…"`) is checked through the shell, and the string's first command with it.
 
 use crate::image::ImageConfig;
-use crate::rootfs::{Kind, Rootfs, ELF_MAGIC};
+use crate::rootfs::{Kind, Rootfs};
 
 /// Where start-command problems are reported (in place of a layer name).
 pub const PLACE: &str = "image config";
@@ -34,9 +34,9 @@ pub fn is_executable(fs: &Rootfs, p: &str) -> bool {
 /// What is missing for the kernel to run the file whose captured head is `captured` (see
 /// `rootfs::Listing::captured`): `None` when nothing is.
 pub fn exec_problem(fs: &Rootfs, path: &[String], captured: &str) -> Option<String> {
-    if let Some(rest) = captured.strip_prefix(ELF_MAGIC) {
-        let interp = rest.trim();
-        if interp.is_empty() || is_executable(fs, interp) || fs.resolve(interp).is_some() {
+    if let Some(info) = crate::elf::Info::decode(captured) {
+        let interp = info.interp.as_deref().filter(|i| !i.is_empty())?;
+        if is_executable(fs, interp) || fs.resolve(interp).is_some() {
             return None;
         }
         return Some(format!(

@@ -325,6 +325,12 @@ pub fn target(
     if start_checked {
         more.extend(build::start_problems(&checked.fs, &checked.config));
     }
+    more.extend(build::native_problems(
+        &checked.fs,
+        &checked.config,
+        0,
+        |l| format!("layer {} of {}", l + 1, checked.layers),
+    ));
     for p in more {
         if !problems.contains(&p) {
             problems.push(p);

@@ -41,6 +41,25 @@ fn fake_base(dir: &Path, python_org_313: bool) -> PathBuf {
         b"\x7fELF GNU C Library (Debian GLIBC 2.36-9) stable release version 2.36.\n",
         0o755,
     );
+    // The rest of glibc (and zlib, libgcc) that real extensions and vendored libraries need:
+    // every DT_NEEDED of an installed ELF file must be found in the image.
+    for lib in [
+        "ld-linux-x86-64.so.2",
+        "libdl.so.2",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libpthread.so.0",
+        "libresolv.so.2",
+        "librt.so.1",
+        "libutil.so.1",
+        "libz.so.1",
+    ] {
+        write(
+            &r.join("usr/lib/x86_64-linux-gnu").join(lib),
+            b"\x7fELF",
+            0o755,
+        );
+    }
     let mut env = vec![];
     if python_org_313 {
         write(&r.join("usr/local/bin/python3.13"), b"\x7fELF", 0o755);
