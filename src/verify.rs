@@ -260,6 +260,9 @@ pub fn target(
     };
     // Every image's start command is checked, unless its project says it is given at run time.
     let mut start_checked = true;
+    // The native libraries of every layer — of an image of this project, of its own layers, as
+    // the build checks them (a base's optional plugins are the base's business).
+    let mut native_from = 0;
     let (checked, what, mut problems) = match Target::parse(written, cwd, is_image) {
         Target::Layout { dir, tag } => {
             let l = Layout::open(&dir)?;
@@ -318,6 +321,11 @@ pub fn target(
             // An image of this project: its layers' own checks too (expect, require, scripts).
             let problems = build::recheck(&project, &name, &checked.fs, &checked.config)?;
             start_checked = project.image(&name)?.start_check != Some(false);
+            native_from = built
+                .manifest
+                .layers
+                .len()
+                .saturating_sub(project.image(&name)?.layers.len());
             (checked, format!("{name} ({})", rec.digest), problems)
         }
     };
@@ -328,7 +336,7 @@ pub fn target(
     more.extend(build::native_problems(
         &checked.fs,
         &checked.config,
-        0,
+        native_from,
         |l| format!("layer {} of {}", l + 1, checked.layers),
     ));
     for p in more {
