@@ -23,7 +23,7 @@ pub fn run(g: &Global, dir: &Path) -> Result<i32> {
         Ok(())
     })?;
     g.progress.note(&format!(
-        "next: `umoci unpack --image {0}/.imgbuild/oci:frontend bundle` to look inside, or `imgbuild verify oci:{0}/.imgbuild/oci:frontend`",
+        "next: `umoci unpack --image {0}/.imgbuild/oci:frontend bundle` to look inside, or `cd {0} && imgbuild verify frontend`",
         dir.display()
     ));
     Ok(0)
