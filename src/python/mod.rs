@@ -203,6 +203,20 @@ impl PythonRecipe {
             let mut picks =
                 select::select_with(&locked, &target, &local, &self.lock_name(), &hash_local)?;
             self.apply_no_binary(&locked, &mut picks)?;
+            for p in picks.iter_mut() {
+                match &mut p.origin {
+                    Origin::Source(select::SourceRef::Dir(d)) => {
+                        *d = lock_dir.join(&*d);
+                        p.sha256 = sdist::source::tree_hash(d, &cx.stat).with_context(|| {
+                            format!("hashing the source of {} {}", p.name, p.version)
+                        })?;
+                    }
+                    Origin::Source(select::SourceRef::Git { url, commit }) => {
+                        p.sha256 = crate::key::git_source(sdist::FORMAT, url, commit);
+                    }
+                    _ => {}
+                }
+            }
             self.state = Some(State {
                 target,
                 picks,
@@ -271,7 +285,7 @@ impl PythonRecipe {
             let sdists: Vec<String> = st
                 .picks
                 .iter()
-                .filter(|p| matches!(p.origin, Origin::Sdist(_)))
+                .filter(|p| matches!(p.origin, Origin::Sdist(_) | Origin::Source(_)))
                 .map(|p| format!("{} {}", p.name, p.version))
                 .collect();
             return Err(hinted(
@@ -301,7 +315,7 @@ impl PythonRecipe {
         if !st
             .picks
             .iter()
-            .any(|p| matches!(p.origin, Origin::Sdist(_)))
+            .any(|p| matches!(p.origin, Origin::Sdist(_) | Origin::Source(_)))
         {
             return Ok(());
         }
@@ -318,20 +332,30 @@ impl PythonRecipe {
         });
         let mut new_pins = BTreeMap::new();
         for p in st.picks.iter_mut() {
-            let Origin::Sdist(s) = &p.origin else {
-                continue;
+            let src = match &p.origin {
+                Origin::Sdist(s) => sdist::Src::Sdist(s),
+                Origin::Source(select::SourceRef::Dir(d)) => sdist::Src::Dir(d),
+                Origin::Source(select::SourceRef::Git { url, commit }) => {
+                    sdist::Src::Git { url, commit }
+                }
+                _ => continue,
             };
             let key = sdist::pins_key(&p.name, &p.version, &st.target);
             let job = sdist::Job {
                 name: &p.name,
                 version: &p.version,
-                sdist: s,
+                src,
                 sha256: &p.sha256,
             };
             let b = builder.wheel(&job, lockfile.python_build.get(&key))?;
             if b.fresh {
+                let from = match &p.origin {
+                    Origin::Sdist(_) => "the sdist",
+                    Origin::Source(select::SourceRef::Dir(_)) => "the source",
+                    _ => "the git commit",
+                };
                 eprintln!(
-                    "built {} from the sdist of {} {} in {:.1} s ({} build requirements; {})",
+                    "built {} from {from} of {} {} in {:.1} s ({} build requirements; {})",
                     b.filename,
                     p.name,
                     p.version,
@@ -529,7 +553,7 @@ impl PythonRecipe {
                 }
                 Origin::Index { .. } => unreachable!("resolved before"),
                 // Built into the store by `build_sdists`, checked there.
-                Origin::Sdist(_) => continue,
+                Origin::Sdist(_) | Origin::Source(_) => continue,
             }
             out.push(w);
         }
@@ -549,7 +573,7 @@ impl Recipe for PythonRecipe {
         let lockfile = if st
             .picks
             .iter()
-            .any(|p| matches!(p.origin, Origin::Sdist(_)))
+            .any(|p| matches!(p.origin, Origin::Sdist(_) | Origin::Source(_)))
         {
             Some(crate::registry::lock::LockFile::load(&cx.root)?)
         } else {
@@ -576,7 +600,7 @@ impl Recipe for PythonRecipe {
                         fallback.as_ref().map(|f| &f.sha256)
                     )
                 }
-                Origin::Sdist(_) => {
+                Origin::Sdist(_) | Origin::Source(_) => {
                     let key = sdist::pins_key(&p.name, &p.version, &st.target);
                     let pins = lockfile
                         .as_ref()

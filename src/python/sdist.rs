@@ -12,6 +12,7 @@
 //! layers, pins, env) finds it again, so a rebuild builds nothing.
 
 pub mod resolve;
+pub mod source;
 
 use super::filename::{normalize, WheelName};
 use super::index::{self, Want};
@@ -57,11 +58,23 @@ pub struct Setup<'a> {
     pub env: &'a BTreeMap<String, String>,
 }
 
-/// One sdist to build.
+/// What a wheel is built from.
+#[derive(Clone, Copy)]
+pub enum Src<'a> {
+    /// An sdist the lock names.
+    Sdist(&'a WheelRef),
+    /// A directory of the project (the project itself, a workspace member).
+    Dir(&'a Path),
+    /// A commit of a git repository (cloned, checked, then built like a directory).
+    Git { url: &'a str, commit: &'a str },
+}
+
+/// One sdist (or source tree) to build.
 pub struct Job<'a> {
     pub name: &'a str,
     pub version: &'a str,
-    pub sdist: &'a WheelRef,
+    pub src: Src<'a>,
+    /// The sdist's sha256, or the tree's identity (`key::source_tree`, `key::git_source`).
     pub sha256: &'a str,
 }
 
@@ -346,10 +359,19 @@ impl<'a> Builder<'a> {
     }
 
     fn label(job: &Job) -> String {
-        format!(
-            "{} {} from its sdist {}",
-            job.name, job.version, job.sdist.filename
-        )
+        match job.src {
+            Src::Sdist(s) => format!("{} {} from its sdist {}", job.name, job.version, s.filename),
+            Src::Dir(d) => format!(
+                "{} {} from its source {}",
+                job.name,
+                job.version,
+                d.display()
+            ),
+            Src::Git { url, commit } => format!(
+                "{} {} from git commit {commit} of {url}",
+                job.name, job.version
+            ),
+        }
     }
 
     /// The wheel of `job`: from the cache when `pinned` pins are given and it was built with
@@ -443,16 +465,19 @@ impl<'a> Builder<'a> {
 
     fn build(&mut self, runc: &Path, job: &Job, pinned: Option<&BuildPins>) -> Result<Built> {
         let store = self.setup.store;
-        let sdist = index::ensure_file(
-            store,
-            &Want {
-                filename: job.sdist.filename.clone(),
-                sha256: job.sha256.to_string(),
-                urls: job.sdist.url.iter().cloned().collect(),
-                path: job.sdist.path.clone(),
-                pinned_by: "the lock".into(),
-            },
-        )?;
+        let sdist = match job.src {
+            Src::Sdist(s) => Some(index::ensure_file(
+                store,
+                &Want {
+                    filename: s.filename.clone(),
+                    sha256: job.sha256.to_string(),
+                    urls: s.url.iter().cloned().collect(),
+                    path: s.path.clone(),
+                    pinned_by: "the lock".into(),
+                },
+            )?),
+            _ => None,
+        };
         let rootfs = self.root()?;
         let work = rootfs.join(WORK);
         for d in [&work, &rootfs.join("tmp")] {
@@ -463,17 +488,39 @@ impl<'a> Builder<'a> {
         for d in ["src", "env", "out", "home"] {
             fs::create_dir_all(work.join(d))?;
         }
-        let project = unpack_sdist(&sdist, &job.sdist.filename, &work.join("src"))?;
+        let t0 = std::time::Instant::now();
+        let (project, what) = match job.src {
+            Src::Sdist(s) => (
+                unpack_sdist(sdist.as_ref().unwrap(), &s.filename, &work.join("src"))?,
+                format!("sdist {}", s.filename),
+            ),
+            Src::Dir(d) => {
+                let p = work.join("src").join(normalize(job.name));
+                source::copy_tree(d, &p)?;
+                (p, format!("source {}", d.display()))
+            }
+            Src::Git { url, commit } => {
+                let clone = tempfile::Builder::new().prefix("imgbuild-git-").tempdir()?;
+                source::checkout(url, commit, clone.path())?;
+                let p = work.join("src").join(normalize(job.name));
+                source::copy_tree(clone.path(), &p)?;
+                (p, format!("git commit {commit} of {url}"))
+            }
+        };
+        self.phases.push((
+            match job.src {
+                Src::Sdist(_) => "unpack",
+                Src::Dir(_) => "copy",
+                Src::Git { .. } => "clone",
+            },
+            t0.elapsed().as_secs_f64(),
+        ));
         let read = |n: &str| fs::read_to_string(project.join(n)).ok();
         let pyproject = read("pyproject.toml");
         if pyproject.is_none() && !project.join("setup.py").is_file() {
-            bail!(
-                "sdist {} has neither pyproject.toml nor setup.py at its top",
-                job.sdist.filename
-            );
+            bail!("{what} has neither pyproject.toml nor setup.py at its top");
         }
-        let bs = build_system(pyproject.as_deref())
-            .map_err(|e| anyhow!("sdist {}: {e}", job.sdist.filename))?;
+        let bs = build_system(pyproject.as_deref()).map_err(|e| anyhow!("{what}: {e}"))?;
         let pins = match pinned {
             Some(p) => {
                 self.install(&rootfs, &p.requires)?;
@@ -513,6 +560,9 @@ impl<'a> Builder<'a> {
                 "the backend {} returned `{name}` from build_wheel, which is not a wheel it wrote",
                 bs.backend
             );
+        }
+        if let Src::Git { url, commit } = job.src {
+            source::add_direct_url(&path, url, commit)?;
         }
         self.check_wheel(job, name, &path)?;
         let mut w = store.writer()?;
@@ -556,7 +606,7 @@ impl<'a> Builder<'a> {
             (Some(a), Some(b)) => a == b,
             _ => w.version == job.version,
         };
-        if !same {
+        if !same && !job.version.is_empty() {
             bail!(
                 "the built wheel {name} has version {}, the lock says {}",
                 w.version,

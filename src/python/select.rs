@@ -32,12 +32,24 @@ pub enum Origin {
     /// No wheel fits (or `no_binary` names the package): a wheel built from this sdist
     /// (`python::sdist`). Until it is built, the pick's `filename`/`sha256` are the sdist's.
     Sdist(WheelRef),
+    /// A wheel built from source (`python::sdist`): the project itself or a workspace member
+    /// (a directory, as the lock writes it, relative to the lock's directory), or a git
+    /// commit. Until it is built, the pick's `sha256` is the source's identity and its
+    /// `filename` empty.
+    Source(SourceRef),
     /// requirements.txt: one of `hashes`, found through the index when the layer is built
     /// (`fallback`: a `find_links` wheel for when the index has none for the target).
     Index {
         hashes: Vec<String>,
         fallback: Option<LocalWheel>,
     },
+}
+
+/// A source a wheel is built from.
+#[derive(Clone, Debug, Serialize)]
+pub enum SourceRef {
+    Dir(PathBuf),
+    Git { url: String, commit: String },
 }
 
 /// The wheel chosen for one distribution.
@@ -165,6 +177,20 @@ fn git_pick(
             None => ignored.push(format!("{} (it records no git origin)", l.filename)),
         }
     }
+    if !commit.is_empty() {
+        // Built from that commit (`python::sdist::source`), never from a wheel of the same
+        // version found elsewhere.
+        return Ok(Pick {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            filename: String::new(),
+            sha256: String::new(),
+            origin: Origin::Source(SourceRef::Git {
+                url: url.to_string(),
+                commit: commit.to_string(),
+            }),
+        });
+    }
     let seen = if ignored.is_empty() {
         String::new()
     } else {
@@ -174,7 +200,7 @@ fn git_pick(
         )
     };
     Err(format!(
-        "{} {} is locked to git commit {commit} of {url} in {lock}; a wheel of the same name and version from an index or find_links may be other code, so only a wheel built from that commit counts{seen}. imgbuild does not build git sources yet: build a wheel from that commit for CPython {} on {} {}, with its origin recorded in `{}-{}.dist-info/direct_url.json` (PEP 610: `{{\"url\": \"{url}\", \"vcs_info\": {{\"vcs\": \"git\", \"commit_id\": \"{commit}\"}}}}`, listed in its RECORD), put it in a directory and set `find_links` to it; or leave the package out with `exclude = [\"{}\"]`",
+        "{} {} is locked to git commit {commit} of {url} in {lock}; a wheel of the same name and version from an index or find_links may be other code, so only a wheel built from that commit counts{seen}. the lock names no commit, so imgbuild cannot build it (`uv lock` records one): build a wheel from that commit for CPython {} on {} {}, with its origin recorded in `{}-{}.dist-info/direct_url.json` (PEP 610: `{{\"url\": \"{url}\", \"vcs_info\": {{\"vcs\": \"git\", \"commit_id\": \"{commit}\"}}}}`, listed in its RECORD), put it in a directory and set `find_links` to it; or leave the package out with `exclude = [\"{}\"]`",
         p.name,
         p.version,
         target.minor_version(),
@@ -290,6 +316,18 @@ pub fn select_with(
                         Err(e) => problems.push(e),
                     }
                     continue;
+                }
+                if let Some(Other::Local { kind, path }) = other {
+                    if kind == "editable" || kind == "directory" {
+                        picks.push(Pick {
+                            name: p.name.clone(),
+                            version: p.version.clone(),
+                            filename: String::new(),
+                            sha256: String::new(),
+                            origin: Origin::Source(SourceRef::Dir(PathBuf::from(path))),
+                        });
+                        continue;
+                    }
                 }
                 if let Some(w) = best {
                     let pinned = match (&w.sha256, &w.path) {
