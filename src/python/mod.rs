@@ -207,9 +207,11 @@ impl PythonRecipe {
                 match &mut p.origin {
                     Origin::Source(select::SourceRef::Dir(d)) => {
                         *d = lock_dir.join(&*d);
-                        p.sha256 = sdist::source::tree_hash(d, &cx.stat).with_context(|| {
-                            format!("hashing the source of {} {}", p.name, p.version)
-                        })?;
+                        p.sha256 =
+                            sdist::source::tree_hash(d, &[cx.store.root().to_path_buf()], &cx.stat)
+                                .with_context(|| {
+                                    format!("hashing the source of {} {}", p.name, p.version)
+                                })?;
                     }
                     Origin::Source(select::SourceRef::Git { url, commit }) => {
                         p.sha256 = crate::key::git_source(sdist::FORMAT, url, commit);
@@ -282,6 +284,10 @@ impl PythonRecipe {
             .collect();
         out.extend(st.indexes.iter().cloned());
         if out.is_empty() {
+            let only_sdists = !st
+                .picks
+                .iter()
+                .any(|p| matches!(p.origin, Origin::Source(_)));
             let sdists: Vec<String> = st
                 .picks
                 .iter()
@@ -290,9 +296,14 @@ impl PythonRecipe {
                 .collect();
             return Err(hinted(
                 format!(
-                    "building {} from {} sdist needs a package index for the build requirements, and none is configured",
+                    "building {} from {} needs a package index for the build requirements, and none is configured",
                     sdists.join(", "),
-                    if sdists.len() == 1 { "its" } else { "their" }
+                    match (sdists.len() == 1, only_sdists) {
+                        (true, true) => "its sdist",
+                        (false, true) => "their sdists",
+                        (true, false) => "its source",
+                        (false, false) => "their sources",
+                    }
                 ),
                 "set `index_url` in the layer's `python` table, or PIP_INDEX_URL / UV_INDEX_URL",
             ));

@@ -496,14 +496,14 @@ impl<'a> Builder<'a> {
             ),
             Src::Dir(d) => {
                 let p = work.join("src").join(normalize(job.name));
-                source::copy_tree(d, &p)?;
+                source::copy_tree(d, &p, &[store.root().to_path_buf()])?;
                 (p, format!("source {}", d.display()))
             }
             Src::Git { url, commit } => {
                 let clone = tempfile::Builder::new().prefix("imgbuild-git-").tempdir()?;
                 source::checkout(url, commit, clone.path())?;
                 let p = work.join("src").join(normalize(job.name));
-                source::copy_tree(clone.path(), &p)?;
+                source::copy_tree(clone.path(), &p, &[])?;
                 (p, format!("git commit {commit} of {url}"))
             }
         };

@@ -38,9 +38,10 @@ pub enum Kind {
     Symlink(PathBuf),
 }
 
-/// The members of the tree at `root` (relative paths, sorted, parents first), without `SKIP`.
-pub fn walk(root: &Path) -> Result<Vec<(String, Kind)>> {
-    fn go(root: &Path, rel: &str, out: &mut Vec<(String, Kind)>) -> Result<()> {
+/// The members of the tree at `root` (relative paths, sorted, parents first), without `SKIP`
+/// and the directories `skip` (imgbuild's store, when it is inside the tree).
+pub fn walk(root: &Path, skip: &[PathBuf]) -> Result<Vec<(String, Kind)>> {
+    fn go(root: &Path, skip: &[PathBuf], rel: &str, out: &mut Vec<(String, Kind)>) -> Result<()> {
         let dir = if rel.is_empty() {
             root.to_path_buf()
         } else {
@@ -60,12 +61,15 @@ pub fn walk(root: &Path) -> Result<Vec<(String, Kind)>> {
                 format!("{rel}/{n}")
             };
             let p = root.join(&r);
+            if skip.iter().any(|s| *s == p) {
+                continue;
+            }
             let md = fs::symlink_metadata(&p)?;
             if md.file_type().is_symlink() {
                 out.push((r, Kind::Symlink(fs::read_link(&p)?)));
             } else if md.is_dir() {
                 out.push((r.clone(), Kind::Dir));
-                go(root, &r, out)?;
+                go(root, skip, &r, out)?;
             } else if md.is_file() {
                 out.push((
                     r,
@@ -78,15 +82,20 @@ pub fn walk(root: &Path) -> Result<Vec<(String, Kind)>> {
         Ok(())
     }
     let mut out = Vec::new();
-    go(root, "", &mut out)?;
+    let skip: Vec<PathBuf> = skip
+        .iter()
+        .map(|s| fs::canonicalize(s).unwrap_or_else(|_| s.clone()))
+        .collect();
+    let root = fs::canonicalize(root).with_context(|| format!("reading {}", root.display()))?;
+    go(&root, &skip, "", &mut out)?;
     Ok(out)
 }
 
 /// The identity of the tree at `root` (see `key::source_tree`): every member's path, kind and
 /// content hash, files hashed through the stat cache (an unchanged tree reads no file).
-pub fn tree_hash(root: &Path, stat: &StatCache) -> Result<String> {
+pub fn tree_hash(root: &Path, skip: &[PathBuf], stat: &StatCache) -> Result<String> {
     let mut rows = Vec::new();
-    for (rel, kind) in walk(root)? {
+    for (rel, kind) in walk(root, skip)? {
         rows.push(match kind {
             Kind::Dir => format!("d {rel}"),
             Kind::Symlink(t) => format!("l {rel} {}", t.display()),
@@ -104,9 +113,9 @@ pub fn tree_hash(root: &Path, stat: &StatCache) -> Result<String> {
 }
 
 /// Copies the tree at `src` (without `SKIP`) to `dst`.
-pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+pub fn copy_tree(src: &Path, dst: &Path, skip: &[PathBuf]) -> Result<()> {
     fs::create_dir_all(dst)?;
-    for (rel, kind) in walk(src)? {
+    for (rel, kind) in walk(src, skip)? {
         let to = dst.join(&rel);
         match kind {
             Kind::Dir => fs::create_dir_all(&to)?,
