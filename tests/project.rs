@@ -184,7 +184,7 @@ fn git_repo(dir: &Path) -> (String, String) {
             .current_dir(d)))
     };
     std::fs::create_dir_all(&bare).unwrap();
-    git(&["init", "--quiet", "--bare"], &bare);
+    git(&["init", "--quiet", "--bare", "-b", "main"], &bare);
     write(
         &work.join("pyproject.toml"),
         &format!("[project]\nname = \"gitdep\"\nversion = \"0.3.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n{HATCH}"),
