@@ -61,7 +61,7 @@ pub fn walk(root: &Path, skip: &[PathBuf]) -> Result<Vec<(String, Kind)>> {
                 format!("{rel}/{n}")
             };
             let p = root.join(&r);
-            if skip.iter().any(|s| *s == p) {
+            if skip.contains(&p) {
                 continue;
             }
             let md = fs::symlink_metadata(&p)?;
