@@ -207,11 +207,15 @@ impl PythonRecipe {
                 match &mut p.origin {
                     Origin::Source(select::SourceRef::Dir(d)) => {
                         *d = lock_dir.join(&*d);
-                        p.sha256 =
-                            sdist::source::tree_hash(d, &[cx.store.root().to_path_buf()], &cx.stat)
-                                .with_context(|| {
-                                    format!("hashing the source of {} {}", p.name, p.version)
-                                })?;
+                        p.sha256 = sdist::source::tree_hash(
+                            sdist::FORMAT,
+                            d,
+                            &[cx.store.root().to_path_buf()],
+                            &cx.stat,
+                        )
+                        .with_context(|| {
+                            format!("hashing the source of {} {}", p.name, p.version)
+                        })?;
                     }
                     Origin::Source(select::SourceRef::Git { url, commit }) => {
                         p.sha256 = crate::key::git_source(sdist::FORMAT, url, commit);

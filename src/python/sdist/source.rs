@@ -92,8 +92,9 @@ pub fn walk(root: &Path, skip: &[PathBuf]) -> Result<Vec<(String, Kind)>> {
 }
 
 /// The identity of the tree at `root` (see `key::source_tree`): every member's path, kind and
-/// content hash, files hashed through the stat cache (an unchanged tree reads no file).
-pub fn tree_hash(root: &Path, skip: &[PathBuf], stat: &StatCache) -> Result<String> {
+/// content hash, files hashed through the stat cache (an unchanged tree reads no file);
+/// `format` is the builder's (`sdist::FORMAT`).
+pub fn tree_hash(format: u32, root: &Path, skip: &[PathBuf], stat: &StatCache) -> Result<String> {
     let mut rows = Vec::new();
     for (rel, kind) in walk(root, skip)? {
         rows.push(match kind {
@@ -109,7 +110,7 @@ pub fn tree_hash(root: &Path, skip: &[PathBuf], stat: &StatCache) -> Result<Stri
             }
         });
     }
-    Ok(crate::key::source_tree(super::FORMAT, &rows))
+    Ok(crate::key::source_tree(format, &rows))
 }
 
 /// Copies the tree at `src` (without `SKIP`) to `dst`.
