@@ -76,6 +76,12 @@ fn a_hatchling_project_is_built_from_its_source_with_its_console_script_and_cach
         err.contains("built hello_app-0.1.0-py3-none-any.whl from the source of hello-app 0.1.0"),
         "{err}"
     );
+    let pins = std::fs::read_to_string(p.join("imgbuild.lock")).unwrap();
+    assert!(
+        pins.contains("[python-build.\"hello-app 0.1.0 for cp311 x86_64 glibc 2.36\"]")
+            && pins.contains("name = \"hatchling\""),
+        "{pins}"
+    );
     ok(imgbuild(p).args(["verify", "app"]));
     let out = ok(imgbuild(p).args(["test", "app"]));
     assert!(stderr(&out).contains("ok "), "{}", stderr(&out));

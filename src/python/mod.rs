@@ -347,20 +347,17 @@ impl PythonRecipe {
         });
         let mut new_pins = BTreeMap::new();
         for p in st.picks.iter_mut() {
-            let src = match &p.origin {
-                Origin::Sdist(s) => sdist::Src::Sdist(s),
-                Origin::Source(select::SourceRef::Dir(d)) => sdist::Src::Dir(d),
-                Origin::Source(select::SourceRef::Git { url, commit }) => {
-                    sdist::Src::Git { url, commit }
-                }
-                _ => continue,
+            let Some(src) = src_of(&p.origin) else {
+                continue;
             };
             let key = sdist::pins_key(&p.name, &p.version, &st.target);
+            let pins_id = sdist::pins_id(src, &p.sha256);
             let job = sdist::Job {
                 name: &p.name,
                 version: &p.version,
                 src,
                 sha256: &p.sha256,
+                pins_id: &pins_id,
             };
             let b = builder.wheel(&job, lockfile.python_build.get(&key))?;
             if b.fresh {
@@ -576,6 +573,16 @@ impl PythonRecipe {
     }
 }
 
+/// What a pick's wheel is built from, if it is built.
+fn src_of(o: &Origin) -> Option<sdist::Src<'_>> {
+    Some(match o {
+        Origin::Sdist(s) => sdist::Src::Sdist(s),
+        Origin::Source(select::SourceRef::Dir(d)) => sdist::Src::Dir(d),
+        Origin::Source(select::SourceRef::Git { url, commit }) => sdist::Src::Git { url, commit },
+        _ => return None,
+    })
+}
+
 impl Recipe for PythonRecipe {
     fn name(&self) -> &str {
         &self.spec.name
@@ -617,10 +624,11 @@ impl Recipe for PythonRecipe {
                 }
                 Origin::Sdist(_) | Origin::Source(_) => {
                     let key = sdist::pins_key(&p.name, &p.version, &st.target);
+                    let pins_id = sdist::pins_id(src_of(&p.origin).unwrap(), &p.sha256);
                     let pins = lockfile
                         .as_ref()
                         .and_then(|l| l.python_build.get(&key))
-                        .filter(|b| b.sdist == p.sha256);
+                        .filter(|b| b.sdist == pins_id);
                     if pins.is_none() {
                         // Resolved while building: never cache the layer under an unpinned key.
                         unpinned.push(p.name.clone());

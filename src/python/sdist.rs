@@ -76,6 +76,32 @@ pub struct Job<'a> {
     pub src: Src<'a>,
     /// The sdist's sha256, or the tree's identity (`key::source_tree`, `key::git_source`).
     pub sha256: &'a str,
+    /// What the build requirements pinned for it in `imgbuild.lock` stand for (`pins_id`).
+    pub pins_id: &'a str,
+}
+
+/// What a wheel's build requirements pinned in `imgbuild.lock` depend on: the sdist or commit
+/// (`sha256`); for a directory only its build system (`[build-system]` of pyproject.toml and
+/// whether there is a setup.py), so editing the project's code reuses the pins.
+pub fn pins_id(src: Src, sha256: &str) -> String {
+    let Src::Dir(d) = src else {
+        return sha256.to_string();
+    };
+    let text = fs::read_to_string(d.join("pyproject.toml")).ok();
+    let bs = text
+        .as_deref()
+        .map(|t| match toml::from_str::<toml::Table>(t) {
+            Ok(v) => v
+                .get("build-system")
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
+            Err(_) => t.to_string(),
+        });
+    let material = serde_json::json!({
+        "build-system": bs,
+        "setup.py": d.join("setup.py").is_file(),
+    });
+    format!("build-system-{}", crate::key::of(&material))
 }
 
 /// A wheel built (or found built) from an sdist.
@@ -377,7 +403,7 @@ impl<'a> Builder<'a> {
     /// The wheel of `job`: from the cache when `pinned` pins are given and it was built with
     /// them, else built (resolving the build requirements when `pinned` is `None`).
     pub fn wheel(&mut self, job: &Job, pinned: Option<&BuildPins>) -> Result<Built> {
-        let pinned = pinned.filter(|p| p.sdist == job.sha256);
+        let pinned = pinned.filter(|p| p.sdist == job.pins_id);
         if let Some(p) = pinned {
             let key = cache_key(&self.setup, job.sha256, &p.requires);
             if let Some(b) = self.cached(&key) {
@@ -543,7 +569,7 @@ impl<'a> Builder<'a> {
             }
         };
         let bp = BuildPins {
-            sdist: job.sha256.to_string(),
+            sdist: job.pins_id.to_string(),
             requires: pins,
         };
         let key = cache_key(&self.setup, job.sha256, &bp.requires);
