@@ -224,7 +224,7 @@ pub fn no_wheel(
     let what = format!("{} {}", p.name, p.version);
     if let Some(Other::Local { path, .. }) = other {
         let o = other.unwrap();
-        return format!("{what} comes from {o} in {lock}: it is built from the project's own source, which imgbuild does not do yet; build its wheel (e.g. `uv build --wheel {path} -o wheels/`) and set `find_links = \"wheels\"` in the layer's `python` table, or leave it out (`install_project = false`, `install_workspace = false` or `exclude = [\"{}\"]`)", p.name);
+        return format!("{what} comes from {o} in {lock}: imgbuild builds only `editable` and `directory` sources of the project; build its wheel (e.g. `uv build --wheel {path} -o wheels/`) and set `find_links = \"wheels\"` in the layer's `python` table, or leave it out (`install_project = false`, `install_workspace = false` or `exclude = [\"{}\"]`)", p.name);
     }
     let todo = format!(
         "build a wheel for the target (e.g. `pip wheel --no-deps {}=={} -w wheels/` with CPython {} on {} {}) into a directory and set `find_links = \"wheels\"` in the layer's `python` table",
