@@ -10,6 +10,12 @@
 //! `imgbuild.lock`. The built wheel is checked (name, version, tags for the target, its own
 //! RECORD) and stored by its sha256; a record keyed by `key::sdist_wheel` (sdist, target, base
 //! layers, pins, env) finds it again, so a rebuild builds nothing.
+//!
+//! Source trees are built the same way (`source`): the project itself and workspace members
+//! (`Src::Dir`, copied into the build root; their identity is `key::source_tree`, their pins
+//! depend only on their build system, `pins_id`) and git sources (`Src::Git`, cloned at the
+//! locked commit, checked, identity `key::git_source`; PEP 610 `direct_url.json` is added to the
+//! built wheel and its RECORD).
 
 pub mod resolve;
 pub mod source;
