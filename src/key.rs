@@ -117,11 +117,13 @@ pub fn source_tree(format: u32, rows: &[String]) -> String {
     )
 }
 
-/// A git source built into a wheel: the repository and the locked commit. Stands in for an
+/// A git source built into a wheel: the repository, the locked commit and the subdirectory. Stands in for an
 /// sdist's sha256 in `sdist_wheel`.
-pub fn git_source(format: u32, url: &str, commit: &str) -> String {
+pub fn git_source(format: u32, url: &str, commit: &str, subdirectory: Option<&str>) -> String {
     format!(
         "git-{}",
-        of(&serde_json::json!({ "format": format, "url": url, "commit": commit }))
+        of(
+            &serde_json::json!({ "format": format, "url": url, "commit": commit, "subdirectory": subdirectory })
+        )
     )
 }

@@ -196,6 +196,12 @@ fn git_repo(dir: &Path) -> (String, String) {
         &format!("[project]\nname = \"gitdep\"\nversion = \"0.3.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n{HATCH}"),
     );
     write(&work.join("gitdep/__init__.py"), "ORIGIN = 'git'\n");
+    // A second project in a subdirectory of the same repository.
+    write(
+        &work.join("sub/pyproject.toml"),
+        &format!("[project]\nname = \"gitsub\"\nversion = \"0.4.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n{HATCH}"),
+    );
+    write(&work.join("sub/gitsub/__init__.py"), "SUB = True\n");
     git(&["init", "--quiet", "-b", "main"], &work);
     git(&["add", "."], &work);
     git(&["commit", "--quiet", "-m", "one"], &work);
@@ -212,7 +218,7 @@ fn git_project(p: &Path) -> String {
     let (url, commit) = git_repo(p);
     write(
         &p.join("app/pyproject.toml"),
-        &format!("[project]\nname = \"app\"\nversion = \"0\"\nrequires-python = \">=3.11\"\ndependencies = [\"gitdep @ git+{url}\"]\n\n[tool.uv]\npackage = false\n"),
+        &format!("[project]\nname = \"app\"\nversion = \"0\"\nrequires-python = \">=3.11\"\ndependencies = [\"gitdep @ git+{url}\", \"gitsub @ git+{url}#subdirectory=sub\"]\n\n[tool.uv]\npackage = false\n"),
     );
     uv_lock(&p.join("app"));
     let lock = std::fs::read_to_string(p.join("app/uv.lock")).unwrap();
@@ -229,7 +235,7 @@ fn a_git_dependency_is_built_from_the_locked_commit_with_its_origin_recorded() {
     spec(
         &p,
         &format!("lock = \"uv.lock\", {}", index()),
-        &[&format!("python3 -c 'import json, importlib.metadata as m, gitdep; assert gitdep.ORIGIN == \"git\"; d = json.loads(m.distribution(\"gitdep\").read_text(\"direct_url.json\")); assert d[\"vcs_info\"][\"commit_id\"] == \"{commit}\", d'")],
+        &[&format!("python3 -c 'import json, importlib.metadata as m, gitdep; assert gitdep.ORIGIN == \"git\"; d = json.loads(m.distribution(\"gitdep\").read_text(\"direct_url.json\")); assert d[\"vcs_info\"][\"commit_id\"] == \"{commit}\", d'"), "python3 -c 'import json, importlib.metadata as m, gitsub; assert gitsub.SUB; assert json.loads(m.distribution(\"gitsub\").read_text(\"direct_url.json\"))[\"subdirectory\"] == \"sub\"'"],
     );
     let out = ok(imgbuild(&p).args(["build", "app"]));
     assert!(

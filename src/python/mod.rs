@@ -217,8 +217,17 @@ impl PythonRecipe {
                             format!("hashing the source of {} {}", p.name, p.version)
                         })?;
                     }
-                    Origin::Source(select::SourceRef::Git { url, commit }) => {
-                        p.sha256 = crate::key::git_source(sdist::FORMAT, url, commit);
+                    Origin::Source(select::SourceRef::Git {
+                        url,
+                        commit,
+                        subdirectory,
+                    }) => {
+                        p.sha256 = crate::key::git_source(
+                            sdist::FORMAT,
+                            url,
+                            commit,
+                            subdirectory.as_deref(),
+                        );
                     }
                     _ => {}
                 }
@@ -578,7 +587,15 @@ fn src_of(o: &Origin) -> Option<sdist::Src<'_>> {
     Some(match o {
         Origin::Sdist(s) => sdist::Src::Sdist(s),
         Origin::Source(select::SourceRef::Dir(d)) => sdist::Src::Dir(d),
-        Origin::Source(select::SourceRef::Git { url, commit }) => sdist::Src::Git { url, commit },
+        Origin::Source(select::SourceRef::Git {
+            url,
+            commit,
+            subdirectory,
+        }) => sdist::Src::Git {
+            url,
+            commit,
+            subdirectory: subdirectory.as_deref(),
+        },
         _ => return None,
     })
 }

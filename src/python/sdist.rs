@@ -72,7 +72,11 @@ pub enum Src<'a> {
     /// A directory of the project (the project itself, a workspace member).
     Dir(&'a Path),
     /// A commit of a git repository (cloned, checked, then built like a directory).
-    Git { url: &'a str, commit: &'a str },
+    Git {
+        url: &'a str,
+        commit: &'a str,
+        subdirectory: Option<&'a str>,
+    },
 }
 
 /// One sdist (or source tree) to build.
@@ -399,7 +403,7 @@ impl<'a> Builder<'a> {
                 job.version,
                 d.display()
             ),
-            Src::Git { url, commit } => format!(
+            Src::Git { url, commit, .. } => format!(
                 "{} {} from git commit {commit} of {url}",
                 job.name, job.version
             ),
@@ -531,11 +535,25 @@ impl<'a> Builder<'a> {
                 source::copy_tree(d, &p, &[store.root().to_path_buf()])?;
                 (p, format!("source {}", d.display()))
             }
-            Src::Git { url, commit } => {
+            Src::Git {
+                url,
+                commit,
+                subdirectory,
+            } => {
                 let clone = tempfile::Builder::new().prefix("imgbuild-git-").tempdir()?;
                 source::checkout(url, commit, clone.path())?;
+                let mut top = clone.path().to_path_buf();
+                if let Some(s) = subdirectory {
+                    if s.starts_with('/') || s.split('/').any(|c| c == "..") {
+                        bail!("git commit {commit} of {url}: subdirectory `{s}` is outside the repository");
+                    }
+                    top = top.join(s);
+                    if !top.is_dir() {
+                        bail!("git commit {commit} of {url} has no directory `{s}` (the lock's subdirectory)");
+                    }
+                }
                 let p = work.join("src").join(normalize(job.name));
-                source::copy_tree(clone.path(), &p, &[])?;
+                source::copy_tree(&top, &p, &[])?;
                 (p, format!("git commit {commit} of {url}"))
             }
         };
@@ -593,8 +611,13 @@ impl<'a> Builder<'a> {
                 bs.backend
             );
         }
-        if let Src::Git { url, commit } = job.src {
-            source::add_direct_url(&path, url, commit)?;
+        if let Src::Git {
+            url,
+            commit,
+            subdirectory,
+        } = job.src
+        {
+            source::add_direct_url(&path, url, commit, subdirectory)?;
         }
         self.check_wheel(job, name, &path)?;
         let mut w = store.writer()?;

@@ -49,7 +49,11 @@ pub enum Origin {
 #[derive(Clone, Debug, Serialize)]
 pub enum SourceRef {
     Dir(PathBuf),
-    Git { url: String, commit: String },
+    Git {
+        url: String,
+        commit: String,
+        subdirectory: Option<String>,
+    },
 }
 
 /// The wheel chosen for one distribution.
@@ -148,8 +152,7 @@ fn same_repo(a: &str, b: &str) -> bool {
 /// when it records that it was built from that commit of that repository; an index wheel never.
 fn git_pick(
     p: &Package,
-    url: &str,
-    commit: &str,
+    (url, commit, subdirectory): (&str, &str, &Option<String>),
     local: &[LocalWheel],
     tags: &Tags,
     lock: &str,
@@ -188,6 +191,7 @@ fn git_pick(
             origin: Origin::Source(SourceRef::Git {
                 url: url.to_string(),
                 commit: commit.to_string(),
+                subdirectory: subdirectory.clone(),
             }),
         });
     }
@@ -310,8 +314,13 @@ pub fn select_with(
                     .filter_map(|w| Some((tags.best(&WheelName::parse(&w.filename)?.tags)?, w)))
                     .min_by_key(|(r, _)| *r)
                     .map(|(_, w)| w);
-                if let Some(Other::Git { url, commit }) = other {
-                    match git_pick(p, url, commit, local, &tags, lock, target) {
+                if let Some(Other::Git {
+                    url,
+                    commit,
+                    subdirectory,
+                }) = other
+                {
+                    match git_pick(p, (url, commit, subdirectory), local, &tags, lock, target) {
                         Ok(pick) => picks.push(pick),
                         Err(e) => problems.push(e),
                     }

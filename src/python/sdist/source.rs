@@ -184,11 +184,20 @@ pub fn checkout(url: &str, commit: &str, dst: &Path) -> Result<()> {
 }
 
 /// Adds PEP 610 `direct_url.json` (the git origin) to the wheel at `path`, listed in its RECORD.
-pub fn add_direct_url(path: &Path, url: &str, commit: &str) -> Result<()> {
-    let json = serde_json::to_vec(&serde_json::json!({
+pub fn add_direct_url(
+    path: &Path,
+    url: &str,
+    commit: &str,
+    subdirectory: Option<&str>,
+) -> Result<()> {
+    let mut v = serde_json::json!({
         "url": clone_url(url),
         "vcs_info": {"vcs": "git", "commit_id": commit},
-    }))?;
+    });
+    if let Some(s) = subdirectory {
+        v["subdirectory"] = s.into();
+    }
+    let json = serde_json::to_vec(&v)?;
     let mut zin = zip::ZipArchive::new(fs::File::open(path)?)?;
     let names: Vec<String> = zin
         .file_names()

@@ -165,6 +165,7 @@ fn git_pkg() -> Package {
             other: Some(Other::Git {
                 url: "https://git.example.invalid/llm-client.git".into(),
                 commit: "3831881aaaa".into(),
+                subdirectory: None,
             }),
         },
     }
@@ -199,7 +200,7 @@ fn a_git_package_is_never_satisfied_by_a_wheel_of_the_same_name_and_version() {
     for w in [None, Some(other)] {
         let p = select(&l, &t, &[local_wheel(d.path(), w)], "uv.lock").unwrap();
         assert!(
-            matches!(&p[0].origin, Origin::Source(SourceRef::Git { url, commit }) if url == "https://git.example.invalid/llm-client.git" && commit == "3831881aaaa"),
+            matches!(&p[0].origin, Origin::Source(SourceRef::Git { url, commit, .. }) if url == "https://git.example.invalid/llm-client.git" && commit == "3831881aaaa"),
             "{:?}",
             p[0].origin
         );
@@ -210,6 +211,7 @@ fn a_git_package_is_never_satisfied_by_a_wheel_of_the_same_name_and_version() {
         *other = Some(Other::Git {
             url: "https://git.example.invalid/llm-client.git".into(),
             commit: String::new(),
+            subdirectory: None,
         });
     }
     let e = select(
