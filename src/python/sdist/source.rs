@@ -242,3 +242,51 @@ pub fn add_direct_url(
     fs::rename(&tmp, path)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_hashes_its_content_without_vcs_caches_or_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("proj");
+        let store = crate::store::Store::open(d.path().join("store")).unwrap();
+        let stat = StatCache::load(&store, &root);
+        let put = |p: &str, t: &str| {
+            let p = root.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, t).unwrap();
+        };
+        put("pyproject.toml", "[project]\nname = 'p'\n");
+        put("p/__init__.py", "X = 1\n");
+        let inner_store = root.join(".store");
+        let h = tree_hash(1, &root, std::slice::from_ref(&inner_store), &stat).unwrap();
+        for (p, t) in [
+            (".git/HEAD", "ref"),
+            (".venv/bin/python", ""),
+            ("p/__pycache__/x.pyc", ""),
+            ("imgbuild.lock", "x"),
+            (".store/blob", "x"),
+        ] {
+            put(p, t);
+        }
+        assert_eq!(
+            tree_hash(1, &root, std::slice::from_ref(&inner_store), &stat).unwrap(),
+            h
+        );
+        let copy = d.path().join("copy");
+        copy_tree(&root, &copy, std::slice::from_ref(&inner_store)).unwrap();
+        assert!(copy.join("p/__init__.py").is_file());
+        assert!(!copy.join(".git").exists() && !copy.join(".store").exists());
+        put("p/__init__.py", "X = 2\n");
+        assert_ne!(
+            tree_hash(1, &root, std::slice::from_ref(&inner_store), &stat).unwrap(),
+            h
+        );
+        assert_ne!(
+            tree_hash(2, &root, std::slice::from_ref(&inner_store), &stat).unwrap(),
+            tree_hash(1, &root, std::slice::from_ref(&inner_store), &stat).unwrap()
+        );
+    }
+}
