@@ -106,3 +106,24 @@ pub fn sdist_wheel<T: Serialize, P: Serialize>(
         "env": env,
     }))
 }
+
+/// A source tree built into a wheel (the project itself, a workspace member): its members'
+/// paths, kinds and sha256s (`d PATH`, `l PATH TARGET`, `f|x PATH SHA256`, sorted). Stands in
+/// for an sdist's sha256 in `sdist_wheel`.
+pub fn source_tree(format: u32, rows: &[String]) -> String {
+    format!(
+        "tree-{}",
+        of(&serde_json::json!({ "format": format, "tree": rows }))
+    )
+}
+
+/// A git source built into a wheel: the repository, the locked commit and the subdirectory. Stands in for an
+/// sdist's sha256 in `sdist_wheel`.
+pub fn git_source(format: u32, url: &str, commit: &str, subdirectory: Option<&str>) -> String {
+    format!(
+        "git-{}",
+        of(
+            &serde_json::json!({ "format": format, "url": url, "commit": commit, "subdirectory": subdirectory })
+        )
+    )
+}

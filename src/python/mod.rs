@@ -203,6 +203,35 @@ impl PythonRecipe {
             let mut picks =
                 select::select_with(&locked, &target, &local, &self.lock_name(), &hash_local)?;
             self.apply_no_binary(&locked, &mut picks)?;
+            for p in picks.iter_mut() {
+                match &mut p.origin {
+                    Origin::Source(select::SourceRef::Dir(d)) => {
+                        *d = lock_dir.join(&*d);
+                        p.sha256 = sdist::source::tree_hash(
+                            sdist::FORMAT,
+                            d,
+                            &[cx.store.root().to_path_buf()],
+                            &cx.stat,
+                        )
+                        .with_context(|| {
+                            format!("hashing the source of {} {}", p.name, p.version)
+                        })?;
+                    }
+                    Origin::Source(select::SourceRef::Git {
+                        url,
+                        commit,
+                        subdirectory,
+                    }) => {
+                        p.sha256 = crate::key::git_source(
+                            sdist::FORMAT,
+                            url,
+                            commit,
+                            subdirectory.as_deref(),
+                        );
+                    }
+                    _ => {}
+                }
+            }
             self.state = Some(State {
                 target,
                 picks,
@@ -268,17 +297,26 @@ impl PythonRecipe {
             .collect();
         out.extend(st.indexes.iter().cloned());
         if out.is_empty() {
+            let only_sdists = !st
+                .picks
+                .iter()
+                .any(|p| matches!(p.origin, Origin::Source(_)));
             let sdists: Vec<String> = st
                 .picks
                 .iter()
-                .filter(|p| matches!(p.origin, Origin::Sdist(_)))
+                .filter(|p| matches!(p.origin, Origin::Sdist(_) | Origin::Source(_)))
                 .map(|p| format!("{} {}", p.name, p.version))
                 .collect();
             return Err(hinted(
                 format!(
-                    "building {} from {} sdist needs a package index for the build requirements, and none is configured",
+                    "building {} from {} needs a package index for the build requirements, and none is configured",
                     sdists.join(", "),
-                    if sdists.len() == 1 { "its" } else { "their" }
+                    match (sdists.len() == 1, only_sdists) {
+                        (true, true) => "its sdist",
+                        (false, true) => "their sdists",
+                        (true, false) => "its source",
+                        (false, false) => "their sources",
+                    }
                 ),
                 "set `index_url` in the layer's `python` table, or PIP_INDEX_URL / UV_INDEX_URL",
             ));
@@ -301,7 +339,7 @@ impl PythonRecipe {
         if !st
             .picks
             .iter()
-            .any(|p| matches!(p.origin, Origin::Sdist(_)))
+            .any(|p| matches!(p.origin, Origin::Sdist(_) | Origin::Source(_)))
         {
             return Ok(());
         }
@@ -318,20 +356,27 @@ impl PythonRecipe {
         });
         let mut new_pins = BTreeMap::new();
         for p in st.picks.iter_mut() {
-            let Origin::Sdist(s) = &p.origin else {
+            let Some(src) = src_of(&p.origin) else {
                 continue;
             };
             let key = sdist::pins_key(&p.name, &p.version, &st.target);
+            let pins_id = sdist::pins_id(src, &p.sha256);
             let job = sdist::Job {
                 name: &p.name,
                 version: &p.version,
-                sdist: s,
+                src,
                 sha256: &p.sha256,
+                pins_id: &pins_id,
             };
             let b = builder.wheel(&job, lockfile.python_build.get(&key))?;
             if b.fresh {
+                let from = match &p.origin {
+                    Origin::Sdist(_) => "the sdist",
+                    Origin::Source(select::SourceRef::Dir(_)) => "the source",
+                    _ => "the git commit",
+                };
                 eprintln!(
-                    "built {} from the sdist of {} {} in {:.1} s ({} build requirements; {})",
+                    "built {} from {from} of {} {} in {:.1} s ({} build requirements; {})",
                     b.filename,
                     p.name,
                     p.version,
@@ -529,12 +574,30 @@ impl PythonRecipe {
                 }
                 Origin::Index { .. } => unreachable!("resolved before"),
                 // Built into the store by `build_sdists`, checked there.
-                Origin::Sdist(_) => continue,
+                Origin::Sdist(_) | Origin::Source(_) => continue,
             }
             out.push(w);
         }
         Ok(out)
     }
+}
+
+/// What a pick's wheel is built from, if it is built.
+fn src_of(o: &Origin) -> Option<sdist::Src<'_>> {
+    Some(match o {
+        Origin::Sdist(s) => sdist::Src::Sdist(s),
+        Origin::Source(select::SourceRef::Dir(d)) => sdist::Src::Dir(d),
+        Origin::Source(select::SourceRef::Git {
+            url,
+            commit,
+            subdirectory,
+        }) => sdist::Src::Git {
+            url,
+            commit,
+            subdirectory: subdirectory.as_deref(),
+        },
+        _ => return None,
+    })
 }
 
 impl Recipe for PythonRecipe {
@@ -549,7 +612,7 @@ impl Recipe for PythonRecipe {
         let lockfile = if st
             .picks
             .iter()
-            .any(|p| matches!(p.origin, Origin::Sdist(_)))
+            .any(|p| matches!(p.origin, Origin::Sdist(_) | Origin::Source(_)))
         {
             Some(crate::registry::lock::LockFile::load(&cx.root)?)
         } else {
@@ -576,12 +639,13 @@ impl Recipe for PythonRecipe {
                         fallback.as_ref().map(|f| &f.sha256)
                     )
                 }
-                Origin::Sdist(_) => {
+                Origin::Sdist(_) | Origin::Source(_) => {
                     let key = sdist::pins_key(&p.name, &p.version, &st.target);
+                    let pins_id = sdist::pins_id(src_of(&p.origin).unwrap(), &p.sha256);
                     let pins = lockfile
                         .as_ref()
                         .and_then(|l| l.python_build.get(&key))
-                        .filter(|b| b.sdist == p.sha256);
+                        .filter(|b| b.sdist == pins_id);
                     if pins.is_none() {
                         // Resolved while building: never cache the layer under an unpinned key.
                         unpinned.push(p.name.clone());

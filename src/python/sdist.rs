@@ -10,8 +10,15 @@
 //! `imgbuild.lock`. The built wheel is checked (name, version, tags for the target, its own
 //! RECORD) and stored by its sha256; a record keyed by `key::sdist_wheel` (sdist, target, base
 //! layers, pins, env) finds it again, so a rebuild builds nothing.
+//!
+//! Source trees are built the same way (`source`): the project itself and workspace members
+//! (`Src::Dir`, copied into the build root; their identity is `key::source_tree`, their pins
+//! depend only on their build system, `pins_id`) and git sources (`Src::Git`, cloned at the
+//! locked commit, checked, identity `key::git_source`; PEP 610 `direct_url.json` is added to the
+//! built wheel and its RECORD).
 
 pub mod resolve;
+pub mod source;
 
 use super::filename::{normalize, WheelName};
 use super::index::{self, Want};
@@ -57,12 +64,54 @@ pub struct Setup<'a> {
     pub env: &'a BTreeMap<String, String>,
 }
 
-/// One sdist to build.
+/// What a wheel is built from.
+#[derive(Clone, Copy)]
+pub enum Src<'a> {
+    /// An sdist the lock names.
+    Sdist(&'a WheelRef),
+    /// A directory of the project (the project itself, a workspace member).
+    Dir(&'a Path),
+    /// A commit of a git repository (cloned, checked, then built like a directory).
+    Git {
+        url: &'a str,
+        commit: &'a str,
+        subdirectory: Option<&'a str>,
+    },
+}
+
+/// One sdist (or source tree) to build.
 pub struct Job<'a> {
     pub name: &'a str,
     pub version: &'a str,
-    pub sdist: &'a WheelRef,
+    pub src: Src<'a>,
+    /// The sdist's sha256, or the tree's identity (`key::source_tree`, `key::git_source`).
     pub sha256: &'a str,
+    /// What the build requirements pinned for it in `imgbuild.lock` stand for (`pins_id`).
+    pub pins_id: &'a str,
+}
+
+/// What a wheel's build requirements pinned in `imgbuild.lock` depend on: the sdist or commit
+/// (`sha256`); for a directory only its build system (`[build-system]` of pyproject.toml and
+/// whether there is a setup.py), so editing the project's code reuses the pins.
+pub fn pins_id(src: Src, sha256: &str) -> String {
+    let Src::Dir(d) = src else {
+        return sha256.to_string();
+    };
+    let text = fs::read_to_string(d.join("pyproject.toml")).ok();
+    let bs = text
+        .as_deref()
+        .map(|t| match toml::from_str::<toml::Table>(t) {
+            Ok(v) => v
+                .get("build-system")
+                .map(|b| b.to_string())
+                .unwrap_or_default(),
+            Err(_) => t.to_string(),
+        });
+    let material = serde_json::json!({
+        "build-system": bs,
+        "setup.py": d.join("setup.py").is_file(),
+    });
+    format!("build-system-{}", crate::key::of(&material))
 }
 
 /// A wheel built (or found built) from an sdist.
@@ -346,16 +395,25 @@ impl<'a> Builder<'a> {
     }
 
     fn label(job: &Job) -> String {
-        format!(
-            "{} {} from its sdist {}",
-            job.name, job.version, job.sdist.filename
-        )
+        match job.src {
+            Src::Sdist(s) => format!("{} {} from its sdist {}", job.name, job.version, s.filename),
+            Src::Dir(d) => format!(
+                "{} {} from its source {}",
+                job.name,
+                job.version,
+                d.display()
+            ),
+            Src::Git { url, commit, .. } => format!(
+                "{} {} from git commit {commit} of {url}",
+                job.name, job.version
+            ),
+        }
     }
 
     /// The wheel of `job`: from the cache when `pinned` pins are given and it was built with
     /// them, else built (resolving the build requirements when `pinned` is `None`).
     pub fn wheel(&mut self, job: &Job, pinned: Option<&BuildPins>) -> Result<Built> {
-        let pinned = pinned.filter(|p| p.sdist == job.sha256);
+        let pinned = pinned.filter(|p| p.sdist == job.pins_id);
         if let Some(p) = pinned {
             let key = cache_key(&self.setup, job.sha256, &p.requires);
             if let Some(b) = self.cached(&key) {
@@ -443,16 +501,19 @@ impl<'a> Builder<'a> {
 
     fn build(&mut self, runc: &Path, job: &Job, pinned: Option<&BuildPins>) -> Result<Built> {
         let store = self.setup.store;
-        let sdist = index::ensure_file(
-            store,
-            &Want {
-                filename: job.sdist.filename.clone(),
-                sha256: job.sha256.to_string(),
-                urls: job.sdist.url.iter().cloned().collect(),
-                path: job.sdist.path.clone(),
-                pinned_by: "the lock".into(),
-            },
-        )?;
+        let sdist = match job.src {
+            Src::Sdist(s) => Some(index::ensure_file(
+                store,
+                &Want {
+                    filename: s.filename.clone(),
+                    sha256: job.sha256.to_string(),
+                    urls: s.url.iter().cloned().collect(),
+                    path: s.path.clone(),
+                    pinned_by: "the lock".into(),
+                },
+            )?),
+            _ => None,
+        };
         let rootfs = self.root()?;
         let work = rootfs.join(WORK);
         for d in [&work, &rootfs.join("tmp")] {
@@ -463,17 +524,53 @@ impl<'a> Builder<'a> {
         for d in ["src", "env", "out", "home"] {
             fs::create_dir_all(work.join(d))?;
         }
-        let project = unpack_sdist(&sdist, &job.sdist.filename, &work.join("src"))?;
+        let t0 = std::time::Instant::now();
+        let (project, what) = match job.src {
+            Src::Sdist(s) => (
+                unpack_sdist(sdist.as_ref().unwrap(), &s.filename, &work.join("src"))?,
+                format!("sdist {}", s.filename),
+            ),
+            Src::Dir(d) => {
+                let p = work.join("src").join(normalize(job.name));
+                source::copy_tree(d, &p, &[store.root().to_path_buf()])?;
+                (p, format!("source {}", d.display()))
+            }
+            Src::Git {
+                url,
+                commit,
+                subdirectory,
+            } => {
+                let clone = tempfile::Builder::new().prefix("imgbuild-git-").tempdir()?;
+                source::checkout(url, commit, clone.path())?;
+                let mut top = clone.path().to_path_buf();
+                if let Some(s) = subdirectory {
+                    if s.starts_with('/') || s.split('/').any(|c| c == "..") {
+                        bail!("git commit {commit} of {url}: subdirectory `{s}` is outside the repository");
+                    }
+                    top = top.join(s);
+                    if !top.is_dir() {
+                        bail!("git commit {commit} of {url} has no directory `{s}` (the lock's subdirectory)");
+                    }
+                }
+                let p = work.join("src").join(normalize(job.name));
+                source::copy_tree(&top, &p, &[])?;
+                (p, format!("git commit {commit} of {url}"))
+            }
+        };
+        self.phases.push((
+            match job.src {
+                Src::Sdist(_) => "unpack",
+                Src::Dir(_) => "copy",
+                Src::Git { .. } => "clone",
+            },
+            t0.elapsed().as_secs_f64(),
+        ));
         let read = |n: &str| fs::read_to_string(project.join(n)).ok();
         let pyproject = read("pyproject.toml");
         if pyproject.is_none() && !project.join("setup.py").is_file() {
-            bail!(
-                "sdist {} has neither pyproject.toml nor setup.py at its top",
-                job.sdist.filename
-            );
+            bail!("{what} has neither pyproject.toml nor setup.py at its top");
         }
-        let bs = build_system(pyproject.as_deref())
-            .map_err(|e| anyhow!("sdist {}: {e}", job.sdist.filename))?;
+        let bs = build_system(pyproject.as_deref()).map_err(|e| anyhow!("{what}: {e}"))?;
         let pins = match pinned {
             Some(p) => {
                 self.install(&rootfs, &p.requires)?;
@@ -496,7 +593,7 @@ impl<'a> Builder<'a> {
             }
         };
         let bp = BuildPins {
-            sdist: job.sha256.to_string(),
+            sdist: job.pins_id.to_string(),
             requires: pins,
         };
         let key = cache_key(&self.setup, job.sha256, &bp.requires);
@@ -513,6 +610,14 @@ impl<'a> Builder<'a> {
                 "the backend {} returned `{name}` from build_wheel, which is not a wheel it wrote",
                 bs.backend
             );
+        }
+        if let Src::Git {
+            url,
+            commit,
+            subdirectory,
+        } = job.src
+        {
+            source::add_direct_url(&path, url, commit, subdirectory)?;
         }
         self.check_wheel(job, name, &path)?;
         let mut w = store.writer()?;
@@ -556,7 +661,7 @@ impl<'a> Builder<'a> {
             (Some(a), Some(b)) => a == b,
             _ => w.version == job.version,
         };
-        if !same {
+        if !same && !job.version.is_empty() {
             bail!(
                 "the built wheel {name} has version {}, the lock says {}",
                 w.version,

@@ -32,11 +32,27 @@ pub enum Origin {
     /// No wheel fits (or `no_binary` names the package): a wheel built from this sdist
     /// (`python::sdist`). Until it is built, the pick's `filename`/`sha256` are the sdist's.
     Sdist(WheelRef),
+    /// A wheel built from source (`python::sdist`): the project itself or a workspace member
+    /// (a directory, as the lock writes it, relative to the lock's directory), or a git
+    /// commit. Until it is built, the pick's `sha256` is the source's identity and its
+    /// `filename` empty.
+    Source(SourceRef),
     /// requirements.txt: one of `hashes`, found through the index when the layer is built
     /// (`fallback`: a `find_links` wheel for when the index has none for the target).
     Index {
         hashes: Vec<String>,
         fallback: Option<LocalWheel>,
+    },
+}
+
+/// A source a wheel is built from.
+#[derive(Clone, Debug, Serialize)]
+pub enum SourceRef {
+    Dir(PathBuf),
+    Git {
+        url: String,
+        commit: String,
+        subdirectory: Option<String>,
     },
 }
 
@@ -136,8 +152,7 @@ fn same_repo(a: &str, b: &str) -> bool {
 /// when it records that it was built from that commit of that repository; an index wheel never.
 fn git_pick(
     p: &Package,
-    url: &str,
-    commit: &str,
+    (url, commit, subdirectory): (&str, &str, &Option<String>),
     local: &[LocalWheel],
     tags: &Tags,
     lock: &str,
@@ -165,6 +180,21 @@ fn git_pick(
             None => ignored.push(format!("{} (it records no git origin)", l.filename)),
         }
     }
+    if !commit.is_empty() {
+        // Built from that commit (`python::sdist::source`), never from a wheel of the same
+        // version found elsewhere.
+        return Ok(Pick {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            filename: String::new(),
+            sha256: String::new(),
+            origin: Origin::Source(SourceRef::Git {
+                url: url.to_string(),
+                commit: commit.to_string(),
+                subdirectory: subdirectory.clone(),
+            }),
+        });
+    }
     let seen = if ignored.is_empty() {
         String::new()
     } else {
@@ -174,7 +204,7 @@ fn git_pick(
         )
     };
     Err(format!(
-        "{} {} is locked to git commit {commit} of {url} in {lock}; a wheel of the same name and version from an index or find_links may be other code, so only a wheel built from that commit counts{seen}. imgbuild does not build git sources yet: build a wheel from that commit for CPython {} on {} {}, with its origin recorded in `{}-{}.dist-info/direct_url.json` (PEP 610: `{{\"url\": \"{url}\", \"vcs_info\": {{\"vcs\": \"git\", \"commit_id\": \"{commit}\"}}}}`, listed in its RECORD), put it in a directory and set `find_links` to it; or leave the package out with `exclude = [\"{}\"]`",
+        "{} {} is locked to git commit {commit} of {url} in {lock}; a wheel of the same name and version from an index or find_links may be other code, so only a wheel built from that commit counts{seen}. the lock names no commit, so imgbuild cannot build it (`uv lock` records one): build a wheel from that commit for CPython {} on {} {}, with its origin recorded in `{}-{}.dist-info/direct_url.json` (PEP 610: `{{\"url\": \"{url}\", \"vcs_info\": {{\"vcs\": \"git\", \"commit_id\": \"{commit}\"}}}}`, listed in its RECORD), put it in a directory and set `find_links` to it; or leave the package out with `exclude = [\"{}\"]`",
         p.name,
         p.version,
         target.minor_version(),
@@ -198,7 +228,7 @@ pub fn no_wheel(
     let what = format!("{} {}", p.name, p.version);
     if let Some(Other::Local { path, .. }) = other {
         let o = other.unwrap();
-        return format!("{what} comes from {o} in {lock}: it is built from the project's own source, which imgbuild does not do yet; build its wheel (e.g. `uv build --wheel {path} -o wheels/`) and set `find_links = \"wheels\"` in the layer's `python` table, or leave it out (`install_project = false`, `install_workspace = false` or `exclude = [\"{}\"]`)", p.name);
+        return format!("{what} comes from {o} in {lock}: imgbuild builds only `editable` and `directory` sources of the project; build its wheel (e.g. `uv build --wheel {path} -o wheels/`) and set `find_links = \"wheels\"` in the layer's `python` table, or leave it out (`install_project = false`, `install_workspace = false` or `exclude = [\"{}\"]`)", p.name);
     }
     let todo = format!(
         "build a wheel for the target (e.g. `pip wheel --no-deps {}=={} -w wheels/` with CPython {} on {} {}) into a directory and set `find_links = \"wheels\"` in the layer's `python` table",
@@ -284,12 +314,29 @@ pub fn select_with(
                     .filter_map(|w| Some((tags.best(&WheelName::parse(&w.filename)?.tags)?, w)))
                     .min_by_key(|(r, _)| *r)
                     .map(|(_, w)| w);
-                if let Some(Other::Git { url, commit }) = other {
-                    match git_pick(p, url, commit, local, &tags, lock, target) {
+                if let Some(Other::Git {
+                    url,
+                    commit,
+                    subdirectory,
+                }) = other
+                {
+                    match git_pick(p, (url, commit, subdirectory), local, &tags, lock, target) {
                         Ok(pick) => picks.push(pick),
                         Err(e) => problems.push(e),
                     }
                     continue;
+                }
+                if let Some(Other::Local { kind, path }) = other {
+                    if kind == "editable" || kind == "directory" {
+                        picks.push(Pick {
+                            name: p.name.clone(),
+                            version: p.version.clone(),
+                            filename: String::new(),
+                            sha256: String::new(),
+                            origin: Origin::Source(SourceRef::Dir(PathBuf::from(path))),
+                        });
+                        continue;
+                    }
                 }
                 if let Some(w) = best {
                     let pinned = match (&w.sha256, &w.path) {

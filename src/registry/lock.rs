@@ -57,7 +57,8 @@ pub struct LockFile {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BuildPins {
-    /// The sha256 (hex) of the sdist these pins were resolved for.
+    /// The sha256 (hex) of the sdist these pins were resolved for (`sdist::pins_id`: for a
+    /// source directory, its build system).
     pub sdist: String,
     #[serde(default)]
     pub requires: Vec<PinnedFile>,

@@ -24,7 +24,12 @@ pub struct WheelRef {
 pub enum Other {
     /// Locked to `commit` of the repository at `url` (uv `git = "URL?rev=…#COMMIT"`, pylock
     /// `vcs`): only a wheel built from that commit may stand in for it.
-    Git { url: String, commit: String },
+    Git {
+        url: String,
+        commit: String,
+        /// The project's directory inside the repository (`subdirectory=`), if not its top.
+        subdirectory: Option<String>,
+    },
     /// A directory of the project (`kind`: editable, directory or virtual; `path` as written).
     Local { kind: String, path: String },
     /// Anything else the lock names (its kind, and what it says).
@@ -34,7 +39,17 @@ pub enum Other {
 impl std::fmt::Display for Other {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            Other::Git { url, commit } => write!(f, "git commit {commit} of {url}"),
+            Other::Git {
+                url,
+                commit,
+                subdirectory,
+            } => {
+                write!(f, "git commit {commit} of {url}")?;
+                if let Some(s) = subdirectory {
+                    write!(f, " (subdirectory {s})")?;
+                }
+                Ok(())
+            }
             Other::Local { kind, path } => {
                 let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
                     "an"

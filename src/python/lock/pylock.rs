@@ -113,6 +113,10 @@ pub(super) fn load(text: &str, path: &Path, env: &Env, choice: &Choice) -> Resul
             Some(Other::Git {
                 url: field(v, "url"),
                 commit: field(v, "commit-id"),
+                subdirectory: v
+                    .get("subdirectory")
+                    .and_then(|x| x.as_str())
+                    .map(String::from),
             })
         } else if let Some(d) = &p.directory {
             Some(Other::Local {

@@ -281,7 +281,8 @@ source = { editable = "packages/member" }
         other(1),
         Other::Git {
             url: "https://git.example.invalid/client.git".into(),
-            commit: "3831881abc".into()
+            commit: "3831881abc".into(),
+            subdirectory: None,
         }
     );
     assert_eq!(

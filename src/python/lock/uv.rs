@@ -294,10 +294,15 @@ fn uv_other(source: &BTreeMap<String, toml::Value>) -> Option<Other> {
         // `URL?rev=…#COMMIT` (or `URL?tag=…`, `URL?branch=…`): the fragment is the commit.
         let g = text(g);
         let (rest, commit) = g.rsplit_once('#').unwrap_or((&g, ""));
-        let url = rest.split_once('?').map(|(u, _)| u).unwrap_or(rest);
+        let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let subdirectory = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("subdirectory="))
+            .map(String::from);
         return Some(Other::Git {
             url: url.to_string(),
             commit: commit.to_string(),
+            subdirectory,
         });
     }
     ["editable", "directory", "virtual"]

@@ -165,6 +165,7 @@ fn git_pkg() -> Package {
             other: Some(Other::Git {
                 url: "https://git.example.invalid/llm-client.git".into(),
                 commit: "3831881aaaa".into(),
+                subdirectory: None,
             }),
         },
     }
@@ -193,26 +194,40 @@ fn a_git_package_is_never_satisfied_by_a_wheel_of_the_same_name_and_version() {
     let d = tempfile::tempdir().unwrap();
     let t = debian_target();
     let l = locked(vec![git_pkg()]);
-    // An index wheel of the same name and version put into find_links: refused.
-    let e = select(&l, &t, &[local_wheel(d.path(), None)], "uv.lock")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("fh-llm-client 0.0.12 is locked to git commit 3831881aaaa of https://git.example.invalid/llm-client.git in uv.lock"), "{e}");
+    // An index wheel of the same name and version, or one built from another commit, put into
+    // find_links: not used; the locked commit is built instead.
+    let other = r#"{"url": "https://git.example.invalid/llm-client.git", "vcs_info": {"vcs": "git", "commit_id": "0000"}}"#;
+    for w in [None, Some(other)] {
+        let p = select(&l, &t, &[local_wheel(d.path(), w)], "uv.lock").unwrap();
+        assert!(
+            matches!(&p[0].origin, Origin::Source(SourceRef::Git { url, commit, .. }) if url == "https://git.example.invalid/llm-client.git" && commit == "3831881aaaa"),
+            "{:?}",
+            p[0].origin
+        );
+    }
+    // A git source without a locked commit: refused, saying what would count.
+    let mut nocommit = git_pkg();
+    if let Artifacts::Files { other, .. } = &mut nocommit.artifacts {
+        *other = Some(Other::Git {
+            url: "https://git.example.invalid/llm-client.git".into(),
+            commit: String::new(),
+            subdirectory: None,
+        });
+    }
+    let e = select(
+        &locked(vec![nocommit]),
+        &t,
+        &[local_wheel(d.path(), None)],
+        "uv.lock",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("fh_llm_client-0.0.12-py3-none-any.whl (it records no git origin)"),
         "{e}"
     );
-    assert!(e.contains("\"commit_id\": \"3831881aaaa\""), "{e}");
+    assert!(e.contains("names no commit"), "{e}");
     assert!(!e.contains("pip wheel"), "{e}");
-    // Built from another commit: refused, naming it.
-    let other = r#"{"url": "https://git.example.invalid/llm-client.git", "vcs_info": {"vcs": "git", "commit_id": "0000"}}"#;
-    let e = select(&l, &t, &[local_wheel(d.path(), Some(other))], "uv.lock")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("(built from 0000 of https://git.example.invalid/llm-client.git)"),
-        "{e}"
-    );
     // Built from the locked commit: used.
     let good = r#"{"url": "git+https://git.example.invalid/llm-client", "vcs_info": {"vcs": "git", "commit_id": "3831881aaaa"}}"#;
     let p = select(&l, &t, &[local_wheel(d.path(), Some(good))], "uv.lock").unwrap();
@@ -220,7 +235,7 @@ fn a_git_package_is_never_satisfied_by_a_wheel_of_the_same_name_and_version() {
 }
 
 #[test]
-fn a_workspace_member_says_it_is_built_from_source_not_pip_wheel_of_an_index_release() {
+fn a_workspace_member_is_built_from_its_source_directory() {
     let t = debian_target();
     let p = Package {
         name: "deerflow-harness".into(),
@@ -234,10 +249,10 @@ fn a_workspace_member_says_it_is_built_from_source_not_pip_wheel_of_an_index_rel
             }),
         },
     };
-    let e = select(&locked(vec![p]), &t, &[], "uv.lock")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("deerflow-harness 0.1.2 comes from an editable source (\"packages/harness\") in uv.lock"), "{e}");
-    assert!(e.contains("uv build --wheel packages/harness"), "{e}");
-    assert!(!e.contains("pip wheel"), "{e}");
+    let p = select(&locked(vec![p]), &t, &[], "uv.lock").unwrap();
+    assert!(
+        matches!(&p[0].origin, Origin::Source(SourceRef::Dir(d)) if d == Path::new("packages/harness")),
+        "{:?}",
+        p[0].origin
+    );
 }
