@@ -10,25 +10,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-/// An image `app` on the Debian python3 base with one python layer.
-fn spec(dir: &Path, python: &str, smoke: &[&str]) {
-    let base = debian_python_base();
-    let smoke: Vec<String> = smoke.iter().map(|s| format!("{s:?}")).collect();
-    write(
-        &dir.join("imgbuild.toml"),
-        &format!(
-            "[images.app]\nbase = \"oci:{}:bookworm\"\nsmoke = [{}]\n\n[[images.app.layers]]\nname = \"deps\"\npython = {{ {python} }}\n",
-            base.display(),
-            smoke.join(", ")
-        ),
-    );
-}
-
 /// `index_url = …` for the build requirements (a lock without dependencies names no index).
 fn index() -> String {
     format!("index_url = {:?}", package_index())
@@ -53,11 +34,11 @@ fn a_hatchling_project_is_built_from_its_source_with_its_console_script_and_cach
     require_tool("runc");
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    write(
+    write_text(
         &p.join("pyproject.toml"),
         &format!("[project]\nname = \"hello-app\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n[project.scripts]\nhello-app = \"hello_app:main\"\n\n{HATCH}"),
     );
-    write(
+    write_text(
         &p.join("hello_app/__init__.py"),
         "def main():\n    print('hello from the project')\n",
     );
@@ -65,7 +46,7 @@ fn a_hatchling_project_is_built_from_its_source_with_its_console_script_and_cach
     assert!(std::fs::read_to_string(p.join("uv.lock"))
         .unwrap()
         .contains("source = { editable = \".\" }"));
-    spec(
+    python_app_spec(
         p,
         &format!("lock = \"uv.lock\", {}", index()),
         &["hello-app"],
@@ -95,7 +76,7 @@ fn a_hatchling_project_is_built_from_its_source_with_its_console_script_and_cach
         );
     }
     // A changed source file: built again.
-    write(
+    write_text(
         &p.join("hello_app/__init__.py"),
         "def main():\n    print('hello again')\n",
     );
@@ -106,7 +87,7 @@ fn a_hatchling_project_is_built_from_its_source_with_its_console_script_and_cach
         stderr(&out)
     );
     // install_project = false: nothing left to install, said so.
-    spec(p, "lock = \"uv.lock\", install_project = false", &[]);
+    python_app_spec(p, "lock = \"uv.lock\", install_project = false", &[]);
     let (_, err) = fails(imgbuild(p).args(["build", "app"]));
     assert!(err.contains("install_project = false"), "{err}");
 }
@@ -116,16 +97,16 @@ fn a_setuptools_project_is_built_from_its_source() {
     require_tool("runc");
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    write(
+    write_text(
         &p.join("pyproject.toml"),
         "[project]\nname = \"greet\"\nversion = \"2.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n[project.scripts]\ngreet = \"greet:main\"\n\n[tool.setuptools]\npackages = [\"greet\"]\n\n[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n",
     );
-    write(
+    write_text(
         &p.join("greet/__init__.py"),
         "def main():\n    print('greetings')\n",
     );
     uv_lock(p);
-    spec(
+    python_app_spec(
         p,
         &format!("lock = \"uv.lock\", {}", index()),
         &["greet", "python3 -c 'import greet'"],
@@ -144,15 +125,15 @@ fn a_workspace_with_a_virtual_root_installs_its_member_with_all_packages() {
     require_tool("runc");
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    write(
+    write_text(
         &p.join("pyproject.toml"),
         "[project]\nname = \"ws\"\nversion = \"0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n[tool.uv]\npackage = false\n\n[tool.uv.workspace]\nmembers = [\"packages/*\"]\n",
     );
-    write(
+    write_text(
         &p.join("packages/wslib/pyproject.toml"),
         &format!("[project]\nname = \"wslib\"\nversion = \"1.2.3\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n{HATCH}"),
     );
-    write(&p.join("packages/wslib/wslib/__init__.py"), "VALUE = 42\n");
+    write_text(&p.join("packages/wslib/wslib/__init__.py"), "VALUE = 42\n");
     uv_lock(p);
     let lock = std::fs::read_to_string(p.join("uv.lock")).unwrap();
     assert!(lock.contains("source = { virtual = \".\" }"), "{lock}");
@@ -161,10 +142,10 @@ fn a_workspace_with_a_virtual_root_installs_its_member_with_all_packages() {
         "{lock}"
     );
     // The virtual root alone installs nothing: refused, pointing at all_packages.
-    spec(p, "lock = \"uv.lock\"", &[]);
+    python_app_spec(p, "lock = \"uv.lock\"", &[]);
     let (_, err) = fails(imgbuild(p).args(["build", "app"]));
     assert!(err.contains("all_packages = true"), "{err}");
-    spec(
+    python_app_spec(
         p,
         &format!("lock = \"uv.lock\", all_packages = true, {}", index()),
         &["python3 -c 'import wslib; assert wslib.VALUE == 42'"],
@@ -191,17 +172,17 @@ fn git_repo(dir: &Path) -> (String, String) {
     };
     std::fs::create_dir_all(&bare).unwrap();
     git(&["init", "--quiet", "--bare", "-b", "main"], &bare);
-    write(
+    write_text(
         &work.join("pyproject.toml"),
         &format!("[project]\nname = \"gitdep\"\nversion = \"0.3.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n{HATCH}"),
     );
-    write(&work.join("gitdep/__init__.py"), "ORIGIN = 'git'\n");
+    write_text(&work.join("gitdep/__init__.py"), "ORIGIN = 'git'\n");
     // A second project in a subdirectory of the same repository.
-    write(
+    write_text(
         &work.join("sub/pyproject.toml"),
         &format!("[project]\nname = \"gitsub\"\nversion = \"0.4.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n\n{HATCH}"),
     );
-    write(&work.join("sub/gitsub/__init__.py"), "SUB = True\n");
+    write_text(&work.join("sub/gitsub/__init__.py"), "SUB = True\n");
     git(&["init", "--quiet", "-b", "main"], &work);
     git(&["add", "."], &work);
     git(&["commit", "--quiet", "-m", "one"], &work);
@@ -216,7 +197,7 @@ fn git_repo(dir: &Path) -> (String, String) {
 
 fn git_project(p: &Path) -> String {
     let (url, commit) = git_repo(p);
-    write(
+    write_text(
         &p.join("app/pyproject.toml"),
         &format!("[project]\nname = \"app\"\nversion = \"0\"\nrequires-python = \">=3.11\"\ndependencies = [\"gitdep @ git+{url}\", \"gitsub @ git+{url}#subdirectory=sub\"]\n\n[tool.uv]\npackage = false\n"),
     );
@@ -232,7 +213,7 @@ fn a_git_dependency_is_built_from_the_locked_commit_with_its_origin_recorded() {
     let t = tempfile::tempdir().unwrap();
     let commit = git_project(t.path());
     let p = t.path().join("app");
-    spec(
+    python_app_spec(
         &p,
         &format!("lock = \"uv.lock\", {}", index()),
         &[&format!("python3 -c 'import json, importlib.metadata as m, gitdep; assert gitdep.ORIGIN == \"git\"; d = json.loads(m.distribution(\"gitdep\").read_text(\"direct_url.json\")); assert d[\"vcs_info\"][\"commit_id\"] == \"{commit}\", d'"), "python3 -c 'import json, importlib.metadata as m, gitsub; assert gitsub.SUB; assert json.loads(m.distribution(\"gitsub\").read_text(\"direct_url.json\"))[\"subdirectory\"] == \"sub\"'"],
@@ -261,9 +242,9 @@ fn a_git_commit_that_does_not_exist_or_does_not_check_out_as_locked_is_refused()
     let commit = git_project(t.path());
     let p = t.path().join("app");
     let lock = std::fs::read_to_string(p.join("uv.lock")).unwrap();
-    spec(&p, &format!("lock = \"uv.lock\", {}", index()), &[]);
+    python_app_spec(&p, &format!("lock = \"uv.lock\", {}", index()), &[]);
     let missing = "0123456789abcdef0123456789abcdef01234567";
-    write(&p.join("uv.lock"), &lock.replace(&commit, missing));
+    write_text(&p.join("uv.lock"), &lock.replace(&commit, missing));
     let (_, err) = fails(imgbuild(&p).args(["build", "app"]));
     assert!(
         err.contains(&format!("checking out git commit {missing} of")),
@@ -271,7 +252,7 @@ fn a_git_commit_that_does_not_exist_or_does_not_check_out_as_locked_is_refused()
     );
     assert!(err.contains("has no such commit"), "{err}");
     // A ref that checks out, but is not the locked commit id: refused.
-    write(
+    write_text(
         &p.join("uv.lock"),
         &lock.replace(&format!("#{commit}"), "#v1"),
     );

@@ -8,28 +8,9 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
 fn sha256_of(p: &Path) -> String {
     let out = ok(Command::new("sha256sum").arg(p));
     stdout(&out).split_whitespace().next().unwrap().to_string()
-}
-
-/// An image `app` on the Debian python3 base with one python layer.
-fn spec(dir: &Path, python: &str, smoke: &[&str]) {
-    let base = debian_python_base();
-    let smoke: Vec<String> = smoke.iter().map(|s| format!("{s:?}")).collect();
-    write(
-        &dir.join("imgbuild.toml"),
-        &format!(
-            "[images.app]\nbase = \"oci:{}:bookworm\"\nsmoke = [{}]\n\n[[images.app.layers]]\nname = \"deps\"\npython = {{ {python} }}\n",
-            base.display(),
-            smoke.join(", ")
-        ),
-    );
 }
 
 /// A local sdist `NAME-1.0.tar.gz` made of `files` (under `NAME-1.0/`), locked in pylock.toml.
@@ -37,7 +18,7 @@ fn local_sdist(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
     let top = format!("{name}-1.0");
     let src = dir.join("src");
     for (p, text) in files {
-        write(&src.join(&top).join(p), text);
+        write_text(&src.join(&top).join(p), text);
     }
     let tgz = dir.join(format!("{top}.tar.gz"));
     ok(Command::new("tar")
@@ -46,7 +27,7 @@ fn local_sdist(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
         .arg("-C")
         .arg(&src)
         .arg(&top));
-    write(
+    write_text(
         &dir.join("pylock.toml"),
         &format!(
             "lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"{name}\"\nversion = \"1.0\"\nsdist = {{ name = \"{top}.tar.gz\", path = \"{top}.tar.gz\", hashes = {{ sha256 = \"{}\" }} }}\n",
@@ -80,7 +61,7 @@ fn failing_build(
     let d = tempfile::tempdir().unwrap();
     let t = d.path().to_path_buf();
     local_sdist(&t, name, files);
-    spec(
+    python_app_spec(
         &t,
         &format!(
             "lock = \"pylock.toml\", index_url = \"{}\"{python_extra}",
@@ -103,7 +84,7 @@ fn pure_python_sdist_from_uv_lock_is_built_in_the_target_installed_imported_and_
     require_tool("runc");
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    write(
+    write_text(
         &p.join("pyproject.toml"),
         "[project]\nname = \"app\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"sgmllib3k==1.0.0\"]\n\n[tool.uv]\npackage = false\n",
     );
@@ -116,7 +97,7 @@ fn pure_python_sdist_from_uv_lock_is_built_in_the_target_installed_imported_and_
         lock.contains("sdist = {") && !lock.contains("wheels = ["),
         "sgmllib3k is sdist-only: {lock}"
     );
-    spec(
+    python_app_spec(
         p,
         "lock = \"uv.lock\", require = [\"sgmllib\"]",
         &["python3 -c 'import sgmllib; print(sgmllib.SGMLParser.__name__)'"],
@@ -220,7 +201,7 @@ fn a_wheel_for_the_wrong_tags_is_refused() {
 fn without_runc_the_error_names_both_ways_out() {
     let t = tempfile::tempdir().unwrap();
     local_sdist(t.path(), "plain", &[("setup.py", "")]);
-    spec(
+    python_app_spec(
         t.path(),
         "lock = \"pylock.toml\", index_url = \"http://127.0.0.1:9/\"",
         &[],

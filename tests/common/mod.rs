@@ -577,3 +577,26 @@ pub fn py_wheel(dir: &Path, filename: &str, files: &[(&str, &[u8])], metadata: &
     z.finish().unwrap();
     hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))
 }
+
+/// Writes `text` to `path`, making its parent directories.
+#[allow(dead_code)]
+pub fn write_text(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// imgbuild.toml of an image `app` on the Debian python3 base with one python layer `deps`
+/// (`python` is the body of its table) and these smoke lines.
+#[allow(dead_code)]
+pub fn python_app_spec(dir: &Path, python: &str, smoke: &[&str]) {
+    let base = debian_python_base();
+    let smoke: Vec<String> = smoke.iter().map(|s| format!("{s:?}")).collect();
+    write_text(
+        &dir.join("imgbuild.toml"),
+        &format!(
+            "[images.app]\nbase = \"oci:{}:bookworm\"\nsmoke = [{}]\n\n[[images.app.layers]]\nname = \"deps\"\npython = {{ {python} }}\n",
+            base.display(),
+            smoke.join(", ")
+        ),
+    );
+}
