@@ -600,15 +600,12 @@ fn src_of(o: &Origin) -> Option<sdist::Src<'_>> {
     })
 }
 
-impl Recipe for PythonRecipe {
-    fn name(&self) -> &str {
-        &self.spec.name
-    }
-
-    fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {
+impl PythonRecipe {
+    /// The layer's inputs from the prepared state (`prepare` has run).
+    fn inputs_now(&self, cx: &Ctx) -> Result<BTreeMap<String, String>> {
         let owner = self.owner;
         let build_env = self.build_env();
-        let st = self.prepare(cx, base)?;
+        let st = self.state.as_ref().expect("prepared");
         let lockfile = if st
             .picks
             .iter()
@@ -673,6 +670,35 @@ impl Recipe for PythonRecipe {
             );
         }
         Ok(m)
+    }
+}
+
+impl Recipe for PythonRecipe {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {
+        self.prepare(cx, base)?;
+        self.inputs_now(cx)
+    }
+
+    /// After the layer is written the sdists' build requirements are pinned in imgbuild.lock:
+    /// the inputs are complete now, and the layer is cached under the key the next build will
+    /// compute (else the second build would write the layer again).
+    fn inputs_after(
+        &mut self,
+        cx: &Ctx,
+        _listing: &crate::rootfs::Listing,
+        inputs: &mut BTreeMap<String, String>,
+    ) -> bool {
+        match self.inputs_now(cx) {
+            Ok(now) if !now.contains_key(crate::recipe::UNHASHED) => {
+                *inputs = now;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>> {
