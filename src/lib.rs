@@ -35,6 +35,7 @@ pub mod recipe;
 pub mod record;
 pub mod registry;
 pub mod rootfs;
+pub mod runtime;
 pub mod sample;
 pub mod smoke;
 pub mod spec;

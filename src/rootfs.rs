@@ -244,6 +244,39 @@ impl Listing {
     }
 }
 
+#[cfg(test)]
+impl Listing {
+    /// Test helper: a regular file at `path` (with its parent directories) whose captured text
+    /// is `captured`, as a layer read back would list it.
+    pub fn add_file(&mut self, path: &str, mode: u32, size: u64, captured: Option<String>) {
+        let parts: Vec<&str> = path.split('/').collect();
+        for n in 1..parts.len() {
+            let dir = parts[..n].join("/");
+            if !self.nodes.iter().any(|x| x.path == dir) {
+                self.nodes.push(Node {
+                    path: dir,
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    size: 0,
+                    sha256: None,
+                    target: None,
+                });
+            }
+        }
+        self.nodes.push(Node {
+            path: path.to_string(),
+            kind: Kind::File,
+            mode,
+            size,
+            sha256: None,
+            target: None,
+        });
+        if let Some(t) = captured {
+            self.captured.insert(path.to_string(), t);
+        }
+    }
+}
+
 /// Normalises a tar path (`./a/b/` → `a/b`); refuses absolute paths and `..`.
 pub fn clean_tar_path(raw: &[u8]) -> Result<String> {
     let s = String::from_utf8_lossy(raw);

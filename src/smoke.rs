@@ -19,7 +19,6 @@ use crate::usage;
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Result of running the smoke commands.
 pub struct Outcome {
@@ -88,14 +87,7 @@ pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome
         let cmd = &cmd.clone();
         write_config(tmp.path(), &rootfs, &config, args, spec.read_only, &limits)?;
         let id = format!("imgbuild-{}-{i}", std::process::id());
-        let res = Command::new(&runc)
-            .args(["run", "--bundle"])
-            .arg(tmp.path())
-            .arg(&id)
-            .stdin(Stdio::null())
-            .output();
-        let _ = Command::new(&runc).args(["delete", "-f", &id]).output();
-        let res = res.with_context(|| format!("running {}", runc.display()))?;
+        let res = crate::runtime::run(&runc, tmp.path(), &id)?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&res.stdout),
@@ -331,40 +323,22 @@ fn write_config(
         rootfs.join("tmp"),
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     );
-    let spec = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": uid, "gid": gid},
-            "args": args,
-            "env": env,
-            "cwd": cwd,
-            "capabilities": {
-                "bounding": DOCKER_CAPS,
-                "effective": DOCKER_CAPS,
-                "permitted": DOCKER_CAPS
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": limits.nofile_hard, "soft": limits.nofile_soft}],
-            "noNewPrivileges": false
+    let caps: Vec<&str> = DOCKER_CAPS.to_vec();
+    crate::runtime::write_config(
+        bundle,
+        rootfs,
+        &crate::runtime::Process {
+            args,
+            env: &env,
+            cwd: &cwd,
+            uid,
+            gid,
+            capabilities: &caps,
+            nofile: (limits.nofile_soft, limits.nofile_hard),
+            no_new_privileges: false,
         },
-        "root": {"path": rootfs, "readonly": read_only},
-        "hostname": "imgbuild-test",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
-        ],
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        }
-    });
-    fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec_pretty(&spec)?,
+        read_only,
+        "imgbuild-test",
     )?;
     Ok(())
 }

@@ -215,42 +215,10 @@ mod tests {
     /// way layers are read.
     fn fs(files: &[(&str, u32, &[u8])], links: &[(&str, &str)]) -> Rootfs {
         let mut l = Listing::default();
-        let mut dirs = std::collections::BTreeSet::new();
-        for p in files.iter().map(|f| f.0).chain(links.iter().map(|l| l.0)) {
-            let mut d = String::new();
-            for part in p.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
-                d = if d.is_empty() {
-                    part.to_string()
-                } else {
-                    format!("{d}/{part}")
-                };
-                dirs.insert(d.clone());
-            }
-        }
-        for d in dirs {
-            l.nodes.push(Node {
-                path: d,
-                kind: Kind::Dir,
-                mode: 0o755,
-                size: 0,
-                sha256: None,
-                target: None,
-            });
-        }
         for (p, mode, body) in files {
             let mut c = Capture::new(p, *mode, body.len() as u64);
             c.feed(body);
-            if let Some(t) = c.finish() {
-                l.captured.insert(p.to_string(), t);
-            }
-            l.nodes.push(Node {
-                path: p.to_string(),
-                kind: Kind::File,
-                mode: *mode,
-                size: body.len() as u64,
-                sha256: None,
-                target: None,
-            });
+            l.add_file(p, *mode, body.len() as u64, c.finish());
         }
         for (p, t) in links {
             l.nodes.push(Node {

@@ -1,7 +1,7 @@
 //! The loader's search order on made-up root filesystems (the real ones: tests/native.rs).
 
 use super::*;
-use crate::rootfs::{Listing, Node};
+use crate::rootfs::Listing;
 
 fn elf(needed: &[&str], rpath: Option<&str>, runpath: Option<&str>) -> Info {
     Info {
@@ -20,33 +20,12 @@ fn fs(base: &[(&str, Result<Info, &str>)], layer: &[(&str, Result<Info, &str>)])
     let mut r = Rootfs::default();
     for (i, files) in [base, layer].into_iter().enumerate() {
         let mut l = Listing::default();
-        for (p, _) in files {
-            let parts: Vec<&str> = p.split('/').collect();
-            for n in 1..parts.len() {
-                l.nodes.push(Node {
-                    path: parts[..n].join("/"),
-                    kind: Kind::Dir,
-                    mode: 0o755,
-                    size: 0,
-                    sha256: None,
-                    target: None,
-                });
-            }
-        }
         for (p, body) in files {
-            l.nodes.push(Node {
-                path: p.to_string(),
-                kind: Kind::File,
-                mode: 0o755,
-                size: 1,
-                sha256: None,
-                target: None,
-            });
             let text = match body {
                 Ok(info) => info.encode(),
                 Err(t) => t.to_string(),
             };
-            l.captured.insert(p.to_string(), text);
+            l.add_file(p, 0o755, 1, Some(text));
         }
         r.apply(i, &l);
     }

@@ -37,7 +37,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Bump when building changes the wheel made from the same inputs.
 pub const FORMAT: u32 = 1;
@@ -721,46 +720,32 @@ impl<'a> Builder<'a> {
             "SOURCE_DATE_EPOCH=315532800".to_string(),
         ];
         env.extend(self.setup.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let spec = serde_json::json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": BUILD_UID, "gid": BUILD_UID},
-                "args": [self.setup.target.interpreter, format!("/{WORK}/frontend.py"), format!("/{WORK}/frontend.json")],
-                "env": env,
-                "cwd": inside(project),
-                "capabilities": {"bounding": [], "effective": [], "permitted": []},
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-                "noNewPrivileges": true
-            },
-            "root": {"path": rootfs, "readonly": false},
-            "hostname": "imgbuild-build",
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}
-            ],
-            "linux": {
-                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list"],
-                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-            }
-        });
         let bundle = self.tmp.as_ref().unwrap().path();
-        fs::write(
-            bundle.join("config.json"),
-            serde_json::to_vec_pretty(&spec)?,
+        let args = [
+            self.setup.target.interpreter.clone(),
+            format!("/{WORK}/frontend.py"),
+            format!("/{WORK}/frontend.json"),
+        ];
+        crate::runtime::write_config(
+            bundle,
+            rootfs,
+            &crate::runtime::Process {
+                args: &args,
+                env: &env,
+                cwd: &inside(project),
+                uid: BUILD_UID,
+                gid: BUILD_UID,
+                capabilities: &[],
+                nofile: (1024, 1024),
+                no_new_privileges: true,
+            },
+            false,
+            "imgbuild-build",
         )?;
         self.runs += 1;
         let id = format!("imgbuild-sdist-{}-{}", std::process::id(), self.runs);
         let t0 = std::time::Instant::now();
-        let res = Command::new(runc)
-            .args(["run", "--bundle"])
-            .arg(bundle)
-            .arg(&id)
-            .stdin(Stdio::null())
-            .output();
-        let _ = Command::new(runc).args(["delete", "-f", &id]).output();
+        let res = crate::runtime::run(runc, bundle, &id);
         self.phases.push((
             if mode == "build" {
                 "build_wheel"
@@ -769,7 +754,7 @@ impl<'a> Builder<'a> {
             },
             t0.elapsed().as_secs_f64(),
         ));
-        let res = res.with_context(|| format!("running {}", runc.display()))?;
+        let res = res?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&res.stdout),

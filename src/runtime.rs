@@ -1,0 +1,81 @@
+//! One process in an unpacked root filesystem, run with runc — the one OCI runtime config
+//! imgbuild writes (for `imgbuild test` and for sdist builds): its own pid, network, ipc, uts
+//! and mount namespaces (no network but loopback), `/proc`, a tmpfs `/dev` with `/dev/pts` and
+//! `/dev/shm`, a read-only `/sys`, the usual masked and read-only `/proc` paths.
+
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// What runs, as whom, with which privileges.
+pub struct Process<'a> {
+    pub args: &'a [String],
+    pub env: &'a [String],
+    pub cwd: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    /// Bounding, effective and permitted capabilities.
+    pub capabilities: &'a [&'a str],
+    /// RLIMIT_NOFILE (soft, hard).
+    pub nofile: (u64, u64),
+    pub no_new_privileges: bool,
+}
+
+/// Writes `bundle/config.json` for `p` in `rootfs`.
+pub fn write_config(
+    bundle: &Path,
+    rootfs: &Path,
+    p: &Process,
+    read_only: bool,
+    hostname: &str,
+) -> Result<()> {
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": p.uid, "gid": p.gid},
+            "args": p.args,
+            "env": p.env,
+            "cwd": p.cwd,
+            "capabilities": {
+                "bounding": p.capabilities,
+                "effective": p.capabilities,
+                "permitted": p.capabilities
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": p.nofile.1, "soft": p.nofile.0}],
+            "noNewPrivileges": p.no_new_privileges
+        },
+        "root": {"path": rootfs, "readonly": read_only},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec)?,
+    )?;
+    Ok(())
+}
+
+/// Runs the bundle's container `id` to its end (no stdin) and deletes it, whatever happened.
+pub fn run(runc: &Path, bundle: &Path, id: &str) -> Result<Output> {
+    let res = Command::new(runc)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .output();
+    let _ = Command::new(runc).args(["delete", "-f", id]).output();
+    res.with_context(|| format!("running {}", runc.display()))
+}
