@@ -20,6 +20,10 @@ Sections (each runnable alone):
             unchanged, one layer changed (time and bytes)
   memory    peak RSS of the whole imgbuild process: a 200 MB layer (gzip, zstd), the api build
   scaling   build time, peak RSS and no-op rebuild time for site-packages of ~50, ~200, ~800 MB
+  corpus    the real-world corpus (tests/corpus; data from tests/corpus/fetch-data.py, --sources for the
+            projects' own trees): per project packages, sdists built, cold build, layer size, rebuild; the
+            largest lock with sdists: imgbuild cold vs `uv pip install --target` (uv builds the same sdists)
+            + tar|pigz -p2 -6; IMGBUILD_BENCH_CORPUS=a,b limits the projects
 
 --perf adds a `perf record` profile (top symbols, per-thread split) of one imgbuild gzip build per
 layers input and of one cold api build. --render re-renders --md from --json without measuring.
@@ -106,7 +110,11 @@ def run(cmd, cwd=None, env=None, capture=False):
             lines = [l for l in Path(ru.name).read_text().splitlines() if l.strip()]
             k, u, sy = lines[-1].split()
             kib, cpu = int(k), float(u) + float(sy)
-    return Run(dt, kib / 1024, text, cpu)
+        r = Run(dt, kib / 1024, text, cpu)
+        if capture:
+            err.seek(0)
+            r.err = err.read().decode(errors="replace")
+        return r
 
 
 def sh(cmd, cwd=None, env=None, check=True):
@@ -264,7 +272,7 @@ DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo"
         "tar": "tar", "gzip": "gzip", "time": "time"}
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
-         "scaling": []}
+         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"]}
 
 
 def apt_install(pkgs):
@@ -1127,7 +1135,211 @@ def section_scaling(S, ctx):
     S.target(f"peak memory ≤ {TARGET['rss_mib']:.0f} MiB for any layer size (~50 to ~800 MB)", f"{worst:.1f} MiB (worst run)", worst <= TARGET["rss_mib"])
 
 
-SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling"]
+# The real-world corpus (issue 11): tests/corpus/<name>/SOURCE, data from tests/corpus/fetch-data.py.
+CORPUS_DATA = Path(os.environ.get("IMGBUILD_CORPUS_DATA", Path.home() / ".cache/imgbuild-corpus"))
+
+
+def corpus_files_host(index):
+    """scheme://host the index links its files on (read from one simple page), for @FILES@."""
+    req = urllib.request.Request(index.rstrip("/") + "/idna/", headers={"Accept": "text/html"})
+    page = urllib.request.urlopen(req, timeout=30).read().decode()
+    for part in page.split('href="')[1:]:
+        url = part.split('"', 1)[0]
+        if url.startswith(("https://", "http://")) and "/packages/" in url:
+            return url[: url.index("/packages/")]
+    raise BenchError("no absolute /packages/ link on the index's simple page for idna")
+
+
+class CorpusProject:
+    """One corpus project in the work directory, configured as tests/corpus.rs does: the lock onto a
+    Debian python3 base of its suite; with its sources (fetch-data.py --sources) the project and its
+    workspace members are installed too, as `uv sync --no-editable` would."""
+
+    def __init__(self, ctx, name, base, index, files):
+        import tomllib
+        self.name = name
+        self.source = tomllib.loads((ROOT / "tests/corpus" / name / "SOURCE").read_text())
+        data = CORPUS_DATA / name
+        if not (data / "uv.lock").is_file():
+            raise BenchError(f"corpus {name}: no data at {data} (tests/corpus/fetch-data.py [--mirror DIR] [--sources])")
+        self.sources = (data / "src").is_dir()
+        self.dir = ctx.work / "corpus" / name
+        rmtree(self.dir)
+        if self.sources:
+            shutil.copytree(data / "src", self.dir, symlinks=True)
+        else:
+            shutil.copytree(data, self.dir, ignore=shutil.ignore_patterns("src", "src.tmp"))
+        lock = self.dir / "uv.lock"
+        lock.write_text(lock.read_text().replace("@INDEX@", index.rstrip("/")).replace("@FILES@", files))
+        extras = ", ".join(f'"{e}"' for e in self.source.get("extras", []))
+        opts = self.source.get("layer_options", "")
+        py = f'lock = "uv.lock", extras = [{extras}]'
+        if not self.sources and "install_" not in opts and "packages" not in opts:
+            py += ", install_project = false, install_workspace = false"
+        if opts:
+            py += ", " + opts
+        (self.dir / "imgbuild.toml").write_text(
+            f'[images.app]\nbase = "oci:{base}:{self.source["base"]}"\n\n[[images.app.layers]]\nname = "python-deps"\npython = {{ {py} }}\n')
+        self.packages = self.source["packages"]
+
+    def build(self, env):
+        """One timed `imgbuild build app --json`; `sdists` counts the wheels it built."""
+        r = run([IMGBUILD, "build", "app", "--json"], cwd=self.dir, env=env, capture=True)
+        r.json = imgbuild_json(r)
+        r.sdists = sum(1 for l in r.err.splitlines() if l.startswith("built ") and " from the " in l)
+        r.bytes = sum(l["size"] for l in r.json.get("layers", []))
+        return r
+
+    def try_build(self, env):
+        """An untimed first build: (ok, the error's first line)."""
+        p = sh([IMGBUILD, "build", "app"], cwd=self.dir, env=env, check=False)
+        lines = [l for l in p.stderr.splitlines() if l.strip()]
+        return p.returncode == 0, next((l for l in lines if l.startswith("error")), lines[0] if lines else "?")
+
+
+def corpus_cold(store, project, keep_built=False):
+    """Forgets the layers and (unless `keep_built`) the wheels built from sdists; keeps the
+    downloaded wheels and sdists (blobs), the index pages, the build pins in imgbuild.lock and
+    what the store knows of the bases."""
+    keep = WHEEL_CACHE | BASE_FACTS | ({"python-sdist-wheel"} if keep_built else set())
+    if store.exists():
+        for p in store.iterdir():
+            if p.name not in keep:
+                rmtree(p) if p.is_dir() else p.unlink()
+    rmtree(project / ".imgbuild")
+
+
+def uv_forget_built(cache):
+    """uv's cache without the wheels it built from sdists (its downloaded wheels, the sdists
+    and the build requirements stay), so its next install builds them again. The count removed."""
+    n = 0
+    for d in cache.glob("sdists-v*"):
+        for whl in list(d.rglob("*.whl")):
+            rmtree(whl) if whl.is_dir() else whl.unlink()
+            n += 1
+    return n
+
+
+def corpus_names():
+    env = os.environ.get("IMGBUILD_BENCH_CORPUS")
+    return env.split(",") if env else sorted(p.parent.name for p in (ROOT / "tests/corpus").glob("*/SOURCE"))
+
+
+def section_corpus(S, ctx):
+    import tomllib
+    runs = ctx.runs
+    index = host_index() or os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
+    if not index:
+        raise BenchError("corpus: no package index configured (pip config or PIP_INDEX_URL)")
+    files = corpus_files_host(index)
+    w = ctx.work / "corpus"
+    w.mkdir(parents=True, exist_ok=True)
+    bases = {}
+    for suite in ("bookworm", "trixie"):
+        b = w / ".bases" / f"debian-{suite}"
+        log(f"corpus: Debian {suite} python3 base")
+        sh([ROOT / "fixtures/base/make-debian-python.sh", "--suite", suite, "--import", f"{b}:{suite}"],
+           env=dict(os.environ, IMGBUILD=IMGBUILD))
+        bases[suite] = b
+    store = w / "store"
+    env = dict(os.environ, IMGBUILD_CACHE=str(store), SOURCE_DATE_EPOCH=EPOCH)
+
+    # 1. Per project, one run each: a first build (downloads into the shared store, builds the
+    #    sdists, pins their build requirements), a cold build (layers and built wheels forgotten:
+    #    every sdist built again), a rebuild with only the layers forgotten (0 sdists built).
+    rows, data = [], {}
+    for name in corpus_names():
+        src = tomllib.loads((ROOT / "tests/corpus" / name / "SOURCE").read_text())
+        cp = CorpusProject(ctx, name, bases[src["base"]], index, files)
+        log(f"corpus {name}: first build ({cp.packages} packages{', with sources' if cp.sources else ''})")
+        ok, err = cp.try_build(env)
+        if not ok:
+            rows.append([name, str(cp.packages), "yes" if cp.sources else "no", "fail", "—", "—", "—", "—", esc(err[:200])])
+            data[name] = {"packages": cp.packages, "sources": cp.sources, "ok": False, "error": err}
+            continue
+        corpus_cold(store, cp.dir)
+        cold = cp.build(env)
+        corpus_cold(store, cp.dir, keep_built=True)
+        again = cp.build(env)
+        same = cold.json.get("digest") == again.json.get("digest")
+        rows.append([name, str(cp.packages), "yes" if cp.sources else "no", str(cold.sdists), fmt_s(cold.seconds), fmt_b(cold.bytes),
+                     str(again.sdists), fmt_s(again.seconds), "" if same else "rebuild gave another digest"])
+        data[name] = {"packages": cp.packages, "sources": cp.sources, "ok": True, "sdists_built": cold.sdists,
+                      "cold_seconds": cold.seconds, "layer_bytes": cold.bytes, "rebuild_sdists_built": again.sdists,
+                      "rebuild_seconds": again.seconds, "same_digest": same}
+    S.result("projects", data)
+    ok = sum(1 for d in data.values() if d["ok"])
+    S.table(f"The corpus: {ok} of {len(data)} projects build", 
+            ["project", "packages", "sources", "sdists built (cold)", "cold build", "layers (gzip)", "sdists built (rebuild)", "rebuild", "note"], rows,
+            "One run each (per-project figures, not ratios), one shared store. A first build downloads the wheels and "
+            "sdists and pins the sdists' build requirements in imgbuild.lock; \"cold\" then forgets the layers and the "
+            "wheels built from sdists (the downloads stay), so every sdist is built again in runc; \"rebuild\" forgets "
+            "the layers only. \"sources\": the project's own tree was there (`fetch-data.py --sources`), so the project "
+            "and its workspace members were built and installed too.")
+
+    # 2. The largest lock with sdists, against uv building the same sdists.
+    built = {n: d for n, d in data.items() if d["ok"] and d["sdists_built"]}
+    if not built:
+        S.note("No corpus project with sdists built: the uv comparison is not measured.")
+        return
+    name = max(built, key=lambda n: (built[n]["packages"], n))
+    src = tomllib.loads((ROOT / "tests/corpus" / name / "SOURCE").read_text())
+    if src["base"] != "bookworm":
+        S.note(f"{name} is for {src['base']}; uv here builds with the host's Python (bookworm's 3.11): not compared.")
+        return
+    cp = CorpusProject(ctx, name, bases["bookworm"], index, files)
+    py = "/usr/bin/python3"
+    uv, uv_env = ctx.uv(), ctx.uv_env()
+    req = w / f"{name}-requirements.txt"
+    extras = sum([["--extra", e] for e in src.get("extras", [])], [])
+    no_project = [] if cp.sources else ["--no-emit-project", "--no-emit-workspace"]
+    sh([uv, "export", "--quiet", "--frozen", "--no-dev", "--no-editable", *no_project, *extras, "-o", req], cwd=cp.dir, env=uv_env)
+    target, tgz = w / "uv-target", w / "uv-target.tar.gz"
+    uv_cache = Path(uv_env["UV_CACHE_DIR"])
+
+    def uv_cold(i):
+        rmtree(target)
+        tgz.unlink(missing_ok=True)
+        uv_forget_built(uv_cache)
+        # uv builds with the host's python3 (the bookworm base's 3.11 here), in its own build
+        # isolation; its downloads are cached after the warm-up round, as imgbuild's are.
+        r = run(f"{shlex.quote(uv)} pip install --quiet --no-deps --python {py} --target {target} -r {req} && "
+                f"tar -C {target} -cf - . | pigz -p2 -6 > {tgz}", cwd=cp.dir, env=uv_env)
+        r.bytes = tgz.stat().st_size if tgz.exists() else 0
+        return r
+
+    def ib_cold(i):
+        corpus_cold(store, cp.dir)
+        return cp.build(env)
+
+    def ib_rebuild(i):
+        corpus_cold(store, cp.dir, keep_built=True)
+        return cp.build(env)
+
+    log(f"corpus: {name}: {runs} rounds + a warm-up (imgbuild cold with sdists, uv + pigz, imgbuild rebuild)")
+    res = rounds([("imgbuild cold", ib_cold), ("uv+pigz cold", uv_cold), ("imgbuild rebuild", ib_rebuild)], runs)
+    ratio = stats(ratios(res["uv+pigz cold"], res["imgbuild cold"]))
+    rows = []
+    for what, how in [("imgbuild cold", "layers and built wheels forgotten; wheels and sdists in the store"),
+                      ("uv+pigz cold", "`uv pip install --target` with uv's built wheels removed from its cache + `tar | pigz -p2 -6`"),
+                      ("imgbuild rebuild", "layers forgotten, built wheels kept")]:
+        rs = res[what]
+        st = secs(rs)
+        rows.append([what] + time_cells(st) + [fmt_s(cpu(rs)["median"]), fmt_b(rs[-1].bytes),
+                     str(rs[-1].sdists) if hasattr(rs[-1], "sdists") else "—", how])
+        S.result(f"{name} {what}", {"seconds": st, "cpu_seconds": cpu(rs), "bytes": rs[-1].bytes,
+                                    "sdists_built": getattr(rs[-1], "sdists", None)})
+    S.result(f"{name} uv_over_imgbuild", ratio)
+    S.table(f"The largest lock with sdists: {name} ({cp.packages} packages, {built[name]['sdists_built']} sdists built), Debian bookworm",
+            ["what"] + TIME_HEADER + ["CPU time", "compressed output", "sdists built", ""], rows,
+            f"Rounds alternate the tools; the first is a warm-up. uv / imgbuild time per round, median: {fmt_x(ratio)} "
+            "(> 1: imgbuild is faster). imgbuild builds each sdist in runc inside the target's root filesystem; uv builds "
+            "with the host's interpreter (the same CPython 3.11 as the base), without a container.")
+    S.target("rebuild after the first build builds 0 sdists", f"{res['imgbuild rebuild'][-1].sdists} sdists",
+             all(r.sdists == 0 for r in res["imgbuild rebuild"]))
+
+
+SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus"]
 SECTIONS = {
     "layers": (section_layers, "Layer throughput: imgbuild vs tar | pigz, gzip, zstd",
                "imgbuild's gzip (parallel, deterministic) and zstd layers against the usual command lines, on identical inputs, with output sizes."),
@@ -1137,6 +1349,8 @@ SECTIONS = {
     "rebuilds": (section_rebuilds, "Rebuilds", "imgbuild rebuilds of the api image: nothing changed, one app file changed, one dependency bumped."),
     "push": (section_push, "Push: imgbuild vs skopeo copy", "Pushing the same OCI layout to the same kind of loopback registry: fresh, unchanged, one layer changed; time and bytes."),
     "memory": (section_memory, "Peak memory", "Peak resident memory of the whole imgbuild process."),
+    "corpus": (section_corpus, "The real-world corpus: sdists built in the target",
+               "Every tests/corpus project's uv.lock built onto a Debian python3 base (issue 11), and the largest lock with sdists against uv building the same sdists."),
     "scaling": (section_scaling, "Scaling with layer size", "Whether cost grows linearly with bytes, memory stays flat and an unchanged layer costs the same at any size."),
 }
 

@@ -53,6 +53,7 @@ struct Source {
     base: String,
     extras: Vec<String>,
     imports: Vec<String>,
+    project_modules: Vec<String>,
     layer_options: String,
 }
 
@@ -89,6 +90,7 @@ fn source(name: &str) -> Source {
         base: s("base"),
         extras: strings(&t, "extras"),
         imports: strings(&t, "imports"),
+        project_modules: strings(&t, "project_modules"),
         layer_options: t
             .get("layer_options")
             .and_then(|v| v.as_str())
@@ -313,7 +315,19 @@ fn run(name: &str) {
     );
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("project");
-    copy_tree(&data, &p);
+    // With the project's source tree (`fetch-data.py --sources`), the project and its workspace
+    // members are built and installed as `uv sync --no-editable` would, and its own modules are
+    // imported too; without it only the third-party packages can be.
+    let sources =
+        data.join("src").is_dir() && std::env::var_os("IMGBUILD_CORPUS_NO_SOURCES").is_none();
+    if sources {
+        copy_tree(&data.join("src"), &p);
+    } else {
+        copy_tree(&data, &p);
+        for d in ["src", "src.tmp"] {
+            let _ = std::fs::remove_dir_all(p.join(d));
+        }
+    }
     let index = package_index();
     let lock = std::fs::read_to_string(p.join("uv.lock"))
         .unwrap()
@@ -322,9 +336,13 @@ fn run(name: &str) {
     std::fs::write(p.join("uv.lock"), lock).unwrap();
 
     let base = base_layout(&s.base);
-    let smoke: Vec<String> = s
-        .imports
-        .iter()
+    let modules: Vec<&String> = if sources {
+        s.imports.iter().chain(&s.project_modules).collect()
+    } else {
+        s.imports.iter().collect()
+    };
+    let smoke: Vec<String> = modules
+        .into_iter()
         // A Django app's module may stop at "settings are not configured": it was found and its
         // code ran as far as it can without the project's settings — that counts as imported.
         .map(|m| {
@@ -336,7 +354,7 @@ fn run(name: &str) {
     let mut python = format!("lock = \"uv.lock\", extras = {}", toml_list(&s.extras));
     // The corpus holds the projects' locks, not their source trees: the project itself and its
     // workspace members cannot be built here, so they are left out unless SOURCE says otherwise.
-    if !s.layer_options.contains("install_") && !s.layer_options.contains("packages") {
+    if !sources && !s.layer_options.contains("install_") && !s.layer_options.contains("packages") {
         python.push_str(", install_project = false, install_workspace = false");
     }
     if !s.layer_options.is_empty() {
@@ -351,8 +369,16 @@ fn run(name: &str) {
     );
     std::fs::write(p.join("imgbuild.toml"), &cfg).unwrap();
     eprintln!(
-        "corpus {name}: {} @ {} ({} packages, base {})\n{cfg}",
-        s.repository, s.commit, s.packages, s.base
+        "corpus {name}: {} @ {} ({} packages, base {}, {})\n{cfg}",
+        s.repository,
+        s.commit,
+        s.packages,
+        s.base,
+        if sources {
+            "with its sources"
+        } else {
+            "lock only"
+        }
     );
 
     let step = |stage: &str, args: &[&str]| {

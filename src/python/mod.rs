@@ -347,44 +347,91 @@ impl PythonRecipe {
         let env = self.build_env();
         let lockfile = crate::registry::lock::LockFile::load(&cx.root)?;
         let st = self.state.as_mut().unwrap();
-        let mut builder = sdist::Builder::new(sdist::Setup {
+        let setup = || sdist::Setup {
             store: &cx.store,
             base_layers: &base.base.layers,
             target: &st.target,
             indexes: &indexes,
             env: &env,
+        };
+        // Every pick built from source, in lock order, with its pins' identity.
+        let todo: Vec<(usize, sdist::Src, String)> = st
+            .picks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                src_of(&p.origin).map(|src| (i, src, sdist::pins_id(src, &p.sha256)))
+            })
+            .collect();
+        // Builds run side by side, each worker in its own build root (one process each: most
+        // backends compile on one core). IMGBUILD_CONCURRENT_BUILDS caps them, like uv's
+        // UV_CONCURRENT_BUILDS; the default is the number of cores.
+        let workers = concurrent_builds().min(todo.len()).max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let results: Vec<std::sync::Mutex<Option<Result<sdist::Built>>>> =
+            todo.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let picks = &st.picks;
+        let target = &st.target;
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    let mut builder = sdist::Builder::new(setup());
+                    loop {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let k = next.fetch_add(1, SeqCst);
+                        if k >= todo.len() || failed.load(SeqCst) {
+                            break;
+                        }
+                        let (i, src, pins_id) = &todo[k];
+                        let p = &picks[*i];
+                        let job = sdist::Job {
+                            name: &p.name,
+                            version: &p.version,
+                            src: *src,
+                            sha256: &p.sha256,
+                            pins_id,
+                        };
+                        let key = sdist::pins_key(&p.name, &p.version, target);
+                        let r = builder.wheel(&job, lockfile.python_build.get(&key));
+                        match &r {
+                            Ok(b) if b.fresh => {
+                                let from = match &p.origin {
+                                    Origin::Sdist(_) => "the sdist",
+                                    Origin::Source(select::SourceRef::Dir(_)) => "the source",
+                                    _ => "the git commit",
+                                };
+                                eprintln!(
+                                    "built {} from {from} of {} {} in {:.1} s ({} build requirements; {})",
+                                    b.filename,
+                                    p.name,
+                                    p.version,
+                                    b.seconds,
+                                    b.pins.requires.len(),
+                                    b.phases
+                                );
+                            }
+                            Ok(_) => {}
+                            Err(_) => failed.store(true, SeqCst),
+                        }
+                        *results[k].lock().unwrap() = Some(r);
+                    }
+                });
+            }
         });
         let mut new_pins = BTreeMap::new();
-        for p in st.picks.iter_mut() {
-            let Some(src) = src_of(&p.origin) else {
-                continue;
-            };
-            let key = sdist::pins_key(&p.name, &p.version, &st.target);
-            let pins_id = sdist::pins_id(src, &p.sha256);
-            let job = sdist::Job {
-                name: &p.name,
-                version: &p.version,
-                src,
-                sha256: &p.sha256,
-                pins_id: &pins_id,
-            };
-            let b = builder.wheel(&job, lockfile.python_build.get(&key))?;
-            if b.fresh {
-                let from = match &p.origin {
-                    Origin::Sdist(_) => "the sdist",
-                    Origin::Source(select::SourceRef::Dir(_)) => "the source",
-                    _ => "the git commit",
-                };
-                eprintln!(
-                    "built {} from {from} of {} {} in {:.1} s ({} build requirements; {})",
-                    b.filename,
-                    p.name,
-                    p.version,
-                    b.seconds,
-                    b.pins.requires.len(),
-                    b.phases
-                );
+        let mut built = Vec::new();
+        for ((i, _, _), r) in todo.iter().zip(results) {
+            // The first failure in lock order is the one reported; builds not started after
+            // it have no result.
+            match r.into_inner().unwrap() {
+                Some(r) => built.push((*i, r?)),
+                None => continue,
             }
+        }
+        for (i, b) in built {
+            let p = &mut st.picks[i];
+            let key = sdist::pins_key(&p.name, &p.version, &st.target);
             if lockfile.python_build.get(&key) != Some(&b.pins) {
                 new_pins.insert(key, b.pins.clone());
             }
@@ -583,6 +630,15 @@ impl PythonRecipe {
 }
 
 /// What a pick's wheel is built from, if it is built.
+/// How many sdist builds run at once: `IMGBUILD_CONCURRENT_BUILDS`, else the number of cores.
+fn concurrent_builds() -> usize {
+    std::env::var("IMGBUILD_CONCURRENT_BUILDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 fn src_of(o: &Origin) -> Option<sdist::Src<'_>> {
     Some(match o {
         Origin::Sdist(s) => sdist::Src::Sdist(s),
@@ -717,7 +773,11 @@ impl Recipe for PythonRecipe {
             );
         }
         let prefer = self.prefer(&st.picks)?;
-        wheel::merge(installed, &prefer)
+        let merged = wheel::merge(installed, &prefer)?;
+        for line in &merged.left_out {
+            eprintln!("warning: layer `{}`: {line}", self.spec.name);
+        }
+        Ok(merged.entries)
     }
 
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>) {

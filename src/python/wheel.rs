@@ -488,12 +488,53 @@ pub fn blob(store: &crate::store::Store, sha256: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests;
 
+/// What [`merge`] made of several wheels' entries.
+#[derive(Debug)]
+pub struct Merged {
+    pub entries: Vec<Entry>,
+    /// Stray files left out (see [`is_stray`]), one line each for a warning.
+    pub left_out: Vec<String>,
+}
+
+/// A file directly in the site directory (`site`, relative, no slashes at either end) that no
+/// import can reach: not a module (`.py`, `.pyi`, `.pyc`), not an extension (`.so`, `.pyd`), not
+/// a `.pth` — the `LICENSE`, `README.md` or `CHANGELOG` a badly configured build backend puts
+/// at the top of site-packages.
+fn is_stray(path: &[u8], site: &[u8]) -> bool {
+    let Some(name) = path
+        .strip_prefix(site)
+        .and_then(|r| r.strip_prefix(b"/".as_slice()))
+    else {
+        return false;
+    };
+    if name.is_empty() || name.contains(&b'/') {
+        return false;
+    }
+    let name = String::from_utf8_lossy(name);
+    ![".py", ".pyi", ".pyc", ".so", ".pyd", ".pth"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
 /// Joins the entries of several wheels. A file that several distributions install with the
 /// same bytes and mode is installed once (every RECORD keeps its row); where `prefer` says
 /// (winner → loser, normalised names), the winner's file is kept and the row leaves the
-/// loser's RECORD; any other shared file is an error naming the path, the distributions and
-/// the ways out (all such paths are listed).
-pub fn merge(installed: Vec<Installed>, prefer: &BTreeMap<String, String>) -> Result<Vec<Entry>> {
+/// loser's RECORD. A stray top-level file ([`is_stray`]) that several distributions install
+/// with different contents is left out of the layer, its row leaving every RECORD, and said in
+/// [`Merged::left_out`] (pip and uv let the last install overwrite it; which one that is depends
+/// on the install order, and no import reads it). Any other shared file is an error naming the
+/// path, the distributions and the ways out (all such paths are listed).
+pub fn merge(installed: Vec<Installed>, prefer: &BTreeMap<String, String>) -> Result<Merged> {
+    // The site directories (relative), from each `.dist-info` directory's parent.
+    let sites: BTreeSet<Vec<u8>> = installed
+        .iter()
+        .filter_map(|i| {
+            Path::new(i.dist_info.trim_start_matches('/'))
+                .parent()
+                .map(|p| p.to_string_lossy().as_bytes().to_vec())
+        })
+        .collect();
+    let mut left_out = Vec::new();
     // Every claim on each path, in install order: (wheel, entry index).
     let mut claims: BTreeMap<Vec<u8>, Vec<(usize, usize)>> = BTreeMap::new();
     for (w, inst) in installed.iter().enumerate() {
@@ -545,6 +586,23 @@ pub fn merge(installed: Vec<Installed>, prefer: &BTreeMap<String, String>) -> Re
             keep.insert(cs[0]);
             continue;
         }
+        if sites.iter().any(|s| is_stray(&path, s)) {
+            for &(w, _) in &cs {
+                if let Some(c) = installed[w].files.get(&path) {
+                    dropped.entry(w).or_default().insert(c.row.clone());
+                }
+            }
+            let labels: Vec<&str> = cs
+                .iter()
+                .map(|&(w, _)| installed[w].label.as_str())
+                .collect();
+            left_out.push(format!(
+                "/{} is installed by {} with different contents; no import can reach a file at the top of the site directory, so it is left out of the layer (and out of their RECORDs)",
+                String::from_utf8_lossy(&path),
+                labels.join(" and ")
+            ));
+            continue;
+        }
         let labels: Vec<&str> = cs
             .iter()
             .map(|&(w, _)| installed[w].label.as_str())
@@ -585,7 +643,10 @@ pub fn merge(installed: Vec<Installed>, prefer: &BTreeMap<String, String>) -> Re
             out.push(e);
         }
     }
-    Ok(out)
+    Ok(Merged {
+        entries: out,
+        left_out,
+    })
 }
 
 /// A generated RECORD without the rows in `drop`.

@@ -6,10 +6,13 @@ The lock files themselves are third-party data and are not committed to this rep
 tests/corpus/<name>/SOURCE is (repository, commit, path, sha256 of the lock). This script writes
 <data>/<name>/<files> (default data dir: $IMGBUILD_CORPUS_DATA or ~/.cache/imgbuild-corpus).
 
-Usage: tests/corpus/fetch-data.py [--mirror DIR] [--data DIR] [NAME...]
+Usage: tests/corpus/fetch-data.py [--mirror DIR] [--data DIR] [--sources] [NAME...]
   --mirror DIR  DIR/<owner>+<name>/repo (or DIR/<owner>+<name>) is a git directory of the
                 repository; otherwise it is cloned (bare, blobless) from GitHub into
                 <data>/.git/<owner>+<name>.
+  --sources     also write the project's source tree (the lock's directory at the commit, from
+                `git archive`) to <data>/<name>/src, so the tests install the project itself and
+                its workspace members the way `uv sync --no-editable` does
 Every lock is checked against the sha256 in SOURCE before the placeholders go in:
   registry = "<index>"              -> registry = "@INDEX@"
   url = "https://<files-host>/packages/..." -> url = "@FILES@/packages/..."
@@ -45,10 +48,28 @@ def gitdir(repo_url, mirror, data):
     return dest
 
 
+def write_sources(g, commit, lockdir, dest):
+    """The lock's directory at `commit` (a `git archive` unpacked), then the placeholder lock
+    written over the real one; written to a temporary directory and renamed."""
+    import shutil, tarfile, io
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tree = f"{commit}:{lockdir}" if lockdir else commit
+    tar = subprocess.run(["git", "--git-dir", str(g), "archive", "--format=tar", tree],
+                         check=True, capture_output=True).stdout
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(tmp, filter="data")
+    shutil.copyfile(dest.parent / "uv.lock", tmp / "uv.lock")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mirror")
     ap.add_argument("--data")
+    ap.add_argument("--sources", action="store_true")
     ap.add_argument("names", nargs="*")
     a = ap.parse_args()
     data = data_dir(a.data)
@@ -73,6 +94,8 @@ def main():
                 body = placeholders(body.decode()).encode()
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).write_bytes(body)
+        if a.sources:
+            write_sources(g, src["commit"], lockdir, out / "src")
         print(f"{name}: {out}")
     sys.exit(1 if bad else 0)
 

@@ -160,7 +160,7 @@ fn installed(
         .iter()
         .map(|(w, name)| install(w, name, t, (0, 0)).unwrap())
         .collect();
-    let entries = layer::normalise(merge(all, &Default::default()).unwrap()).unwrap();
+    let entries = layer::normalise(merge(all, &Default::default()).unwrap().entries).unwrap();
     let store = Store::open(dir.join("store")).unwrap();
     let none = crate::compress::Compression::None;
     layer::write(

@@ -241,7 +241,7 @@ fn identical_files_of_two_distributions_are_installed_once_and_recorded_by_both(
     );
     let ia = install(&a, "alpha-1.0-py3-none-any.whl", &t, (0, 0)).unwrap();
     let ib = install(&b, "beta-2.0-py3-none-any.whl", &t, (0, 0)).unwrap();
-    let out = merge(vec![ia, ib], &BTreeMap::new()).unwrap();
+    let out = merge(vec![ia, ib], &BTreeMap::new()).unwrap().entries;
     for p in [
         format!("{SITE}/common/cli.py"),
         "/usr/local/bin/tool".into(),
@@ -305,7 +305,7 @@ fn prefer_keeps_the_winners_file_and_drops_the_row_from_the_losers_record() {
     );
     assert!(e.contains("exclude = [\"ddgs\"]"), "{e}");
     let prefer = BTreeMap::from([("ddgs".to_string(), "duckduckgo-search".to_string())]);
-    let out = merge(inst(), &prefer).unwrap();
+    let out = merge(inst(), &prefer).unwrap().entries;
     let script: Vec<&Entry> = out
         .iter()
         .filter(|e| e.display() == "/usr/local/bin/ddgs")
@@ -348,4 +348,78 @@ fn owner_applies_to_files_and_package_directories() {
     }
     assert!(paths(&i).contains(&format!("{SITE}/demo/sub")));
     assert_eq!(relative(SITE, "/usr/local/bin/x"), "../../../bin/x");
+}
+
+#[test]
+fn stray_top_level_files_with_different_contents_are_left_out_of_the_layer_and_every_record() {
+    // The archivebox case: three sdist-built wheels each put their own LICENSE and README.md at
+    // the top of site-packages.
+    let d = tempfile::tempdir().unwrap();
+    let t = debian_target();
+    let mut all = vec![];
+    for (name, body) in [
+        ("alpha", b"MIT" as &[u8]),
+        ("beta", b"BSD"),
+        ("gamma", b"GPL"),
+    ] {
+        let file = format!("{name}-1.0-py3-none-any.whl");
+        let w = wheel(
+            d.path(),
+            &file,
+            &[
+                (&format!("{name}/__init__.py") as &str, b"" as &[u8], 0o644),
+                ("LICENSE", body, 0o644),
+                ("README.md", body, 0o644),
+            ],
+            |_| {},
+        );
+        all.push(install(&w, &file, &t, (0, 0)).unwrap());
+    }
+    let out = merge(all, &BTreeMap::new()).unwrap();
+    for stray in ["LICENSE", "README.md"] {
+        let p = format!("{SITE}/{stray}");
+        assert!(!out.entries.iter().any(|e| e.display() == p), "{p}");
+        assert!(
+            out.left_out.iter().any(|l| l.starts_with(&format!(
+                "{p} is installed by alpha 1.0 and beta 1.0 and gamma 1.0 with different contents"
+            ))),
+            "{:?}",
+            out.left_out
+        );
+        for di in [
+            "alpha-1.0.dist-info",
+            "beta-1.0.dist-info",
+            "gamma-1.0.dist-info",
+        ] {
+            let rec = record_of(&out.entries, di);
+            assert!(
+                !rec.lines().any(|l| l.starts_with(&format!("{stray},"))),
+                "{di}: {rec}"
+            );
+            assert!(rec.contains("__init__.py,sha256="), "{di}: {rec}");
+        }
+    }
+    // A top-level module is importable: a clash there is still an error.
+    let a = wheel(
+        d.path(),
+        "one-1.0-py3-none-any.whl",
+        &[("util.py", b"a", 0o644)],
+        |_| {},
+    );
+    let b = wheel(
+        d.path(),
+        "two-1.0-py3-none-any.whl",
+        &[("util.py", b"b", 0o644)],
+        |_| {},
+    );
+    let e = merge(
+        vec![
+            install(&a, "one-1.0-py3-none-any.whl", &t, (0, 0)).unwrap(),
+            install(&b, "two-1.0-py3-none-any.whl", &t, (0, 0)).unwrap(),
+        ],
+        &BTreeMap::new(),
+    )
+    .expect_err("a clash of util.py is an error")
+    .to_string();
+    assert!(e.contains("util.py is in both one 1.0 and two 1.0"), "{e}");
 }
