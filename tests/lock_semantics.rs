@@ -203,3 +203,71 @@ wheels = [{ path = "demo-1.0-py3-none-any.whl" }]
     );
     ok(&mut build(t.path()));
 }
+
+#[test]
+fn path_sources_a_wheel_file_is_installed_from_the_locked_path_and_checked_against_its_hash() {
+    // uv.lock of `demo = { path = "dist/demo-1.0-py3-none-any.whl" }` (as uv 0.13 writes it: the
+    // path only in `source`, the wheel by filename and hash).
+    let t = setup(">=3.11", "{ virtual = \".\" }");
+    let sha = py_wheel(
+        &t.path().join("dist"),
+        "demo-1.0-py3-none-any.whl",
+        DEMO,
+        "",
+    );
+    let lock = format!(
+        r#"version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = {{ virtual = "." }}
+dependencies = [{{ name = "demo" }}]
+
+[[package]]
+name = "demo"
+version = "1.0"
+source = {{ path = "dist/demo-1.0-py3-none-any.whl" }}
+wheels = [
+    {{ filename = "demo-1.0-py3-none-any.whl", hash = "sha256:{sha}" }},
+]
+"#
+    );
+    std::fs::write(t.path().join("uv.lock"), &lock).unwrap();
+    std::fs::remove_dir_all(t.path().join("wheels")).unwrap();
+    let out = ok(build(t.path()).arg("--json"));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layer = summary["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "deps")
+        .unwrap();
+    let digest = layer["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let blob = t.path().join(".imgbuild/oci/blobs/sha256").join(digest);
+    let list = ok(std::process::Command::new("tar").arg("-tzf").arg(&blob));
+    assert!(
+        stdout(&list).contains("dist-packages/demo/__init__.py"),
+        "{}",
+        stdout(&list)
+    );
+    ok(imgbuild(t.path())
+        .env("IMGBUILD_CACHE", store())
+        .args(["verify", "t"]));
+    // The file at the path is not the one locked: refused, naming it (a store that already
+    // holds the locked bytes builds exactly the lock and never reads the path again).
+    py_wheel(
+        &t.path().join("dist"),
+        "demo-1.0-py3-none-any.whl",
+        &[("demo/__init__.py", b"X = 3\n")],
+        "",
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let (_, err) = fails(build(t.path()).env("IMGBUILD_CACHE", fresh.path()));
+    assert!(err.contains("demo-1.0-py3-none-any.whl"), "{err}");
+    assert!(err.contains("sha256"), "{err}");
+}

@@ -328,6 +328,14 @@ fn uv_package(p: &UvPackage, path: &Path) -> Result<Package> {
         Some(dir) => dir.join(f),
         None => lock_relative(path, f),
     };
+    // A `path` source is one archive (a wheel or an sdist), relative to the lock's directory:
+    // uv records its hash and filename, not its path again (`wheels = [{ filename, hash }]`,
+    // `sdist = { hash }`).
+    let path_source = p
+        .source
+        .get("path")
+        .and_then(|v| v.as_str())
+        .map(|f| lock_relative(path, f));
     let mut wheels = Vec::new();
     for w in &p.wheels {
         let loc = w.url.as_deref().or(w.path.as_deref()).unwrap_or("");
@@ -338,7 +346,11 @@ fn uv_package(p: &UvPackage, path: &Path) -> Result<Package> {
         wheels.push(WheelRef {
             filename,
             url: w.url.clone(),
-            path: w.path.as_deref().map(file_path),
+            path: w
+                .path
+                .as_deref()
+                .map(file_path)
+                .or_else(|| w.url.is_none().then(|| path_source.clone()).flatten()),
             sha256: w.hash.as_deref().and_then(sha256_of),
             size: w.size,
         });
@@ -352,10 +364,20 @@ fn uv_package(p: &UvPackage, path: &Path) -> Result<Package> {
                     .as_deref()
                     .or(s.path.as_deref())
                     .map(|u| basename(u).to_string())
+                    .or_else(|| {
+                        path_source
+                            .as_ref()
+                            .and_then(|p| p.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                    })
             })
             .unwrap_or_else(|| "an sdist".into()),
         url: s.url.clone(),
-        path: s.path.as_ref().map(|x| lock_relative(path, x)),
+        path: s
+            .path
+            .as_ref()
+            .map(|x| lock_relative(path, x))
+            .or_else(|| s.url.is_none().then(|| path_source.clone()).flatten()),
         sha256: s.hash.as_deref().and_then(sha256_of),
         size: s.size,
     });
