@@ -167,12 +167,12 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The build root: the base unpacked once, reused by every sdist of the layer.
+/// One build worker: its build root (the base unpacked once) is reused by every build it runs;
+/// a layer runs several side by side.
 pub struct Builder<'a> {
     setup: Setup<'a>,
     runc: Option<PathBuf>,
     tmp: Option<tempfile::TempDir>,
-    runs: usize,
     phases: Vec<(&'static str, f64)>,
 }
 
@@ -388,7 +388,6 @@ impl<'a> Builder<'a> {
             setup,
             runc: which("runc"),
             tmp: None,
-            runs: 0,
             phases: Vec::new(),
         }
     }
@@ -742,8 +741,10 @@ impl<'a> Builder<'a> {
             false,
             "imgbuild-build",
         )?;
-        self.runs += 1;
-        let id = format!("imgbuild-sdist-{}-{}", std::process::id(), self.runs);
+        // Unique among the builders running side by side in this process (and across processes).
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = format!("imgbuild-sdist-{}-{n}", std::process::id());
         let t0 = std::time::Instant::now();
         let res = crate::runtime::run(runc, bundle, &id);
         self.phases.push((
