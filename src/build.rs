@@ -99,7 +99,12 @@ fn build(
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
-    let view = BaseView::new(&base, &cx.store);
+    let build_bases = resolve_build_bases(project, &cx, &recipes, &opts.registry, |other| {
+        built.get(other).cloned().ok_or_else(|| {
+            anyhow::anyhow!("image `{other}` must be built before `{name}` (build_order)")
+        })
+    })?;
+    let view = BaseView::new(&base, &cx.store).with_build_bases(build_bases);
     // Each layer, with its listing when it was written now (None: taken from the cache).
     let mut layers: Vec<(LayerBlob, Option<Listing>)> = Vec::new();
     for r in recipes.iter_mut() {
@@ -195,6 +200,39 @@ fn resolve_base(
     other: impl Fn(&str) -> Result<Built>,
 ) -> Result<BaseImage> {
     let written = cx.image.base.clone().unwrap_or_else(|| "scratch".into());
+    resolve_written(&written, project, cx, reg, other)
+}
+
+/// The images the recipes' builds run in (`build.base` of a python layer), each resolved once.
+fn resolve_build_bases(
+    project: &Project,
+    cx: &Ctx,
+    recipes: &[Box<dyn Recipe>],
+    reg: &registry::Options,
+    other: impl Fn(&str) -> Result<Built>,
+) -> Result<BTreeMap<String, BaseImage>> {
+    let mut out = BTreeMap::new();
+    for r in recipes {
+        for written in r.build_bases() {
+            if !out.contains_key(&written) {
+                let b = resolve_written(&written, project, cx, reg, &other)
+                    .with_context(|| format!("layer `{}`: build base `{written}`", r.name()))?;
+                out.insert(written, b);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A base as written (`image:OTHER`, or what `base::resolve_with` reads).
+fn resolve_written(
+    written: &str,
+    project: &Project,
+    cx: &Ctx,
+    reg: &registry::Options,
+    other: impl Fn(&str) -> Result<Built>,
+) -> Result<BaseImage> {
+    let written = written.to_string();
     match written.strip_prefix("image:") {
         Some(name) => {
             let built = other(name)?;
@@ -234,7 +272,14 @@ pub fn recheck(
     let base = resolve_base(project, &cx, &registry::Options::default(), |other| {
         Ok(record::last_build(project, other)?.1)
     })?;
-    let view = BaseView::new(&base, &cx.store);
+    let build_bases = resolve_build_bases(
+        project,
+        &cx,
+        &recipes,
+        &registry::Options::default(),
+        |other| Ok(record::last_build(project, other)?.1),
+    )?;
+    let view = BaseView::new(&base, &cx.store).with_build_bases(build_bases);
     let mut problems = Vec::new();
     for (i, r) in recipes.iter_mut().enumerate() {
         r.inputs(&cx, &view)

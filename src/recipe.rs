@@ -61,6 +61,9 @@ pub struct BaseView<'a> {
     pub base: &'a BaseImage,
     pub store: &'a Store,
     fs: std::cell::OnceCell<Rootfs>,
+    /// The other images recipes run their builds in ([`Recipe::build_bases`]), resolved by the
+    /// build, by the name they are written with.
+    pub build_bases: BTreeMap<String, BaseImage>,
 }
 
 impl<'a> BaseView<'a> {
@@ -69,7 +72,12 @@ impl<'a> BaseView<'a> {
             base,
             store,
             fs: std::cell::OnceCell::new(),
+            build_bases: BTreeMap::new(),
         }
+    }
+    pub fn with_build_bases(mut self, bases: BTreeMap<String, BaseImage>) -> BaseView<'a> {
+        self.build_bases = bases;
+        self
     }
     pub fn config(&self) -> &ImageConfig {
         &self.base.config
@@ -158,6 +166,11 @@ pub struct Problem {
 /// How a layer is made. The key of a layer is a hash of what `inputs` returns.
 pub trait Recipe {
     fn name(&self) -> &str;
+    /// Images (written like `base`) this recipe's builds run in; the build resolves them into
+    /// [`BaseView::build_bases`] before `inputs`.
+    fn build_bases(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Everything that determines the layer's bytes, as `what → fingerprint` pairs.
     fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>>;
     /// The layer's entries (not yet normalised).

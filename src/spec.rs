@@ -273,13 +273,17 @@ pub struct PythonSpec {
     pub build: Option<BuildSpec>,
 }
 
-/// `build = { env = { ... } }` of a python layer.
+/// `build = { env = { ... }, base = "..." }` of a python layer.
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSpec {
     /// Environment variables of the build backend's process.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The image whose root filesystem sdist builds run in instead of the layer's base (written
+    /// like an image's `base`: e.g. one with compilers and headers). Its Python must be the
+    /// target's minor version, on the same architecture, with a libc no newer than the target's.
+    pub base: Option<String>,
 }
 
 impl Spec {

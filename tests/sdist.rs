@@ -218,3 +218,86 @@ fn without_runc_the_error_names_both_ways_out() {
     assert!(err.contains("install runc"), "{err}");
     assert!(err.contains("find_links"), "{err}");
 }
+
+/// A setuptools sdist with one C extension (`fast._speed`); its setup.py needs a C compiler.
+fn native_sdist(dir: &Path) {
+    local_sdist(
+        dir,
+        "fast",
+        &[
+            (
+                "pyproject.toml",
+                "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n",
+            ),
+            (
+                "setup.py",
+                "from setuptools import setup, Extension\nsetup(name='fast', version='1.0', packages=['fast'], ext_modules=[Extension('fast._speed', ['speed.c'])])\n",
+            ),
+            ("fast/__init__.py", "from ._speed import answer\n"),
+            (
+                "speed.c",
+                "#include <Python.h>\nstatic PyObject *answer(PyObject *s, PyObject *a) { return PyLong_FromLong(42); }\nstatic PyMethodDef M[] = {{\"answer\", answer, METH_NOARGS, 0}, {0}};\nstatic struct PyModuleDef D = {PyModuleDef_HEAD_INIT, \"_speed\", 0, -1, M};\nPyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&D); }\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_native_sdist_needs_a_compiler_and_build_base_names_an_image_that_has_one() {
+    require_tool("runc");
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    native_sdist(t);
+    let index = format!("index_url = \"{}\"", package_index());
+    // The target (bookworm + python3) has no compiler: the backend's own words say so.
+    python_app_spec(t, &format!("lock = \"pylock.toml\", {index}"), &[]);
+    let (_, err) = fails(imgbuild(t).args(["build", "app"]));
+    assert!(err.contains("building fast 1.0 from its sdist"), "{err}");
+    assert!(err.contains("last 20 lines"), "{err}");
+    assert!(
+        err.contains("gcc") || err.contains("x86_64-linux-gnu-gcc") || err.contains("compiler"),
+        "{err}"
+    );
+    // The same release with gcc and the Python headers as the build base: built there, and the
+    // extension loads in the image (which still has no compiler).
+    let gcc = debian_base("bookworm", "python3,gcc,libc6-dev,python3-dev");
+    python_app_spec(
+        t,
+        &format!(
+            "lock = \"pylock.toml\", {index}, build = {{ base = \"oci:{}:bookworm\" }}, require = [\"fast\"]",
+            gcc.display()
+        ),
+        &["python3 -c 'import fast; assert fast.answer() == 42'"],
+    );
+    let out = ok(imgbuild(t).args(["build", "app"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("built fast-1.0-cp311-cp311-linux_x86_64.whl from the sdist of fast 1.0"),
+        "{err}"
+    );
+    ok(imgbuild(t).args(["test", "app"]));
+    ok(imgbuild(t).args(["verify", "app"]));
+    let out = ok(imgbuild(t).args(["build", "app"]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("from the sdist of"));
+    // A build base with another Python (trixie's 3.13) cannot build for 3.11: refused up front.
+    let trixie = debian_base("trixie", "python3");
+    python_app_spec(
+        t,
+        &format!(
+            "lock = \"pylock.toml\", {index}, build = {{ base = \"oci:{}:trixie\" }}",
+            trixie.display()
+        ),
+        &[],
+    );
+    let (code, err) = fails(imgbuild(t).args(["build", "app"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("build base `oci:") && err.contains("cannot build wheels for this image"),
+        "{err}"
+    );
+    assert!(err.contains("its Python is 3.13"), "{err}");
+    assert!(
+        err.contains("its libc (glibc 2.41) is newer than the image's (glibc 2.36)"),
+        "{err}"
+    );
+}

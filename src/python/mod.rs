@@ -108,6 +108,8 @@ pub struct PythonRecipe {
 /// What `inputs` worked out: enough to build the layer and to check it.
 struct State {
     target: Target,
+    /// `build.base`, resolved by the build.
+    build_base: Option<crate::image::BaseImage>,
     picks: Vec<Pick>,
     indexes: Vec<String>,
     registries: BTreeSet<String>,
@@ -232,8 +234,18 @@ impl PythonRecipe {
                     _ => {}
                 }
             }
+            let build_base = match self.py.build.as_ref().and_then(|b| b.base.as_ref()) {
+                Some(w) => Some(base.build_bases.get(w).cloned().ok_or_else(|| {
+                    anyhow!(
+                        "layer `{}`: build base `{w}` was not resolved",
+                        self.spec.name
+                    )
+                })?),
+                None => None,
+            };
             self.state = Some(State {
                 target,
+                build_base,
                 picks,
                 indexes: locked.indexes,
                 registries: locked.registries,
@@ -324,6 +336,54 @@ impl PythonRecipe {
         Ok(out)
     }
 
+    /// The interpreter of `build.base`, which must build wheels the target can use: the same
+    /// Python minor version and architecture, a libc of the same kind no newer than the
+    /// target's (a wheel linked against a newer glibc does not load on an older one).
+    fn build_target(&self, cx: &Ctx, b: &crate::image::BaseImage) -> Result<Target> {
+        let view = BaseView::new(b, &cx.store);
+        let t = target_of(cx, &view, &PythonSpec::default())
+            .with_context(|| format!("layer `{}`: build base `{}`", self.spec.name, b.name))?;
+        let me = &self.state.as_ref().unwrap().target;
+        let mut why = Vec::new();
+        if t.minor_version() != me.minor_version() {
+            why.push(format!(
+                "its Python is {} ({}), the image's {} ({})",
+                t.version, t.interpreter, me.version, me.interpreter
+            ));
+        }
+        if t.arch != me.arch {
+            why.push(format!("it is for {}, the image for {}", t.arch, me.arch));
+        }
+        use tags::Libc;
+        let newer = match (&t.libc, &me.libc) {
+            (Libc::Glibc { major, minor }, Libc::Glibc { major: a, minor: b })
+            | (Libc::Musl { major, minor }, Libc::Musl { major: a, minor: b }) => {
+                (major, minor) > (a, b)
+            }
+            _ => {
+                why.push(format!("its libc is {}, the image's {}", t.libc, me.libc));
+                false
+            }
+        };
+        if newer {
+            why.push(format!(
+                "its libc ({}) is newer than the image's ({}): what it compiles may not load in the image",
+                t.libc, me.libc
+            ));
+        }
+        if !why.is_empty() {
+            return Err(crate::error::UsageError::new(format!(
+                "layer `{}`: build base `{}` cannot build wheels for this image: {}",
+                self.spec.name,
+                b.name,
+                why.join("; ")
+            ))
+            .hint("use a build image of the same Debian release (or Python image tag) as the base, with the compilers and headers added")
+            .into());
+        }
+        Ok(t)
+    }
+
     fn build_env(&self) -> BTreeMap<String, String> {
         self.py
             .build
@@ -346,11 +406,21 @@ impl PythonRecipe {
         let indexes = self.build_indexes()?;
         let env = self.build_env();
         let lockfile = crate::registry::lock::LockFile::load(&cx.root)?;
+        let build_target = match &self.state.as_ref().unwrap().build_base {
+            Some(b) => Some(self.build_target(cx, b)?),
+            None => None,
+        };
         let st = self.state.as_mut().unwrap();
+        let build_layers = st
+            .build_base
+            .as_ref()
+            .map_or(&base.base.layers, |b| &b.layers);
+        let build = build_target.as_ref().unwrap_or(&st.target);
         let setup = || sdist::Setup {
             store: &cx.store,
-            base_layers: &base.base.layers,
+            base_layers: build_layers,
             target: &st.target,
+            build,
             indexes: &indexes,
             env: &env,
         };
@@ -703,14 +773,19 @@ impl PythonRecipe {
                         // Resolved while building: never cache the layer under an unpinned key.
                         unpinned.push(p.name.clone());
                     }
-                    serde_json::json!({
+                    let mut v = serde_json::json!({
                         "version": p.version,
                         "sdist": p.sha256,
                         "builder": sdist::FORMAT,
                         "build_pins": pins.map(|b| &b.requires),
                         "build_env": build_env,
-                    })
-                    .to_string()
+                    });
+                    if let Some(b) = &st.build_base {
+                        let layers: Vec<String> =
+                            b.layers.iter().map(|d| d.digest.to_string()).collect();
+                        v["build_base"] = serde_json::json!(layers);
+                    }
+                    v.to_string()
                 }
                 _ => format!("{} {} sha256:{}", p.version, p.filename, p.sha256),
             };
@@ -732,6 +807,15 @@ impl PythonRecipe {
 impl Recipe for PythonRecipe {
     fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    fn build_bases(&self) -> Vec<String> {
+        self.py
+            .build
+            .as_ref()
+            .and_then(|b| b.base.clone())
+            .into_iter()
+            .collect()
     }
 
     fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {

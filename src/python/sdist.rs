@@ -55,8 +55,13 @@ const TAIL: usize = 20;
 /// What an sdist build needs from the layer: the base, the target, where to find wheels.
 pub struct Setup<'a> {
     pub store: &'a Store,
+    /// The layers of the build root: the layer's base, or `build.base`.
     pub base_layers: &'a [Descriptor],
+    /// What the wheel is for: the image's interpreter, its tags.
     pub target: &'a Target,
+    /// The interpreter in the build root (the target itself unless `build.base` names another
+    /// image): it runs the backend, and the build requirements are chosen for it.
+    pub build: &'a Target,
     /// Indexes for the build requirements (simple API URLs).
     pub indexes: &'a [String],
     /// `build.env` of the python table.
@@ -482,7 +487,7 @@ impl<'a> Builder<'a> {
     fn install(&self, rootfs: &Path, pins: &[PinnedFile]) -> Result<()> {
         let wants: Vec<Want> = pins.iter().map(resolve::want).collect();
         index::ensure(self.setup.store, &wants)?;
-        let mut t = self.setup.target.clone();
+        let mut t = self.setup.build.clone();
         let env = format!("/{WORK}/env");
         t.site_dir = format!("{env}/site");
         t.scripts_dir = format!("{env}/bin");
@@ -575,7 +580,7 @@ impl<'a> Builder<'a> {
                 p.requires.clone()
             }
             None => {
-                let mut r = resolve::Resolver::new(store, self.setup.indexes, self.setup.target);
+                let mut r = resolve::Resolver::new(store, self.setup.indexes, self.setup.build);
                 r.add(&bs.requires)?;
                 self.install(&rootfs, &r.pins())?;
                 let out = self.run(runc, &rootfs, &project, &bs, "requires", job)?;
@@ -721,7 +726,7 @@ impl<'a> Builder<'a> {
         env.extend(self.setup.env.iter().map(|(k, v)| format!("{k}={v}")));
         let bundle = self.tmp.as_ref().unwrap().path();
         let args = [
-            self.setup.target.interpreter.clone(),
+            self.setup.build.interpreter.clone(),
             format!("/{WORK}/frontend.py"),
             format!("/{WORK}/frontend.json"),
         ];
