@@ -86,6 +86,12 @@ pub fn check(fs: &Rootfs, config: &ImageConfig, from_layer: usize) -> Vec<Miss> 
                 info.interp.is_some() || info.soname.is_some() || !info.needed.is_empty();
             if loadable && info.machine != 0 && (info.machine != machine || info.class64 != class64)
             {
+                if !may_be_loaded(p) {
+                    // A program for another platform shipped as data next to its siblings
+                    // (speech_recognition's flac-linux-x86 beside flac-linux-x86_64): nothing
+                    // loads it by name or PATH; the package picks the one for its platform.
+                    continue;
+                }
                 push(
                     *layer,
                     format!(
@@ -469,6 +475,24 @@ fn normalise(p: &str) -> String {
         }
     }
     parts.join("/")
+}
+
+/// Whether the image would load or run `p` (a path relative to the root) by itself: a shared
+/// object (`*.so`, `*.so.N`: an extension module or a library) or a program in a directory on
+/// the default PATH.
+fn may_be_loaded(p: &str) -> bool {
+    let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+    name.ends_with(".so")
+        || name.contains(".so.")
+        || [
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "usr/local/bin",
+            "usr/local/sbin",
+        ]
+        .contains(&dir.trim_start_matches('/'))
 }
 
 /// A short name of an ELF machine (`$PLATFORM`'s spelling where the loader has one).

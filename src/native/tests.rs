@@ -173,3 +173,39 @@ fn the_owner_is_named_from_its_record() {
     // The base's own files are not checked by a build.
     assert!(check(&f, &amd64(), 2).is_empty());
 }
+
+#[test]
+fn a_program_for_another_platform_shipped_as_package_data_is_not_a_problem() {
+    // speech_recognition 3.16 ships flac-linux-x86 (i386) beside flac-linux-x86_64 and picks
+    // the one for its platform at run time.
+    let site = "usr/local/lib/python3.13/dist-packages";
+    let mut i386 = elf(&["libc.so.6"], None, None);
+    i386.machine = 3;
+    i386.class64 = false;
+    i386.interp = Some("/lib/ld-linux.so.2".into());
+    let flac = format!("{site}/speech_recognition/flac-linux-x86");
+    let mut arm_ext = elf(&["libc.so.6"], None, None);
+    arm_ext.machine = 183;
+    let ext = format!("{site}/fast/_speed.cpython-313-aarch64-linux-gnu.so");
+    let mut arm_bin = elf(&["libc.so.6"], None, None);
+    arm_bin.machine = 183;
+    let m = messages(
+        &fs(
+            &[(LIBC, Ok(elf(&[], None, None)))],
+            &[
+                (flac.as_str(), Ok(i386)),
+                (ext.as_str(), Ok(arm_ext)),
+                ("usr/local/bin/tool", Ok(arm_bin)),
+            ],
+        ),
+        &amd64(),
+    );
+    // The extension module and the program on PATH would be loaded: still reported.
+    assert_eq!(
+        m,
+        [
+            "/usr/local/bin/tool is built for aarch64 (ELF machine 183, 64-bit), but the image is linux/amd64".to_string(),
+            format!("/{ext} is built for aarch64 (ELF machine 183, 64-bit), but the image is linux/amd64"),
+        ]
+    );
+}
