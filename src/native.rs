@@ -87,10 +87,7 @@ pub fn check(fs: &Rootfs, config: &ImageConfig, from_layer: usize) -> Vec<Miss> 
             if loadable && info.machine != 0 && (info.machine != machine || info.class64 != class64)
             {
                 if !may_be_loaded(p) {
-                    // A program for another platform shipped as data next to its siblings
-                    // (speech_recognition's flac-linux-x86 beside flac-linux-x86_64): nothing
-                    // loads it by name or PATH; the package picks the one for its platform.
-                    continue;
+                    continue; // data for another platform, see `may_be_loaded`
                 }
                 push(
                     *layer,
@@ -477,22 +474,34 @@ fn normalise(p: &str) -> String {
     parts.join("/")
 }
 
-/// Whether the image would load or run `p` (a path relative to the root) by itself: a shared
-/// object (`*.so`, `*.so.N`: an extension module or a library) or a program in a directory on
-/// the default PATH.
+/// Whether the image would load or run `p` (a path relative to the root) by itself: a program in
+/// a directory on the default PATH, or a library in one of the dynamic loader's directories.
+/// Files of another machine elsewhere — inside a package — are data the package chooses from by
+/// platform at run time (embit's `prebuilt/libsecp256k1_linux_aarch64.so` beside the x86_64 one,
+/// loaded with ctypes; speech_recognition's `flac-linux-x86`); a wheel's own tags already say
+/// which platform its extension modules are for.
 fn may_be_loaded(p: &str) -> bool {
-    let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
-    name.ends_with(".so")
-        || name.contains(".so.")
-        || [
-            "bin",
-            "sbin",
-            "usr/bin",
-            "usr/sbin",
-            "usr/local/bin",
-            "usr/local/sbin",
-        ]
-        .contains(&dir.trim_start_matches('/'))
+    let dir = p
+        .rsplit_once('/')
+        .map_or("", |(d, _)| d)
+        .trim_start_matches('/');
+    let lib_dir = |d: &str| {
+        ["lib", "lib64", "usr/lib", "usr/lib64", "usr/local/lib"].contains(&d)
+            || ["lib/", "usr/lib/"].iter().any(|pre| {
+                d.strip_prefix(pre)
+                    .is_some_and(|t| !t.contains('/') && t.contains("-linux-"))
+            })
+    };
+    [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "usr/local/bin",
+        "usr/local/sbin",
+    ]
+    .contains(&dir)
+        || lib_dir(dir)
 }
 
 /// A short name of an ELF machine (`$PLATFORM`'s spelling where the loader has one).

@@ -175,37 +175,39 @@ fn the_owner_is_named_from_its_record() {
 }
 
 #[test]
-fn a_program_for_another_platform_shipped_as_package_data_is_not_a_problem() {
-    // speech_recognition 3.16 ships flac-linux-x86 (i386) beside flac-linux-x86_64 and picks
-    // the one for its platform at run time.
+fn files_for_other_platforms_shipped_inside_a_package_are_not_a_problem() {
+    // speech_recognition 3.16 ships flac-linux-x86 (i386) beside flac-linux-x86_64; embit 0.8
+    // ships prebuilt/libsecp256k1_linux_aarch64.so beside the x86_64 one (loaded with ctypes).
     let site = "usr/local/lib/python3.13/dist-packages";
     let mut i386 = elf(&["libc.so.6"], None, None);
     i386.machine = 3;
     i386.class64 = false;
     i386.interp = Some("/lib/ld-linux.so.2".into());
     let flac = format!("{site}/speech_recognition/flac-linux-x86");
-    let mut arm_ext = elf(&["libc.so.6"], None, None);
-    arm_ext.machine = 183;
-    let ext = format!("{site}/fast/_speed.cpython-313-aarch64-linux-gnu.so");
-    let mut arm_bin = elf(&["libc.so.6"], None, None);
-    arm_bin.machine = 183;
+    let arm = || {
+        let mut e = elf(&["libc.so.6"], None, None);
+        e.machine = 183;
+        e
+    };
+    let prebuilt = format!("{site}/embit/util/prebuilt/libsecp256k1_linux_aarch64.so");
     let m = messages(
         &fs(
             &[(LIBC, Ok(elf(&[], None, None)))],
             &[
                 (flac.as_str(), Ok(i386)),
-                (ext.as_str(), Ok(arm_ext)),
-                ("usr/local/bin/tool", Ok(arm_bin)),
+                (prebuilt.as_str(), Ok(arm())),
+                ("usr/local/bin/tool", Ok(arm())),
+                ("usr/lib/x86_64-linux-gnu/libarm.so.1", Ok(arm())),
             ],
         ),
         &amd64(),
     );
-    // The extension module and the program on PATH would be loaded: still reported.
+    // A program on PATH and a library in the loader's directories would be loaded: reported.
     assert_eq!(
         m,
         [
-            "/usr/local/bin/tool is built for aarch64 (ELF machine 183, 64-bit), but the image is linux/amd64".to_string(),
-            format!("/{ext} is built for aarch64 (ELF machine 183, 64-bit), but the image is linux/amd64"),
+            "/usr/lib/x86_64-linux-gnu/libarm.so.1 is built for aarch64 (ELF machine 183, 64-bit), but the image is linux/amd64",
+            "/usr/local/bin/tool is built for aarch64 (ELF machine 183, 64-bit), but the image is linux/amd64",
         ]
     );
 }
