@@ -41,6 +41,8 @@ fuzz seconds="60":
     cd fuzz && for t in $(cargo fuzz list); do RUSTC_BOOTSTRAP=1 cargo fuzz run $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
 
 # The real-world corpus (tests/corpus, issue 11): every project's uv.lock built onto a Debian
-# python3 base, verified and imported in runc. Needs the corpus data (tests/corpus/fetch-data.py)
+# python3 base, verified and imported in runc (with the project itself when its sources are there).
+# Needs the corpus data: `tests/corpus/fetch-data.py --sources [--mirror DIR]`; where GitHub is out
+# of reach, IMGBUILD_CORPUS_GIT_MIRROR=DIR serves the locks' git sources from DIR/<owner>+<name>/repo
 corpus:
     cargo test --locked --test corpus -- --ignored --nocapture --test-threads=1

@@ -383,9 +383,35 @@ fn run(name: &str) {
         }
     );
 
+    // Git sources from a local mirror where GitHub is out of reach (`IMGBUILD_CORPUS_GIT_MIRROR`:
+    // DIR/<owner>+<name>/repo, as for fetch-data.py --mirror), through git's own `insteadOf`.
+    let mut git_env: Vec<(String, String)> = Vec::new();
+    if let Some(mirror) = std::env::var_os("IMGBUILD_CORPUS_GIT_MIRROR") {
+        let lock_text = std::fs::read_to_string(p.join("uv.lock")).unwrap();
+        let mut n = 0;
+        for (i, _) in lock_text.match_indices("git = \"https://github.com/") {
+            let url = &lock_text[i + 7..];
+            let url = &url[..url.find(['?', '#', '"']).unwrap()];
+            let slug = url
+                .trim_start_matches("https://github.com/")
+                .trim_end_matches(".git")
+                .replace('/', "+");
+            let repo = Path::new(&mirror).join(slug).join("repo");
+            if repo.is_dir() {
+                git_env.push((
+                    format!("GIT_CONFIG_KEY_{n}"),
+                    format!("url.file://{}.insteadOf", repo.display()),
+                ));
+                git_env.push((format!("GIT_CONFIG_VALUE_{n}"), url.to_string()));
+                n += 1;
+            }
+        }
+        git_env.push(("GIT_CONFIG_COUNT".into(), n.to_string()));
+    }
     let step = |stage: &str, args: &[&str]| {
         let started = std::time::Instant::now();
         let out = imgbuild(&p)
+            .envs(git_env.iter().map(|(k, v)| (k, v)))
             .env("IMGBUILD_CACHE", corpus_store())
             .env("SOURCE_DATE_EPOCH", "0")
             .args(args)

@@ -49,17 +49,49 @@ def gitdir(repo_url, mirror, data):
 
 
 def write_sources(g, commit, lockdir, dest):
-    """The lock's directory at `commit` (a `git archive` unpacked), then the placeholder lock
-    written over the real one; written to a temporary directory and renamed."""
-    import shutil, tarfile, io
+    """The lock's directory at `commit`, file by file (`git ls-tree` + `git cat-file --batch`:
+    a mirror may lack some large blobs, which are left out and counted), then the placeholder
+    lock written over the real one; written to a temporary directory and renamed."""
+    import shutil
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tree = f"{commit}:{lockdir}" if lockdir else commit
-    tar = subprocess.run(["git", "--git-dir", str(g), "archive", "--format=tar", tree],
-                         check=True, capture_output=True).stdout
-    tmp.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-        t.extractall(tmp, filter="data")
+    listing = subprocess.run(["git", "--git-dir", str(g), "ls-tree", "-r", "-z", "--full-tree", tree],
+                             check=True, capture_output=True).stdout
+    entries = []
+    for rec in listing.split(b"\0"):
+        if not rec:
+            continue
+        meta, path = rec.split(b"\t", 1)
+        mode, kind, oid = meta.split()
+        if kind == b"blob":
+            entries.append((mode.decode(), oid.decode(), path.decode()))
+    batch = subprocess.run(["git", "--git-dir", str(g), "cat-file", "--batch"], check=True, capture_output=True,
+                           input="".join(f"{oid}\n" for _, oid, _ in entries).encode()).stdout
+    pos, missing = 0, 0
+    for mode, oid, path in entries:
+        nl = batch.index(b"\n", pos)
+        header = batch[pos:nl].split()
+        pos = nl + 1
+        if header[-1] == b"missing":
+            missing += 1
+            continue
+        size = int(header[2])
+        body = batch[pos:pos + size]
+        pos += size + 1
+        if path.startswith("/") or ".." in path.split("/"):
+            raise SystemExit(f"{path}: outside the tree")
+        out = tmp / path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "120000":
+            out.symlink_to(body.decode())
+        else:
+            out.write_bytes(body)
+            if mode == "100755":
+                out.chmod(0o755)
+    if missing:
+        print(f"  {missing} files the mirror does not hold were left out of {dest}", file=sys.stderr)
+    tmp.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(dest.parent / "uv.lock", tmp / "uv.lock")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
