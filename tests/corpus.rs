@@ -300,8 +300,19 @@ fn toml_list(v: &[String]) -> String {
     )
 }
 
+/// The first `n` lines of `s` from its first `FAIL` line (`imgbuild test`) or `error` line on.
 fn first_lines(s: &str, n: usize) -> String {
-    s.lines().take(n).collect::<Vec<_>>().join("\n")
+    let lines: Vec<&str> = s.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.starts_with("FAIL") || l.starts_with("error"))
+        .unwrap_or(0);
+    lines[from..]
+        .iter()
+        .take(n)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Builds, verifies and smoke-tests one project; panics naming the first stage that fails.
