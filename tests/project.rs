@@ -263,3 +263,60 @@ fn a_git_commit_that_does_not_exist_or_does_not_check_out_as_locked_is_refused()
     );
     assert!(!p.join(".imgbuild/oci").exists(), "no image");
 }
+
+#[test]
+fn a_git_dependency_whose_version_comes_from_git_tags_is_built_at_the_locked_version() {
+    // hatch-vcs (setuptools-scm underneath) reads the version from the repository's tags; the
+    // build root has the tree without `.git`, so the locked version is what it is told.
+    require_tool("runc");
+    require_tool("git");
+    let t = tempfile::tempdir().unwrap();
+    let bare = t.path().join("scmdep.git");
+    let work = t.path().join("scmdep-work");
+    let git = |args: &[&str], d: &Path| {
+        stdout(&ok(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(d)))
+    };
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&["init", "--quiet", "--bare", "-b", "main"], &bare);
+    write_text(
+        &work.join("pyproject.toml"),
+        "[project]\nname = \"scmdep\"\ndynamic = [\"version\"]\nrequires-python = \">=3.11\"\ndependencies = []\n\n[tool.hatch.version]\nsource = \"vcs\"\n\n[build-system]\nrequires = [\"hatchling\", \"hatch-vcs\"]\nbuild-backend = \"hatchling.build\"\n",
+    );
+    write_text(&work.join("scmdep/__init__.py"), "OK = True\n");
+    git(&["init", "--quiet", "-b", "main"], &work);
+    git(&["add", "."], &work);
+    git(&["commit", "--quiet", "-m", "one"], &work);
+    git(&["tag", "v1.2.0"], &work);
+    git(
+        &["push", "--quiet", bare.to_str().unwrap(), "main", "v1.2.0"],
+        &work,
+    );
+    let url = format!("file://{}", bare.display());
+    let p = t.path().join("app");
+    write_text(
+        &p.join("pyproject.toml"),
+        &format!("[project]\nname = \"app\"\nversion = \"0\"\nrequires-python = \">=3.11\"\ndependencies = [\"scmdep @ git+{url}@v1.2.0\"]\n\n[tool.uv]\npackage = false\n"),
+    );
+    uv_lock(&p);
+    let lock = std::fs::read_to_string(p.join("uv.lock")).unwrap();
+    assert!(
+        lock.contains("name = \"scmdep\"\nversion = \"1.2.0\""),
+        "{lock}"
+    );
+    python_app_spec(
+        &p,
+        &format!("lock = \"uv.lock\", {}", index()),
+        &["python3 -c 'import importlib.metadata as m, scmdep; assert scmdep.OK; assert m.version(\"scmdep\") == \"1.2.0\", m.version(\"scmdep\")'"],
+    );
+    let out = ok(imgbuild(&p).args(["build", "app"]));
+    assert!(
+        stderr(&out)
+            .contains("built scmdep-1.2.0-py3-none-any.whl from the git commit of scmdep 1.2.0"),
+        "{}",
+        stderr(&out)
+    );
+    ok(imgbuild(&p).args(["test", "app"]));
+}

@@ -723,6 +723,12 @@ impl<'a> Builder<'a> {
             // Reproducible archives (zip cannot store times before 1980).
             "SOURCE_DATE_EPOCH=315532800".to_string(),
         ];
+        // A source tree is copied without `.git` (and a git checkout has no `git` in the target to
+        // ask): setuptools-scm and hatch-vcs, which read the version from git, are told the
+        // version the lock records — what they computed when the lock was made.
+        if !matches!(job.src, Src::Sdist(_)) && !job.version.is_empty() {
+            env.push(format!("SETUPTOOLS_SCM_PRETEND_VERSION={}", job.version));
+        }
         env.extend(self.setup.env.iter().map(|(k, v)| format!("{k}={v}")));
         let bundle = self.tmp.as_ref().unwrap().path();
         let args = [
