@@ -55,6 +55,7 @@ struct Source {
     imports: Vec<String>,
     project_modules: Vec<String>,
     layer_options: String,
+    image_options: String,
 }
 
 fn strings(t: &toml::Table, key: &str) -> Vec<String> {
@@ -93,6 +94,11 @@ fn source(name: &str) -> Source {
         project_modules: strings(&t, "project_modules"),
         layer_options: t
             .get("layer_options")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        image_options: t
+            .get("image_options")
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string(),
@@ -375,10 +381,11 @@ fn run(name: &str) {
         python.push_str(&s.layer_options);
     }
     let cfg = format!(
-        "[images.app]\nbase = \"oci:{}:{}\"\nsmoke = {}\n\n[[images.app.layers]]\nname = \"python-deps\"\npython = {{ {python} }}\n",
+        "[images.app]\nbase = \"oci:{}:{}\"\nsmoke = {}\n{}\n\n[[images.app.layers]]\nname = \"python-deps\"\npython = {{ {python} }}\n",
         base.display(),
         s.base,
         toml_list(&smoke),
+        s.image_options,
     );
     std::fs::write(p.join("imgbuild.toml"), &cfg).unwrap();
     eprintln!(

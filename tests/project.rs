@@ -320,3 +320,53 @@ fn a_git_dependency_whose_version_comes_from_git_tags_is_built_at_the_locked_ver
     );
     ok(imgbuild(&p).args(["test", "app"]));
 }
+
+#[test]
+fn a_project_whose_version_comes_from_git_says_how_to_give_it_one_and_then_builds() {
+    // The project itself with hatch-vcs, in a git work tree: uv.lock records no version for it,
+    // and its tree is built without `.git`.
+    require_tool("runc");
+    require_tool("git");
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    write_text(
+        &p.join("pyproject.toml"),
+        "[project]\nname = \"scm-app\"\ndynamic = [\"version\"]\nrequires-python = \">=3.11\"\ndependencies = []\n\n[tool.hatch.version]\nsource = \"vcs\"\n\n[tool.hatch.build.targets.wheel]\npackages = [\"scm_app\"]\n\n[build-system]\nrequires = [\"hatchling\", \"hatch-vcs\"]\nbuild-backend = \"hatchling.build\"\n",
+    );
+    write_text(&p.join("scm_app/__init__.py"), "OK = True\n");
+    let git = |args: &[&str]| {
+        ok(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(p));
+    };
+    git(&["init", "--quiet", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "one"]);
+    git(&["tag", "v3.1.0"]);
+    uv_lock(p);
+    let spec = |extra: &str| {
+        python_app_spec(
+            p,
+            &format!("lock = \"uv.lock\", {}{extra}", index()),
+            &["python3 -c 'import importlib.metadata as m, scm_app; assert m.version(\"scm-app\") == \"3.1.0\"'"],
+        )
+    };
+    spec("");
+    let (code, err) = fails(imgbuild(p).args(["build", "app"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unable to detect version"), "{err}");
+    assert!(
+        err.contains("`build = { env = { SETUPTOOLS_SCM_PRETEND_VERSION = \"VERSION\" } }`"),
+        "{err}"
+    );
+    spec(", build = { env = { SETUPTOOLS_SCM_PRETEND_VERSION = \"3.1.0\" } }");
+    let out = ok(imgbuild(p).args(["build", "app"]));
+    assert!(
+        stderr(&out).contains("built scm_app-3.1.0-py3-none-any.whl from the source of scm-app"),
+        "{}",
+        stderr(&out)
+    );
+    ok(imgbuild(p).args(["verify", "app"]));
+    ok(imgbuild(p).args(["test", "app"]));
+}

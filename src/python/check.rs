@@ -226,8 +226,10 @@ pub fn check_layer(fs: &Rootfs, config: &ImageConfig, e: &Expect, problems: &mut
     for (name, version) in e.dists {
         let label = format!("{name} {version}");
         let want = Version::parse(version);
+        // An empty version: a project whose version is dynamic (the lock records none).
         let found = infos.iter().find(|(_, n, v)| {
-            *n == dist_info_name(name) && (Version::parse(v) == want || v == version)
+            *n == dist_info_name(name)
+                && (version.is_empty() || Version::parse(v) == want || v == version)
         });
         let Some((dir, _, _)) = found else {
             let gone = fs.removed.iter().find(|(k, _)| {

@@ -505,6 +505,13 @@ impl PythonRecipe {
             if lockfile.python_build.get(&key) != Some(&b.pins) {
                 new_pins.insert(key, b.pins.clone());
             }
+            if p.version.is_empty() {
+                // A project whose version is dynamic (setuptools-scm, hatch-vcs): uv.lock records
+                // none; the wheel says what it became.
+                if let Some(w) = WheelName::parse(&b.filename) {
+                    p.version = w.version;
+                }
+            }
             p.filename = b.filename;
             p.sha256 = b.sha256;
         }

@@ -778,7 +778,7 @@ impl<'a> Builder<'a> {
             } else {
                 "get_requires_for_build_wheel"
             };
-            bail!(
+            let msg = format!(
                 "{} {}: the build backend {} failed in {step} (exit {}, in a container of the target without network); its last {TAIL} lines of output:\n{}",
                 job.name,
                 job.version,
@@ -786,12 +786,45 @@ impl<'a> Builder<'a> {
                 res.status.code().unwrap_or(-1),
                 tail(&text, TAIL)
             );
+            if let Some(h) = hint_for(&text, job) {
+                return Err(crate::error::UsageError::new(msg).hint(h).into());
+            }
+            bail!(msg);
         }
         Ok(RunOut {
             requires: work.join("out/requires.json"),
             wheel_name: work.join("out/wheel-name"),
         })
     }
+}
+
+/// What to do about a failure the backend's output explains.
+fn hint_for(output: &str, job: &Job) -> Option<String> {
+    if output.contains("setuptools-scm was unable to detect version")
+        || output.contains("unable to detect version for")
+    {
+        // setuptools-scm's own per-distribution variable, so that only this build is told; a
+        // backend that does not pass the name on (hatch-vcs) reads only the general one.
+        let (var, caveat) = if output.contains("No distribution name is known") {
+            (
+                "SETUPTOOLS_SCM_PRETEND_VERSION".to_string(),
+                " (its backend reads only the general variable, which every build of the layer then sees)",
+            )
+        } else {
+            (
+                format!(
+                    "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_{}",
+                    normalize(job.name).replace(['-', '.'], "_").to_uppercase()
+                ),
+                "",
+            )
+        };
+        return Some(format!(
+            "{}'s version comes from git (setuptools-scm), and a source tree is built without its `.git` (the lock records no version for it): give it one with `build = {{ env = {{ {var} = \"VERSION\" }} }}` in the layer's `python` table{caveat}",
+            job.name
+        ));
+    }
+    None
 }
 
 struct RunOut {
