@@ -214,10 +214,10 @@ fn resolve_build_bases(
     let mut out = BTreeMap::new();
     for r in recipes {
         for written in r.build_bases() {
-            if !out.contains_key(&written) {
-                let b = resolve_written(&written, project, cx, reg, &other)
-                    .with_context(|| format!("layer `{}`: build base `{written}`", r.name()))?;
-                out.insert(written, b);
+            if let std::collections::btree_map::Entry::Vacant(e) = out.entry(written) {
+                let b = resolve_written(e.key(), project, cx, reg, &other)
+                    .with_context(|| format!("layer `{}`: build base `{}`", r.name(), e.key()))?;
+                e.insert(b);
             }
         }
     }
