@@ -107,6 +107,11 @@ pub fn sdist_wheel<T: Serialize, P: Serialize>(
     }))
 }
 
+/// The base layers of a build root unpacked once and kept in the store (`build-roots/`).
+pub fn build_root(format: u32, layers: &[String]) -> String {
+    of(&serde_json::json!({ "format": format, "layers": layers }))
+}
+
 /// A source tree built into a wheel (the project itself, a workspace member): its members'
 /// paths, kinds and sha256s (`d PATH`, `l PATH TARGET`, `f|x PATH SHA256`, sorted). Stands in
 /// for an sdist's sha256 in `sdist_wheel`.

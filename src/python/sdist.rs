@@ -467,18 +467,21 @@ impl<'a> Builder<'a> {
     fn root(&mut self) -> Result<PathBuf> {
         if self.tmp.is_none() {
             let t0 = std::time::Instant::now();
+            let store = self.setup.store;
+            let shared = shared_root(store, self.setup.base_layers)
+                .context("unpacking the base image for the build")?;
+            // In the store's own directory, so that the shared root's files can be linked.
+            let tmp = store.root().join("tmp");
+            fs::create_dir_all(&tmp)?;
+            // Named like the store's temp files (owner pid inside), so that a killed build's
+            // root is swept when the store is opened next.
             let t = tempfile::Builder::new()
-                .prefix("imgbuild-sdist-")
-                .tempdir()?;
-            crate::layer::unpack::unpack(
-                self.setup.store,
-                self.setup.base_layers,
-                &t.path().join("rootfs"),
-            )
-            .context("unpacking the base image for the build")?;
+                .prefix(&format!(".sdist.{}.", std::process::id()))
+                .suffix(".tmp")
+                .tempdir_in(&tmp)?;
+            link_tree(&shared, &t.path().join("rootfs")).context("linking the build root")?;
             self.tmp = Some(t);
-            self.phases
-                .push(("unpacking the base", t0.elapsed().as_secs_f64()));
+            self.phases.push(("build root", t0.elapsed().as_secs_f64()));
         }
         Ok(self.tmp.as_ref().unwrap().path().join("rootfs"))
     }
@@ -798,6 +801,67 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Bump when the shared build roots' layout changes.
+const ROOT_FORMAT: u32 = 1;
+
+/// The base layers unpacked once per store (`build-roots/KEY`, made in `tmp/` and renamed into
+/// place), shared by every build on that base. Its files are linked into each build's root, so
+/// nothing may write a file of a build root in place (the build runs as uid 65534, which cannot;
+/// imgbuild only adds files); `imgbuild store gc` removes the shared roots.
+fn shared_root(store: &Store, layers: &[Descriptor]) -> Result<PathBuf> {
+    let ids: Vec<String> = layers.iter().map(|d| d.digest.to_string()).collect();
+    let dir = store
+        .root()
+        .join("build-roots")
+        .join(crate::key::build_root(ROOT_FORMAT, &ids));
+    if dir.join("done").is_file() {
+        return Ok(dir.join("rootfs"));
+    }
+    fs::create_dir_all(store.root().join("tmp"))?;
+    let t = tempfile::Builder::new()
+        .prefix(&format!(".build-root.{}.", std::process::id()))
+        .suffix(".tmp")
+        .tempdir_in(store.root().join("tmp"))?;
+    crate::layer::unpack::unpack(store, layers, &t.path().join("rootfs"))?;
+    fs::write(t.path().join("done"), b"")?;
+    fs::create_dir_all(dir.parent().unwrap())?;
+    let t = t.keep();
+    if fs::rename(&t, &dir).is_err() {
+        // Another build made it first: theirs is used.
+        let _ = fs::remove_dir_all(&t);
+    }
+    Ok(dir.join("rootfs"))
+}
+
+/// `dst` made like `src`: directories and symbolic links anew (modes and owners kept), regular
+/// files as hard links (a fraction of unpacking the layers again).
+fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::symlink_metadata(src)?;
+    fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let mut stack = vec![(src.to_path_buf(), dst.to_path_buf(), md)];
+    while let Some((s, d, md)) = stack.pop() {
+        for e in fs::read_dir(&s)? {
+            let e = e?;
+            let (sp, dp) = (e.path(), d.join(e.file_name()));
+            let m = fs::symlink_metadata(&sp)?;
+            let ft = m.file_type();
+            if ft.is_dir() {
+                fs::create_dir(&dp)?;
+                stack.push((sp, dp, m));
+            } else if ft.is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&sp)?, &dp)?;
+                std::os::unix::fs::lchown(&dp, Some(m.uid()), Some(m.gid()))?;
+            } else if ft.is_file() {
+                fs::hard_link(&sp, &dp)?;
+            }
+        }
+        std::os::unix::fs::lchown(&d, Some(md.uid()), Some(md.gid()))?;
+        fs::set_permissions(&d, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    }
+    Ok(())
+}
+
 /// What to do about a failure the backend's output explains.
 fn hint_for(output: &str, job: &Job) -> Option<String> {
     if output.contains("setuptools-scm was unable to detect version")
@@ -860,6 +924,36 @@ mod tests {
                 .unwrap_err()
                 .contains("outside")
         );
+    }
+
+    #[test]
+    fn a_build_root_links_the_shared_roots_files_and_remakes_its_directories_and_links() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("shared");
+        fs::create_dir_all(src.join("usr/bin")).unwrap();
+        fs::write(src.join("usr/bin/python3.11"), b"elf").unwrap();
+        std::os::unix::fs::symlink("python3.11", src.join("usr/bin/python3")).unwrap();
+        fs::create_dir(src.join("tmp")).unwrap();
+        fs::set_permissions(src.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        let dst = t.path().join("root");
+        link_tree(&src, &dst).unwrap();
+        let (a, b) = (
+            fs::metadata(src.join("usr/bin/python3.11")).unwrap(),
+            fs::metadata(dst.join("usr/bin/python3.11")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "a hard link, not a copy");
+        assert_eq!(
+            fs::read_link(dst.join("usr/bin/python3")).unwrap(),
+            Path::new("python3.11")
+        );
+        assert_eq!(
+            fs::metadata(dst.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
+        // Removing the build root's files leaves the shared root whole.
+        fs::remove_dir_all(&dst).unwrap();
+        assert_eq!(fs::read(src.join("usr/bin/python3.11")).unwrap(), b"elf");
     }
 
     #[test]

@@ -165,7 +165,34 @@ pub fn gc(store: &Store, max_age: Option<Duration>) -> Result<GcReport> {
             }
         }
     }
+    // The unpacked build roots of sdist builds: a cache, made again when needed.
+    let roots = store.root.join("build-roots");
+    if roots.is_dir() {
+        r.freed += dir_bytes(&roots);
+        fs::remove_dir_all(&roots)?;
+    }
     Ok(r)
+}
+
+/// The bytes of the regular files under `dir` (each inode once).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && seen.insert(m.ino()) {
+                total += m.len();
+            }
+        }
+    }
+    total
 }
 
 /// Every 64-hex-digit run in `text` (digests with or without `sha256:`).

@@ -233,15 +233,23 @@ impl Drop for BlobWriter {
     }
 }
 
-/// Removes temp files (`.<stem>.<pid>.<n>.<nanos>.tmp`) whose writing process is gone.
+/// Removes temp files (`.<stem>.<pid>.<n>.<nanos>.tmp`) whose writing process is gone, and
+/// temp directories named the same way (an sdist build's root).
 pub(crate) fn remove_dead_temps(dir: &Path) -> usize {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
     let mut n = 0;
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(pid) = temp_owner(&name) {
-            if !Path::new(&format!("/proc/{pid}")).exists() && fs::remove_file(e.path()).is_ok() {
-                n += 1;
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(e.path())
+                } else {
+                    fs::remove_file(e.path())
+                };
+                if gone.is_ok() {
+                    n += 1;
+                }
             }
         }
     }
