@@ -148,6 +148,7 @@ pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Built, String
         digest: blob.digest,
         size: blob.size,
         platform: None,
+        artifact_type: None,
         annotations: BTreeMap::new(),
     }];
     let built = image::assemble("base", None, &config, layers, BTreeMap::new(), store)?;

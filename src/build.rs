@@ -1,5 +1,5 @@
 //! `imgbuild build`: images in dependency order; for each, base → layers (cached) →
-//! verification → image → destination (and `--push`).
+//! verification → image → its SBOM and provenance (`referrers`) → destination (and `--push`).
 
 use crate::base;
 use crate::cache::{self, CachedLayer};
@@ -12,6 +12,7 @@ use crate::project::Project;
 use crate::publish;
 use crate::recipe::{self, BaseView, Ctx, Problem, Recipe, UNHASHED};
 use crate::record::{self, LayerReport, Summary};
+use crate::referrers;
 use crate::registry;
 use crate::rootfs::{Listing, Rootfs};
 use crate::start;
@@ -118,7 +119,7 @@ fn build(
 
     let t2 = Instant::now();
     let config = image_config(&cx, &base, &recipes, &layers)?;
-    verify(&cx, &view, &recipes, &layers, &config)?;
+    let fs = verify(&cx, &view, &recipes, &layers, &config)?;
     timings.insert("verify".into(), t2.elapsed().as_secs_f64());
 
     let t3 = Instant::now();
@@ -143,7 +144,20 @@ fn build(
     if let Some(name) = base_reference(&cx) {
         ann.insert(image::ANN_BASE_NAME.to_string(), name);
     }
-    let built = image::assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
+    let mut built = image::assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
+    timings.insert("image".into(), t3.elapsed().as_secs_f64());
+    let t_sbom = Instant::now();
+    built.referrers = referrers::make(&referrers::Made {
+        project,
+        cx: &cx,
+        base: &base,
+        base_name: referrers::base_name(cx.image.base.as_deref(), base_reference(&cx)),
+        recipes: &recipes,
+        built: &built,
+        fs: &fs,
+    })?;
+    drop(fs);
+    timings.insert("sbom".into(), t_sbom.elapsed().as_secs_f64());
     let dest: Box<dyn Destination> = publish::destination(match &opts.output {
         Some(o) => Output::parse(o, name, &std::env::current_dir()?)?,
         None => Output::Layout {
@@ -295,6 +309,7 @@ fn descriptor(b: &LayerBlob) -> Descriptor {
         digest: b.digest.clone(),
         size: b.size,
         platform: None,
+        artifact_type: None,
         annotations: BTreeMap::new(),
     }
 }
@@ -490,7 +505,7 @@ fn verify(
     recipes: &[Box<dyn Recipe>],
     layers: &[(LayerBlob, Option<Listing>)],
     config: &ImageConfig,
-) -> Result<()> {
+) -> Result<Rootfs> {
     let mut fs: Rootfs = base
         .rootfs()
         .context("reading the base image's layers for verification")?
@@ -519,7 +534,7 @@ fn verify(
             .unwrap_or_else(|| format!("{}", l + 1))
     }));
     if problems.is_empty() {
-        return Ok(());
+        return Ok(fs);
     }
     Err(recipe::report(
         &format!("image `{}`", cx.image_name),

@@ -23,6 +23,9 @@ pub const ANN_CREATED: &str = "org.opencontainers.image.created";
 pub const ANN_REVISION: &str = "org.opencontainers.image.revision";
 pub const ANN_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const ANN_BASE_NAME: &str = "org.opencontainers.image.base.name";
+/// The config of an artifact manifest that has none (image-spec 1.1, "Guidance for an empty
+/// descriptor"): the two bytes `{}`.
+pub const MT_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// docker's default `PATH`, for images whose config sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -35,6 +38,9 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// The artifact type of a referrer, in an index that lists it (image-spec 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -109,8 +115,14 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Set on an artifact manifest (an SBOM, a provenance statement): what it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// The manifest an artifact refers to (image-spec 1.1 `subject`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -308,6 +320,9 @@ pub struct Built {
     pub manifest: Manifest,
     pub manifest_bytes: Vec<u8>,
     pub digest: Digest,
+    /// Artifacts that refer to this manifest (its SBOM, its provenance), written and pushed
+    /// with it.
+    pub referrers: Vec<Referrer>,
 }
 
 impl Built {
@@ -317,6 +332,7 @@ impl Built {
             digest: self.digest.clone(),
             size: self.manifest_bytes.len() as u64,
             platform: None,
+            artifact_type: None,
             annotations: BTreeMap::new(),
         }
     }
@@ -347,16 +363,118 @@ pub fn assemble(
             digest: config_digest,
             size: config_bytes.len() as u64,
             platform: None,
+            artifact_type: None,
             annotations: BTreeMap::new(),
         },
         layers,
+        subject: None,
         annotations,
+        artifact_type: None,
     };
     let manifest_bytes = to_bytes(&manifest);
     let digest = store.put(&manifest_bytes)?;
     Ok(Built {
         name: name.to_string(),
         repository,
+        manifest,
+        manifest_bytes,
+        digest,
+        referrers: vec![],
+    })
+}
+
+/// An OCI 1.1 artifact manifest whose `subject` is an image manifest: one blob (`payload`) of
+/// media type `artifact_type`, the empty config. Its blobs are in the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Referrer {
+    pub artifact_type: String,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub digest: Digest,
+}
+
+impl Referrer {
+    /// Its descriptor as an index of referrers lists it: with `artifactType` and the
+    /// manifest's annotations (distribution-spec 1.1, "Listing Referrers").
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: MT_MANIFEST.into(),
+            digest: self.digest.clone(),
+            size: self.manifest_bytes.len() as u64,
+            platform: None,
+            artifact_type: Some(self.artifact_type.clone()),
+            annotations: self.manifest.annotations.clone(),
+        }
+    }
+    /// The blob it carries.
+    pub fn payload(&self) -> &Descriptor {
+        &self.manifest.layers[0]
+    }
+    /// Every blob it names: the empty config, then the payload.
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        std::iter::once(&self.manifest.config)
+            .chain(self.manifest.layers.iter())
+            .collect()
+    }
+    /// Reads a stored artifact manifest back (`None` when it is not one: no subject, no
+    /// artifact type, not exactly one blob).
+    pub fn parse(bytes: &[u8]) -> Option<Referrer> {
+        let manifest: Manifest = serde_json::from_slice(bytes).ok()?;
+        let artifact_type = manifest.artifact_type.clone()?;
+        if manifest.subject.is_none() || manifest.layers.len() != 1 {
+            return None;
+        }
+        Some(Referrer {
+            artifact_type,
+            manifest,
+            manifest_bytes: bytes.to_vec(),
+            digest: Digest::of(bytes),
+        })
+    }
+}
+
+/// Stores `payload` and an artifact manifest (image-spec 1.1, "Guidelines for Artifact
+/// Usage": `artifactType` set, config the empty descriptor, the payload as its one layer)
+/// whose `subject` is `subject`.
+pub fn artifact(
+    subject: &Descriptor,
+    artifact_type: &str,
+    payload: &[u8],
+    annotations: BTreeMap<String, String>,
+    store: &Store,
+) -> anyhow::Result<Referrer> {
+    let empty = store.put(b"{}")?;
+    let blob = store.put(payload)?;
+    let mut subject = subject.clone();
+    subject.annotations.clear();
+    subject.platform = None;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MT_MANIFEST.into()),
+        artifact_type: Some(artifact_type.into()),
+        config: Descriptor {
+            media_type: MT_EMPTY.into(),
+            digest: empty,
+            size: 2,
+            platform: None,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        },
+        layers: vec![Descriptor {
+            media_type: artifact_type.into(),
+            digest: blob,
+            size: payload.len() as u64,
+            platform: None,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }],
+        subject: Some(subject),
+        annotations,
+    };
+    let manifest_bytes = to_bytes(&manifest);
+    let digest = store.put(&manifest_bytes)?;
+    Ok(Referrer {
+        artifact_type: artifact_type.into(),
         manifest,
         manifest_bytes,
         digest,

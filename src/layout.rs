@@ -1,9 +1,11 @@
 //! OCI image layouts on disk (`oci-layout`, `index.json`, `blobs/sha256/…`): read bases from
-//! them and write built images into them.
+//! them and write built images into them, with their referrers (SBOM, provenance) listed
+//! untagged beside them.
 
 use crate::digest::{Digest, HashReader};
 use crate::image::{
-    self, Built, Descriptor, Index, Manifest, Platform, ANN_REF_NAME, MT_DOCKER_LIST, MT_INDEX,
+    self, Built, Descriptor, Index, Manifest, Platform, Referrer, ANN_REF_NAME, MT_DOCKER_LIST,
+    MT_INDEX,
 };
 use crate::store::{temp_path, write_atomic, Store};
 use crate::target::{Destination, Written};
@@ -102,8 +104,19 @@ impl Layout {
                 .manifests
                 .iter()
                 .find(|m| m.annotations.get(ANN_REF_NAME).map(|s| s.as_str()) == Some(t)),
-            None if index.manifests.len() == 1 => index.manifests.first(),
-            None => None,
+            None => {
+                // Referrers (SBOM, provenance) are listed beside the images they refer to.
+                let images: Vec<&Descriptor> = index
+                    .manifests
+                    .iter()
+                    .filter(|m| m.artifact_type.is_none())
+                    .collect();
+                if images.len() == 1 {
+                    images.first().copied()
+                } else {
+                    None
+                }
+            }
         };
         let Some(desc) = desc.cloned() else {
             let tags: Vec<&str> = index
@@ -202,6 +215,83 @@ impl Layout {
         });
         write_atomic(&self.dir.join("index.json"), &image::to_bytes(&index))
     }
+
+    /// Lists `referrers` in index.json (untagged, with their `artifactType`, after the tagged
+    /// images), and drops the referrers whose subject no tag names any more (atomically, under
+    /// the lock).
+    pub fn attach(&self, referrers: &[Referrer]) -> Result<()> {
+        let lock = File::create(self.dir.join(".index.lock"))?;
+        // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error()).context("locking index.json");
+        }
+        let mut index = self.index()?;
+        for r in referrers {
+            if !index.manifests.iter().any(|m| m.digest == r.digest) {
+                index.manifests.push(r.descriptor());
+            }
+        }
+        let tagged: Vec<Digest> = index
+            .manifests
+            .iter()
+            .filter(|m| m.artifact_type.is_none())
+            .map(|m| m.digest.clone())
+            .collect();
+        index.manifests.retain(|m| {
+            m.artifact_type.is_none()
+                || self
+                    .subject_of(m)
+                    .is_some_and(|s| tagged.contains(&s))
+        });
+        // Tagged images first, as `tag` sorts them; then referrers by subject and digest.
+        let mut keyed: Vec<(bool, Option<String>, Option<Digest>, Descriptor)> = index
+            .manifests
+            .drain(..)
+            .map(|m| {
+                (
+                    m.artifact_type.is_some(),
+                    m.annotations.get(ANN_REF_NAME).cloned(),
+                    self.subject_of(&m),
+                    m,
+                )
+            })
+            .collect();
+        keyed.sort_by(|a, b| {
+            (a.0, &a.1, &a.2, &a.3.artifact_type, &a.3.digest).cmp(&(
+                b.0,
+                &b.1,
+                &b.2,
+                &b.3.artifact_type,
+                &b.3.digest,
+            ))
+        });
+        index.manifests = keyed.into_iter().map(|k| k.3).collect();
+        write_atomic(&self.dir.join("index.json"), &image::to_bytes(&index))
+    }
+
+    /// The subject of a referrer the index lists.
+    fn subject_of(&self, d: &Descriptor) -> Option<Digest> {
+        d.artifact_type.as_ref()?;
+        let bytes = self.read_blob(&d.digest, Some(d.size)).ok()?;
+        Referrer::parse(&bytes)?.manifest.subject.map(|s| s.digest)
+    }
+
+    /// The referrers of the manifest `subject` this layout lists (manifests checked).
+    pub fn referrers(&self, subject: &Digest) -> Result<Vec<Referrer>> {
+        let mut out = Vec::new();
+        for m in self.index()?.manifests {
+            if m.artifact_type.is_none() {
+                continue;
+            }
+            let bytes = self.read_blob(&m.digest, Some(m.size))?;
+            if let Some(r) = Referrer::parse(&bytes) {
+                if r.manifest.subject.as_ref().map(|s| &s.digest) == Some(subject) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Writes a built image into an OCI layout under a tag.
@@ -229,8 +319,16 @@ impl Destination for LayoutDest {
             l.put_from_store(store, &d.digest, d.size)?;
         }
         l.put_from_store(store, &img.digest, img.manifest_bytes.len() as u64)?;
+        // The image's referrers (SBOM, provenance): blobs, manifests.
+        for r in &img.referrers {
+            for d in r.blobs() {
+                l.put_from_store(store, &d.digest, d.size)?;
+            }
+            l.put_from_store(store, &r.digest, r.manifest_bytes.len() as u64)?;
+        }
         // The index is updated last, so a failure above leaves the old tag intact.
         l.tag(&self.tag, &img.descriptor())?;
+        l.attach(&img.referrers)?;
         Ok(w)
     }
 }

@@ -4,7 +4,8 @@
 //! source date) → `plan` (`recipe::Ctx` once, one recipe per layer: `filelayer`, `python`) →
 //! `layer` (deterministic tar, `compress`; `key` and `cache` skip unchanged layers) → checks on
 //! the merged `rootfs` → `image` → `store` → `publish` (`layout`, `archive`, `registry`) →
-//! `record` → `pin` (compose files). `cli` parses and prints; the library decides.
+//! `record` → `pin` (compose files); `sbom`, `provenance` and `referrers` say what is in each
+//! image and where it came from. `cli` parses and prints; the library decides.
 
 pub mod archive;
 pub mod base;
@@ -29,14 +30,17 @@ pub mod plan;
 pub mod preset;
 pub mod progress;
 pub mod project;
+pub mod provenance;
 pub mod publish;
 pub mod python;
 pub mod recipe;
+pub mod referrers;
 pub mod record;
 pub mod registry;
 pub mod rootfs;
 pub mod runtime;
 pub mod sample;
+pub mod sbom;
 pub mod smoke;
 pub mod spec;
 pub mod start;

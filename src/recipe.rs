@@ -9,7 +9,7 @@ use crate::layer::Entry;
 use crate::rootfs::{Listing, Rootfs};
 use crate::spec::ImageSpec;
 use crate::store::Store;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -109,50 +109,12 @@ impl<'a> BaseView<'a> {
     /// as asked; paths that are missing or not regular files are left out.
     pub fn read_files(&self, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
         let fs = self.rootfs()?;
-        // layer index → (path in that layer's tar → the paths asked for)
-        let mut want: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-        for &asked in paths {
-            let Some((real, node)) = fs.resolve(asked) else {
-                continue;
-            };
-            if node.kind != crate::rootfs::Kind::File {
-                continue;
-            }
-            let (n, layer) = &fs.files[&real];
-            let inner = match n.kind {
-                crate::rootfs::Kind::Link => n.target.clone().unwrap_or_default(),
-                _ => real,
-            };
-            want.entry(*layer)
-                .or_default()
-                .entry(inner)
-                .or_default()
-                .push(asked.to_string());
-        }
-        let mut out = BTreeMap::new();
-        for (layer, mut names) in want {
-            let d = &self.base.layers[layer];
-            let c = crate::compress::Compression::from_media_type(&d.media_type)
-                .ok_or_else(|| anyhow::anyhow!("layer {} has an unknown media type", d.digest))?;
-            let blob = std::io::BufReader::new(self.store.open_blob(&d.digest)?);
-            let mut ar = tar::Archive::new(crate::compress::decoder(c, blob)?);
-            for e in ar.entries()? {
-                let mut e = e?;
-                let p = crate::rootfs::clean_tar_path(&e.path_bytes())?;
-                if let Some(asked) = names.remove(&p) {
-                    let mut buf = Vec::new();
-                    std::io::Read::read_to_end(&mut e, &mut buf)
-                        .with_context(|| format!("reading /{p} from base layer {}", d.digest))?;
-                    for a in asked {
-                        out.insert(a, buf.clone());
-                    }
-                    if names.is_empty() {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(out)
+        crate::layer::read::files(
+            fs,
+            &self.base.layers,
+            &|d| Ok(Box::new(self.store.open_blob(&d.digest)?)),
+            paths,
+        )
     }
 }
 
@@ -179,6 +141,11 @@ pub trait Recipe {
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>);
     /// The history line for the image config.
     fn created_by(&self) -> String;
+    /// What the layer installs and what it resolved, for the SBOM and the provenance
+    /// (`inputs` has run): packages with their hashes and origins, lock files, sources.
+    fn supply(&self, _cx: &Ctx) -> crate::sbom::Supply {
+        crate::sbom::Supply::default()
+    }
     /// When `inputs` could not fingerprint everything cheaply (it then has the key `UNHASHED`),
     /// completes `inputs` from the written layer's listing; true when it did.
     fn inputs_after(

@@ -3,7 +3,7 @@
 //! the `--json` summary of a build or push.
 
 use crate::digest::Digest;
-use crate::image::{Built, ImageConfig, Manifest};
+use crate::image::{Built, ImageConfig, Manifest, Referrer};
 use crate::project::Project;
 use crate::store::{write_atomic, Store};
 use crate::usage;
@@ -20,6 +20,9 @@ pub struct BuildRecord {
     pub digest: Digest,
     #[serde(default)]
     pub pushed: Vec<String>,
+    /// The artifact manifests that refer to it (SBOM, provenance), in the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Digest>,
 }
 
 pub fn record_path(project: &Project, name: &str) -> PathBuf {
@@ -43,8 +46,10 @@ fn update(project: &Project, built: &Built, f: impl FnOnce(&mut BuildRecord)) ->
             repository: built.repository.clone(),
             digest: built.digest.clone(),
             pushed: vec![],
+            referrers: vec![],
         });
     rec.repository = built.repository.clone();
+    rec.referrers = built.referrers.iter().map(|r| r.digest.clone()).collect();
     f(&mut rec);
     write_atomic(&p, &serde_json::to_vec_pretty(&rec)?)
 }
@@ -54,7 +59,12 @@ pub fn record_build(project: &Project, built: &Built, store: &Store) -> Result<(
     store.put_record(
         "roots",
         built.digest.hex(),
-        &serde_json::json!({"image": built.name, "project": project.root, "digest": built.digest}),
+        &serde_json::json!({
+            "image": built.name,
+            "project": project.root,
+            "digest": built.digest,
+            "referrers": built.referrers.iter().map(|r| &r.digest).collect::<Vec<_>>(),
+        }),
     )?;
     update(project, built, |_| {})
 }
@@ -85,12 +95,20 @@ pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)>
         format!("the last build of `{name}` is no longer in the store; rebuild it")
     })?;
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)?;
+    let mut referrers = Vec::new();
+    for d in &rec.referrers {
+        let bytes = store.read(d).with_context(|| {
+            format!("an SBOM or provenance of the last build of `{name}` is no longer in the store; rebuild it")
+        })?;
+        referrers.extend(Referrer::parse(&bytes));
+    }
     let built = Built {
         name: name.into(),
         repository: rec.repository.clone(),
         manifest,
         manifest_bytes,
         digest: rec.digest.clone(),
+        referrers,
     };
     Ok((rec, built))
 }

@@ -28,6 +28,10 @@ pub struct Defaults {
     /// 1 (fastest) to 9 (smallest); default 5.
     pub gzip_level: Option<u32>,
     pub platform: Option<String>,
+    /// Write an SPDX SBOM referrer for each image (default true).
+    pub sbom: Option<bool>,
+    /// Write a SLSA provenance referrer for each image (default true).
+    pub provenance: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -63,6 +67,10 @@ pub struct ImageSpec {
     /// Check at build time that the start command (`entrypoint`, else `cmd`) can run in the
     /// image; `false` for an image whose command is given at run time.
     pub start_check: Option<bool>,
+    /// Overrides `[defaults] sbom`: an SPDX SBOM referrer for this image.
+    pub sbom: Option<bool>,
+    /// Overrides `[defaults] provenance`: a SLSA provenance referrer for this image.
+    pub provenance: Option<bool>,
     pub compression: Option<String>,
     pub gzip_level: Option<u32>,
     pub platform: Option<String>,

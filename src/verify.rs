@@ -1,5 +1,6 @@
 //! `imgbuild verify`: re-checks an image that exists — blob digests and sizes, config,
-//! diff_ids — and runs the layer checks on its merged filesystem; `target` is the whole of
+//! diff_ids — runs the layer checks on its merged filesystem, and checks its SBOM against it
+//! (the distributions and packages it lists are those the image holds); `target` is the whole of
 //! `imgbuild verify TARGET`.
 
 use crate::build;
@@ -12,6 +13,7 @@ use crate::recipe;
 use crate::record;
 use crate::registry;
 use crate::rootfs::Rootfs;
+use crate::sbom::{self, spdx, MT_SPDX};
 use crate::store::Store;
 use crate::target::Target;
 use crate::usage;
@@ -82,6 +84,8 @@ impl Archive {
             manifest: Manifest {
                 schema_version: 2,
                 media_type: None,
+                artifact_type: None,
+                subject: None,
                 config: dummy(),
                 layers: vec![],
                 annotations: Default::default(),
@@ -117,6 +121,7 @@ impl Archive {
                 digest,
                 size,
                 platform: None,
+                artifact_type: None,
                 annotations: Default::default(),
             })
         };
@@ -136,6 +141,8 @@ impl Archive {
         a.manifest = Manifest {
             schema_version: 2,
             media_type: None,
+            artifact_type: None,
+            subject: None,
             config,
             layers,
             annotations: Default::default(),
@@ -160,6 +167,7 @@ fn dummy() -> crate::image::Descriptor {
         digest: Digest::of(b""),
         size: 0,
         platform: None,
+        artifact_type: None,
         annotations: Default::default(),
     }
 }
@@ -241,6 +249,8 @@ pub struct Verified {
     pub checked: Checked,
     /// Python distributions whose RECORD matched.
     pub distributions: usize,
+    /// Packages of the image's SBOM that matched the image (`None`: it has no SBOM).
+    pub sbom: Option<usize>,
 }
 
 /// `imgbuild verify TARGET`: an image name of the project (its last build, with its layers'
@@ -263,14 +273,17 @@ pub fn target(
     // The native libraries of every layer — of an image of this project, of its own layers, as
     // the build checks them (a base's optional plugins are the base's business).
     let mut native_from = 0;
+    let mut sbom = None;
     let (checked, what, mut problems) = match Target::parse(written, cwd, is_image) {
         Target::Layout { dir, tag } => {
             let l = Layout::open(&dir)?;
             let index = l.index()?;
-            let (_, manifest) = l.resolve(tag.as_deref(), &Platform::host()).or_else(|e| {
+            let (desc, manifest) = l.resolve(tag.as_deref(), &Platform::host()).or_else(|e| {
                 // A single-platform image for another architecture is still verifiable.
                 match index.manifests.iter().find(|m| {
-                    tag.is_none() || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref()
+                    m.artifact_type.is_none()
+                        && (tag.is_none()
+                            || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref())
                 }) {
                     Some(d) if d.media_type == crate::image::MT_MANIFEST => Ok((
                         d.clone(),
@@ -279,11 +292,15 @@ pub fn target(
                     _ => Err(e),
                 }
             })?;
-            (
-                check_image(&l, &manifest, None)?,
-                written.to_string(),
-                vec![],
-            )
+            let checked = check_image(&l, &manifest, None)?;
+            let found = l.referrers(&desc.digest)?;
+            let payload = match found.iter().find(|r| r.artifact_type == MT_SPDX) {
+                Some(r) => Some(l.read_blob(&r.payload().digest, Some(r.payload().size))?),
+                None => None,
+            };
+            let (n, p) = sbom_problems(&l, &manifest, &desc.digest, &checked, payload.as_deref());
+            sbom = n;
+            (checked, written.to_string(), p)
         }
         Target::Archive { file, .. } => {
             let ar = Archive::open(&file)?;
@@ -306,11 +323,15 @@ pub fn target(
                 None => Platform::host(),
             };
             let (r, digest, manifest) = registry::pull_image(&r, &platform, &store, &opts)?;
-            (
-                check_image(&store, &manifest, None)?,
-                r.with_digest(&digest),
-                vec![],
-            )
+            let checked = check_image(&store, &manifest, None)?;
+            let pulled = registry::referrers::pull_digest(&r, &digest, &store, &opts)?;
+            let payload = match pulled.referrers.iter().find(|r| r.artifact_type == MT_SPDX) {
+                Some(rf) => Some(store.read(&rf.payload().digest)?),
+                None => None,
+            };
+            let (n, p) = sbom_problems(&store, &manifest, &digest, &checked, payload.as_deref());
+            sbom = n;
+            (checked, r.with_digest(&digest), p)
         }
         Target::Image(name) => {
             let project = project?;
@@ -319,7 +340,26 @@ pub fn target(
             let store = project.store()?;
             let checked = check_image(&store, &built.manifest, None).context("the last build")?;
             // An image of this project: its layers' own checks too (expect, require, scripts).
-            let problems = build::recheck(&project, &name, &checked.fs, &checked.config)?;
+            let mut problems = build::recheck(&project, &name, &checked.fs, &checked.config)?;
+            let payload = match built.referrers.iter().find(|r| r.artifact_type == MT_SPDX) {
+                Some(rf) => Some(store.read(&rf.payload().digest)?),
+                None => None,
+            };
+            let wanted = project
+                .image(&name)?
+                .sbom
+                .or(project.spec.defaults.sbom)
+                .unwrap_or(true);
+            if payload.is_none() && wanted {
+                problems.push(recipe::Problem {
+                    layer: SBOM.into(),
+                    message: "the last build has no SBOM (built by an imgbuild without SBOMs?); rebuild the image".into(),
+                });
+            }
+            let (n, p) =
+                sbom_problems(&store, &built.manifest, &rec.digest, &checked, payload.as_deref());
+            sbom = n;
+            problems.extend(p);
             start_checked = project.image(&name)?.start_check != Some(false);
             native_from = built
                 .manifest
@@ -352,5 +392,56 @@ pub fn target(
         what,
         checked,
         distributions,
+        sbom,
     })
+}
+
+/// Where the problems of the SBOM check are reported.
+pub const SBOM: &str = "SBOM";
+
+/// The SBOM check: the SBOM's Python distributions and Debian packages are exactly those the
+/// image's RECORDs and dpkg status show, its layers are the image's. Returns how many
+/// packages it lists (`None` without an SBOM) and the problems.
+fn sbom_problems(
+    blobs: &dyn Blobs,
+    manifest: &Manifest,
+    digest: &Digest,
+    checked: &Checked,
+    payload: Option<&[u8]>,
+) -> (Option<usize>, Vec<recipe::Problem>) {
+    let Some(bytes) = payload else {
+        return (None, vec![]);
+    };
+    let problem = |message: String| recipe::Problem {
+        layer: SBOM.into(),
+        message,
+    };
+    let doc: spdx::Document = match serde_json::from_slice(bytes) {
+        Ok(d) => d,
+        Err(e) => return (Some(0), vec![problem(format!("the SBOM is not SPDX 2.3 JSON: {e}"))]),
+    };
+    let paths = sbom::paths_to_read(&[]);
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let files = match crate::layer::read::files(
+        &checked.fs,
+        &manifest.layers,
+        &|d| blobs.open(&d.digest),
+        &refs,
+    ) {
+        Ok(f) => f,
+        Err(e) => return (Some(0), vec![problem(format!("reading the dpkg status: {e:#}"))]),
+    };
+    let n = doc
+        .packages
+        .iter()
+        .filter(|p| {
+            p.purl_of()
+                .is_some_and(|u| u.starts_with("pkg:pypi/") || u.starts_with("pkg:deb/"))
+        })
+        .count();
+    let problems = spdx::check(&doc, &checked.fs, &files, &manifest.layers, digest)
+        .into_iter()
+        .map(problem)
+        .collect();
+    (Some(n), problems)
 }

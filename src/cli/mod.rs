@@ -10,6 +10,7 @@ mod pin;
 mod presets;
 mod push;
 mod sample;
+mod sbom;
 mod store;
 mod test;
 mod verify;
@@ -29,6 +30,7 @@ Examples:
   imgbuild build api --push --tag 1.4   build, then publish to the image's repository
   imgbuild push api                     publish the last build of `api`
   imgbuild verify registry.example.com/acme/api@sha256:…   pull by digest and verify
+  imgbuild sbom api --format cyclonedx  print the SBOM of the last build of `api`
   imgbuild test api                     run the image's `smoke` commands in it (runc)
   imgbuild pin docker-compose.prod.yml  set `image:` to the digests of the last pushes
   imgbuild pin --check docker-compose.prod.yml   exit 1 if the file is not pinned to them
@@ -69,6 +71,8 @@ enum Command {
     Push(push::PushArgs),
     /// Re-check an image: blobs, diff_ids, and every layer check
     Verify(verify::VerifyArgs),
+    /// Print an image's SBOM (SPDX 2.3, or CycloneDX 1.6) or its SLSA provenance
+    Sbom(sbom::SbomArgs),
     /// Resolve registry bases and pin them in imgbuild.lock
     Lock(lock::LockArgs),
     /// Store credentials for a registry (in docker's config.json or its credential helper)
@@ -163,6 +167,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Build(a) => build::run(&g, a),
         Command::Push(a) => push::run(&g, a),
         Command::Verify(a) => verify::run(&g, a),
+        Command::Sbom(a) => sbom::run(&g, a),
         Command::Lock(a) => lock::run(&g, a),
         Command::Login(a) => login::login(&g, a),
         Command::Logout { host } => login::logout(&g, host),

@@ -19,7 +19,7 @@ pub fn run(g: &Global, a: &VerifyArgs) -> Result<i32> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"image": v.what, "ok": true, "layers": v.checked.layers, "bytes": v.checked.bytes})
+            serde_json::json!({"image": v.what, "ok": true, "layers": v.checked.layers, "bytes": v.checked.bytes, "sbom_packages": v.sbom})
         );
     } else {
         let python = if v.distributions > 0 {
@@ -30,8 +30,12 @@ pub fn run(g: &Global, a: &VerifyArgs) -> Result<i32> {
         } else {
             String::new()
         };
+        let sbom = match v.sbom {
+            Some(n) => format!("; its SBOM's {n} packages are the image's"),
+            None => "; it has no SBOM".into(),
+        };
         g.progress.note(&format!(
-            "verified {}: {} layers, {} bytes, every digest and diff_id checks{python}",
+            "verified {}: {} layers, {} bytes, every digest and diff_id checks{python}{sbom}",
             v.what, v.checked.layers, v.checked.bytes
         ));
     }

@@ -58,3 +58,63 @@ pub fn read_layer(r: impl Read, layer: &Descriptor, diff_id: &Digest) -> Result<
     }
     Ok(listing)
 }
+
+/// Regular files of an image (symlinks followed), each read from the one layer of `layers`
+/// that holds it in the merged filesystem `fs`, without extracting anything to disk; each
+/// owning layer is streamed once, through `open`. Keys are the paths as asked; paths that are
+/// missing or not regular files are left out.
+pub fn files<'a>(
+    fs: &crate::rootfs::Rootfs,
+    layers: &[Descriptor],
+    open: &dyn Fn(&Descriptor) -> Result<Box<dyn Read + 'a>>,
+    paths: &[&str],
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    use crate::rootfs::Kind;
+    use std::collections::BTreeMap;
+    // layer index → (path in that layer's tar → the paths asked for)
+    let mut want: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for &asked in paths {
+        let Some((real, node)) = fs.resolve(asked) else {
+            continue;
+        };
+        if node.kind != Kind::File {
+            continue;
+        }
+        let (n, layer) = &fs.files[&real];
+        let inner = match n.kind {
+            Kind::Link => n.target.clone().unwrap_or_default(),
+            _ => real,
+        };
+        want.entry(*layer)
+            .or_default()
+            .entry(inner)
+            .or_default()
+            .push(asked.to_string());
+    }
+    let mut out = BTreeMap::new();
+    for (layer, mut names) in want {
+        let d = layers
+            .get(layer)
+            .ok_or_else(|| anyhow::anyhow!("the image has no layer {}", layer + 1))?;
+        let c = Compression::from_media_type(&d.media_type)
+            .ok_or_else(|| anyhow::anyhow!("layer {} has an unknown media type", d.digest))?;
+        let blob = io::BufReader::new(open(d)?);
+        let mut ar = tar::Archive::new(compress::decoder(c, blob)?);
+        for e in ar.entries()? {
+            let mut e = e?;
+            let p = crate::rootfs::clean_tar_path(&e.path_bytes())?;
+            if let Some(asked) = names.remove(&p) {
+                let mut buf = Vec::new();
+                e.read_to_end(&mut buf)
+                    .with_context(|| format!("reading /{p} from layer {}", d.digest))?;
+                for a in asked {
+                    out.insert(a, buf.clone());
+                }
+                if names.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}

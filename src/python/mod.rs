@@ -16,6 +16,7 @@ pub mod record;
 pub mod scripts;
 pub mod sdist;
 pub mod select;
+pub mod supply;
 pub mod tags;
 pub mod target;
 pub mod version;
@@ -900,6 +901,13 @@ impl Recipe for PythonRecipe {
                     message: format!("expected path {x} is missing from the image"),
                 });
             }
+        }
+    }
+
+    fn supply(&self, cx: &Ctx) -> crate::sbom::Supply {
+        match &self.state {
+            Some(st) => supply::supply(&cx.root, &self.lock, &st.picks),
+            None => crate::sbom::Supply::default(),
         }
     }
 

@@ -148,6 +148,18 @@ impl<'a> Repo<'a> {
     /// just-confirmed blob yet (`MANIFEST_BLOB_UNKNOWN`, eventually consistent storage) is asked
     /// again after a pause.
     pub fn put_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<()> {
+        self.put_manifest_headers(reference, bytes, media_type)
+            .map(|_| ())
+    }
+
+    /// `put_manifest`, returning the response's headers (a registry with the referrers API
+    /// answers a manifest with a `subject` with `OCI-Subject`).
+    pub fn put_manifest_headers(
+        &self,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<reqwest::header::HeaderMap> {
         let url = self
             .client
             .url(&format!("v2/{}/manifests/{reference}", self.name));
@@ -163,7 +175,7 @@ impl<'a> Repo<'a> {
             })?;
             let status = resp.status();
             if status == StatusCode::CREATED || status.is_success() {
-                return Ok(());
+                return Ok(resp.headers().clone());
             }
             let d = registry_error(resp).unwrap_or_default();
             if d.contains("BLOB_UNKNOWN") && attempt < max_attempts() {

@@ -4,7 +4,8 @@
 //! `reference` parses and normalises names, `credentials` finds logins, `auth` parses challenges
 //! and token answers, `client` speaks the distribution protocol (`transport` sends and retries,
 //! `session` authenticates, `manifests` and `blobs` are the requests, `error` the typed
-//! failures), `lock` keeps `imgbuild.lock`, `push` is the registry `Destination`.
+//! failures), `lock` keeps `imgbuild.lock`, `push` is the registry `Destination`, `referrers` pushes
+//! and lists an image's SBOM and provenance (referrers API, else the tag schema).
 
 pub mod auth;
 mod blobs;
@@ -17,6 +18,7 @@ mod manifests;
 pub mod options;
 pub mod push;
 pub mod reference;
+pub mod referrers;
 mod repo;
 mod session;
 mod transport;

@@ -1,7 +1,8 @@
 //! The registry `Destination`: every blob HEADed first and skipped when present, mounted from
 //! another repository of the same registry when imgbuild knows one that has it (falling back to
 //! a plain upload when the mount is declined or fails), otherwise uploaded; the manifest is PUT
-//! by digest only after every blob is confirmed present, then each tag.
+//! by digest only after every blob is confirmed present, then each tag, then the image's
+//! referrers (`referrers::push`).
 
 use super::client::{Client, Repo, Start};
 use super::known::{known_repositories, remember};
@@ -68,7 +69,15 @@ impl Destination for RegistryDest {
         let t = &self.target;
         let client = Client::new(&t.registry, &self.opts)?
             .with_repository_credentials(&t.repository, &self.opts);
-        let blobs = img.blobs();
+        // The image's blobs, then its referrers' (SBOM, provenance).
+        let mut blobs = img.blobs();
+        for r in &img.referrers {
+            for d in r.blobs() {
+                if !blobs.iter().any(|b| b.digest == d.digest) {
+                    blobs.push(d);
+                }
+            }
+        }
         // Where each blob might be mounted from: repositories of this registry known to have
         // it, and the base image's repository when it lives here.
         let base_repo = img
@@ -150,6 +159,11 @@ impl Destination for RegistryDest {
                 repo.put_manifest(tag, &img.manifest_bytes, MT_MANIFEST)
                     .with_context(|| format!("tagging {}:{tag}", t.name()))?;
             }
+        }
+        // Then the artifacts that refer to it (their blobs went up with the image's).
+        if !img.referrers.is_empty() {
+            super::referrers::push(&repo, &img.digest, &img.referrers)
+                .with_context(|| format!("pushing the SBOM and provenance of {}", img.name))?;
         }
         remember(
             store,

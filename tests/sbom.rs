@@ -1,0 +1,549 @@
+//! Supply chain: the SPDX SBOM and SLSA provenance every build attaches to its manifest as OCI
+//! referrers — validated by the SPDX project's own validator (`pyspdxtools`) and
+//! cyclonedx-python-lib's JSON validator, the same bytes from two empty stores, pushed to a
+//! real docker-registry (tag schema) and pulled back, and a tampered image caught by `verify`.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(dir: &Path, store: &Path, args: &[&str]) -> Command {
+    let mut c = imgbuild(dir);
+    c.env("IMGBUILD_CACHE", store)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(args);
+    c
+}
+
+/// A venv with spdx-tools and cyclonedx-python-lib from the package index (once per machine).
+fn validators() -> PathBuf {
+    static V: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let venv = std::env::temp_dir().join("imgbuild-test-sbom-validators");
+        if !venv.join("bin/pyspdxtools").is_file() {
+            let scratch = tempfile::Builder::new()
+                .prefix("imgbuild-test-sbom-venv.")
+                .tempdir()
+                .unwrap()
+                .keep();
+            ok(Command::new("python3").arg("-m").arg("venv").arg(&scratch));
+            ok(Command::new(scratch.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "spdx-tools",
+                "cyclonedx-python-lib[json-validation]",
+            ]));
+            // The venv's scripts name its own path: keep it where it was made, link to it.
+            let _ = std::os::unix::fs::symlink(&scratch, &venv);
+        }
+        venv
+    })
+    .clone()
+}
+
+fn pyspdxtools_validates(file: &Path) {
+    let v = validators();
+    let out = Command::new(v.join("bin/pyspdxtools"))
+        .arg("-i")
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pyspdxtools rejects the SBOM:\n{text}");
+    assert!(
+        !text.to_lowercase().contains("validation"),
+        "pyspdxtools reports problems:\n{text}"
+    );
+}
+
+fn cyclonedx_validates(file: &Path) {
+    let v = validators();
+    let script = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\nerr = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif err is not None:\n    print(err)\n    sys.exit(1)\nprint('valid')\n";
+    let out = Command::new(v.join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cyclonedx-python-lib rejects the CycloneDX document:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// The packages of an SPDX document with this purl prefix: purl → (name, version).
+fn purls(doc: &serde_json::Value, prefix: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for p in doc["packages"].as_array().unwrap() {
+        for r in p["externalRefs"].as_array().into_iter().flatten() {
+            let u = r["referenceLocator"].as_str().unwrap();
+            if u.starts_with(prefix) {
+                out.push((
+                    u.to_string(),
+                    p["name"].as_str().unwrap().to_string(),
+                    p["versionInfo"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    let mut dash = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            dash = true;
+        } else {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The `.dist-info` directories with a RECORD under `rootfs`: (name, version) from METADATA.
+fn installed_dists(rootfs: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in files_under(rootfs) {
+        let s = f.to_string_lossy().into_owned();
+        if !s.ends_with(".dist-info/RECORD")
+            || !(s.contains("/dist-packages/") || s.contains("/site-packages/"))
+        {
+            continue;
+        }
+        let meta = std::fs::read_to_string(f.parent().unwrap().join("METADATA")).unwrap();
+        let field = |k: &str| {
+            meta.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        out.push((field("Name:"), field("Version:")));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_api_sbom_is_valid_spdx_and_cyclonedx_and_lists_every_distribution_its_records_install() {
+    require_tool("umoci");
+    let base = debian_python_base();
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("job-agent");
+    copy_fixture("job-agent", &p);
+    make_uv_lock(&p);
+    let toml = std::fs::read_to_string(p.join("imgbuild.toml")).unwrap();
+    std::fs::write(
+        p.join("imgbuild.toml"),
+        toml.replace(
+            "base = \"oci:../.bases/debian-python3:bookworm\"",
+            &format!("base = \"oci:{}:bookworm\"", base.display()),
+        ),
+    )
+    .unwrap();
+    let store = shared_store();
+    let out = ok(&mut run(&p, &store, &["build", "api", "--json"]));
+    let summary = json(&out.stdout);
+    let digest = summary["digest"].as_str().unwrap().to_string();
+
+    // SPDX, by the SPDX project's validator.
+    let spdx = ok(&mut run(&p, &store, &["sbom", "api"])).stdout;
+    let spdx_file = t.path().join("api.spdx.json");
+    std::fs::write(&spdx_file, &spdx).unwrap();
+    pyspdxtools_validates(&spdx_file);
+    // The same document from the layout the build wrote.
+    let from_layout = ok(&mut run(&p, &store, &["sbom", "oci:.imgbuild/oci:api"])).stdout;
+    assert_eq!(from_layout, spdx, "the layout's SBOM is the build's");
+    let doc = json(&spdx);
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+    assert!(doc["documentNamespace"]
+        .as_str()
+        .unwrap()
+        .ends_with(digest.trim_start_matches("sha256:")));
+
+    // CycloneDX, by cyclonedx-python-lib's strict JSON validator.
+    let cdx = ok(&mut run(&p, &store, &["sbom", "api", "--format", "cyclonedx"])).stdout;
+    let cdx_file = t.path().join("api.cdx.json");
+    std::fs::write(&cdx_file, &cdx).unwrap();
+    cyclonedx_validates(&cdx_file);
+    assert_eq!(json(&cdx)["specVersion"], "1.6");
+
+    // Every distribution the image's RECORDs list, with its version and purl; nothing else.
+    let bundle = t.path().join("bundle");
+    umoci_unpack(&p.join(".imgbuild/oci"), "api", &bundle);
+    let dists = installed_dists(&bundle.join("rootfs"));
+    assert!(dists.len() > 30, "{dists:?}");
+    let listed = purls(&doc, "pkg:pypi/");
+    for (name, version) in &dists {
+        let purl = format!("pkg:pypi/{}@{version}", normalize(name));
+        assert!(
+            listed
+                .iter()
+                .any(|(u, n, v)| *u == purl && n == name && v == version),
+            "{name} {version} ({purl}) is not in the SBOM"
+        );
+    }
+    assert_eq!(listed.len(), dists.len(), "{listed:?}");
+    let alembic = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "alembic")
+        .unwrap();
+    assert_eq!(alembic["checksums"][0]["algorithm"], "SHA256");
+    assert!(alembic["sourceInfo"]
+        .as_str()
+        .unwrap()
+        .contains("from a package index"));
+    // The base's Debian packages, from its dpkg status.
+    let debs = purls(&doc, "pkg:deb/debian/");
+    assert!(
+        debs.iter()
+            .any(|(u, n, _)| n == "python3" && u.contains("distro=debian-12")),
+        "{debs:?}"
+    );
+    let status = std::fs::read_to_string(bundle.join("rootfs/var/lib/dpkg/status")).unwrap();
+    let installed = status.matches("Status: install ok installed").count();
+    assert_eq!(debs.len(), installed);
+    // No index host, no credentials.
+    let index = package_index();
+    let host = index.split('/').nth(2).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&spdx).contains(host),
+        "the SBOM names the index host"
+    );
+
+    // The provenance: subject = the manifest, the base and the lock among its dependencies.
+    let prov = json(&ok(&mut run(&p, &store, &["sbom", "api", "--format", "provenance"])).stdout);
+    assert_eq!(prov["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        prov["subject"][0]["digest"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
+    let deps = prov["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let lock_sha = sha256_hex(std::fs::read(p.join("uv.lock")).unwrap());
+    assert!(deps
+        .iter()
+        .any(|d| d["uri"] == "file:uv.lock" && d["digest"]["sha256"] == lock_sha.as_str()));
+    assert!(deps.iter().any(|d| d["name"] == "base"));
+    assert!(!String::from_utf8_lossy(&serde_json::to_vec(&prov).unwrap()).contains(host));
+
+    // verify checks the SBOM against the RECORDs and the dpkg status.
+    let v = ok(&mut run(&p, &store, &["verify", "oci:.imgbuild/oci:api"]));
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("SBOM's"),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+}
+
+/// A small Python project on a fake Debian base with a dpkg status: image `t` with the wheels
+/// alpha 1.0 and beta 2.0 (uncompressed layers, so a test can rewrite them) and an app layer.
+fn small_project(dir: &Path, store: &Path, repository: Option<&str>) {
+    let r = dir.join("rootfs");
+    write_text(
+        &r.join("var/lib/dpkg/status"),
+        "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n shared libraries\n\nPackage: removed\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n",
+    );
+    write_text(
+        &r.join("etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\n",
+    );
+    fake_bookworm_python(dir, store);
+    let a = py_wheel(
+        &dir.join("wheels"),
+        "alpha-1.0-py3-none-any.whl",
+        &[("alpha/__init__.py", b"A = 1\n")],
+        "License-Expression: MIT\n",
+    );
+    let b = py_wheel(
+        &dir.join("wheels"),
+        "beta-2.0-py3-none-any.whl",
+        &[("beta/__init__.py", b"B = 2\n")],
+        "Classifier: License :: OSI Approved :: Apache Software License\n",
+    );
+    std::fs::write(
+        dir.join("pylock.toml"),
+        format!("lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"alpha\"\nversion = \"1.0\"\nwheels = [{{ path = \"wheels/alpha-1.0-py3-none-any.whl\", hashes = {{ sha256 = \"{a}\" }} }}]\n\n[[packages]]\nname = \"beta\"\nversion = \"2.0\"\nwheels = [{{ path = \"wheels/beta-2.0-py3-none-any.whl\", hashes = {{ sha256 = \"{b}\" }} }}]\n"),
+    )
+    .unwrap();
+    write_text(&dir.join("app/main.py"), "print('hi')\n");
+    let repo = repository
+        .map(|r| format!("repository = \"{r}\"\n"))
+        .unwrap_or_default();
+    write_text(
+        &dir.join("imgbuild.toml"),
+        &format!(
+            "[defaults]\ncompression = \"none\"\nplatform = \"linux/amd64\"\n\n[images.t]\n{repo}base = \"oci:base:py\"\nstart_check = false\n\n[[images.t.layers]]\nname = \"python-deps\"\npython = {{ lock = \"pylock.toml\", require = [\"alpha\", \"beta\"] }}\n\n[[images.t.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n"
+        ),
+    );
+}
+
+#[test]
+fn two_empty_stores_on_different_paths_give_the_same_sbom_and_provenance_bytes() {
+    let mut got = Vec::new();
+    for n in ["one", "second-store-path"] {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join(n).join("proj");
+        let store = t.path().join(n).join("store");
+        std::fs::create_dir_all(&p).unwrap();
+        small_project(&p, &store, None);
+        let digest = json(&ok(&mut run(&p, &store, &["build", "t", "--json"])).stdout)["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let sbom = ok(&mut run(&p, &store, &["sbom", "t"])).stdout;
+        let prov = ok(&mut run(&p, &store, &["sbom", "t", "--format", "provenance"])).stdout;
+        let index = std::fs::read(p.join(".imgbuild/oci/index.json")).unwrap();
+        got.push((digest, sbom, prov, index));
+        // Kept until both are compared.
+        std::mem::forget(t);
+    }
+    assert_eq!(got[0].0, got[1].0, "image digests");
+    assert_eq!(
+        String::from_utf8_lossy(&got[0].1),
+        String::from_utf8_lossy(&got[1].1),
+        "SBOM bytes"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got[0].2),
+        String::from_utf8_lossy(&got[1].2),
+        "provenance bytes"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got[0].3),
+        String::from_utf8_lossy(&got[1].3),
+        "index.json (referrer digests) bytes"
+    );
+    let doc = json(&got[0].1);
+    let py = purls(&doc, "pkg:pypi/");
+    assert_eq!(
+        py.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        ["pkg:pypi/alpha@1.0", "pkg:pypi/beta@2.0"]
+    );
+    let lic: Vec<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "alpha" || p["name"] == "beta")
+        .map(|p| p["licenseDeclared"].as_str().unwrap())
+        .collect();
+    assert_eq!(lic, ["MIT", "Apache-2.0"]);
+    let debs = purls(&doc, "pkg:deb/");
+    assert_eq!(
+        debs.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        [
+            "pkg:deb/debian/base-files@12.4%2Bdeb12u5?arch=amd64&distro=debian-12",
+            "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64&distro=debian-12"
+        ]
+    );
+    let index = json(&got[0].3);
+    let types: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["artifactType"].as_str())
+        .collect();
+    assert_eq!(types, ["application/spdx+json", "application/vnd.in-toto+json"]);
+}
+
+#[test]
+fn sbom_and_provenance_can_be_turned_off() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_project(t.path(), &store, None);
+    let toml = std::fs::read_to_string(t.path().join("imgbuild.toml")).unwrap();
+    std::fs::write(
+        t.path().join("imgbuild.toml"),
+        toml.replace("platform = \"linux/amd64\"\n", "platform = \"linux/amd64\"\nsbom = false\n")
+            .replace("start_check = false\n", "start_check = false\nprovenance = false\n"),
+    )
+    .unwrap();
+    ok(&mut run(t.path(), &store, &["build", "t"]));
+    let index = json(&std::fs::read(t.path().join(".imgbuild/oci/index.json")).unwrap());
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    let (code, err) = fails(&mut run(t.path(), &store, &["sbom", "t"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has no SBOM"), "{err}");
+    ok(&mut run(t.path(), &store, &["verify", "t"]));
+}
+
+#[test]
+fn pushed_referrers_are_listed_by_the_tag_schema_and_pull_back_byte_identical() {
+    require_tool("skopeo");
+    require_tool("curl");
+    let reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let repo = format!("{}/acme/t", reg.host());
+    small_project(t.path(), &store, Some(&repo));
+    let home = t.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let first = json(
+        &ok(without_credentials(
+            &mut run(t.path(), &store, &["build", "t", "--push", "--json"]),
+            &home,
+        ))
+        .stdout,
+    );
+    let digest = first["digest"].as_str().unwrap().to_string();
+    let layout = t.path().join(".imgbuild/oci");
+    let local_manifest = std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    // The image itself is what it was.
+    assert_eq!(skopeo_raw(&format!("{repo}:latest"), None), local_manifest);
+
+    // docker-registry 2.8 has no referrers API: the tag schema index lists both.
+    let tag = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+    let fallback = json(&skopeo_raw(&format!("{repo}:{tag}"), None));
+    assert_eq!(
+        fallback["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let listed = fallback["manifests"].as_array().unwrap();
+    let mut types: Vec<&str> = listed
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["application/spdx+json", "application/vnd.in-toto+json"]);
+    for m in listed {
+        let d = m["digest"].as_str().unwrap();
+        let local = std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:")))
+            .unwrap();
+        let remote = skopeo_raw(&format!("{repo}@{d}"), None);
+        assert_eq!(remote, local, "referrer manifest {d}");
+        let rm = json(&remote);
+        assert_eq!(rm["subject"]["digest"], digest.as_str());
+        let payload = rm["layers"][0]["digest"].as_str().unwrap();
+        let out = ok(Command::new("curl").args([
+            "-sf",
+            &format!("http://{}/v2/acme/t/blobs/{payload}", reg.host()),
+        ]));
+        let local_payload = std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(payload.trim_start_matches("sha256:")),
+        )
+        .unwrap();
+        assert_eq!(out.stdout, local_payload, "payload {payload}");
+    }
+    // `imgbuild sbom` and `verify` read them from the registry.
+    let remote_sbom = ok(without_credentials(
+        &mut run(t.path(), &store, &["sbom", &format!("{repo}:latest")]),
+        &home,
+    ))
+    .stdout;
+    assert_eq!(remote_sbom, ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout);
+    let v = ok(without_credentials(
+        &mut run(t.path(), &store, &["verify", &format!("{repo}@{digest}")]),
+        &home,
+    ));
+    assert!(String::from_utf8_lossy(&v.stderr).contains("SBOM's"));
+
+    // Pushing again uploads nothing and leaves the index as it was.
+    let again = json(
+        &ok(without_credentials(
+            &mut run(t.path(), &store, &["push", "t", "--json"]),
+            &home,
+        ))
+        .stdout,
+    );
+    assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    assert_eq!(json(&skopeo_raw(&format!("{repo}:{tag}"), None)), fallback);
+}
+
+/// Rewrites the python layer of `layout:t` without the distribution `beta` (files and
+/// dist-info), fixing up the config, the manifest, the tag and the SBOM's subject, as someone
+/// who tampers with an image and re-attaches its old SBOM would.
+const TAMPER: &str = r#"
+import hashlib, io, json, os, sys, tarfile
+lay = sys.argv[1]
+def blob(d): return os.path.join(lay, "blobs", "sha256", d.split(":")[1])
+def put(b):
+    d = "sha256:" + hashlib.sha256(b).hexdigest()
+    open(blob(d), "wb").write(b)
+    return d
+index = json.load(open(os.path.join(lay, "index.json")))
+img = [m for m in index["manifests"] if "artifactType" not in m][0]
+man = json.load(open(blob(img["digest"]), "rb"))
+cfg = json.load(open(blob(man["config"]["digest"]), "rb"))
+i = len(man["layers"]) - 2  # python-deps: the layer before app
+src = tarfile.open(fileobj=io.BytesIO(open(blob(man["layers"][i]["digest"]), "rb").read()))
+out = io.BytesIO()
+dst = tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT)
+for m in src.getmembers():
+    if "/beta" in m.name:
+        continue
+    dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+dst.close()
+layer = out.getvalue()
+d = put(layer)
+man["layers"][i]["digest"] = d
+man["layers"][i]["size"] = len(layer)
+cfg["rootfs"]["diff_ids"][i] = d
+cb = json.dumps(cfg, separators=(",", ":")).encode()
+man["config"]["digest"] = put(cb)
+man["config"]["size"] = len(cb)
+mb = json.dumps(man, separators=(",", ":")).encode()
+md = put(mb)
+for m in index["manifests"]:
+    if "artifactType" in m:
+        r = json.load(open(blob(m["digest"]), "rb"))
+        r["subject"]["digest"] = md
+        r["subject"]["size"] = len(mb)
+        rb = json.dumps(r, separators=(",", ":")).encode()
+        m["digest"] = put(rb)
+        m["size"] = len(rb)
+    else:
+        m["digest"] = md
+        m["size"] = len(mb)
+json.dump(index, open(os.path.join(lay, "index.json"), "w"))
+"#;
+
+#[test]
+fn a_tampered_layer_fails_verify_on_the_sbom_check_too() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_project(t.path(), &store, None);
+    ok(&mut run(t.path(), &store, &["build", "t"]));
+    ok(&mut run(t.path(), &store, &["verify", "oci:.imgbuild/oci:t"]));
+    let layout = t.path().join(".imgbuild/oci");
+    ok(Command::new("python3").arg("-c").arg(TAMPER).arg(&layout));
+    let (code, err) = fails(&mut run(t.path(), &store, &["verify", "oci:.imgbuild/oci:t"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("SBOM: the SBOM lists pkg:pypi/beta@2.0, which no RECORD in the image shows"),
+        "{err}"
+    );
+    assert!(
+        err.contains("SBOM: the SBOM's layer `python-deps` is sha256:"),
+        "{err}"
+    );
+}
