@@ -238,10 +238,7 @@ impl Layout {
             .map(|m| m.digest.clone())
             .collect();
         index.manifests.retain(|m| {
-            m.artifact_type.is_none()
-                || self
-                    .subject_of(m)
-                    .is_some_and(|s| tagged.contains(&s))
+            m.artifact_type.is_none() || self.subject_of(m).is_some_and(|s| tagged.contains(&s))
         });
         // Tagged images first, as `tag` sorts them; then referrers by subject and digest.
         let mut keyed: Vec<(bool, Option<String>, Option<Digest>, Descriptor)> = index

@@ -736,6 +736,7 @@ mod tests {
             repository: Some("index.docker.io/acme/api".into()),
             digest: crate::digest::Digest::parse(&digest).unwrap(),
             pushed: vec![format!("index.docker.io/acme/api@{digest}")],
+            referrers: vec![],
         };
         let p = record::record_path(&project, "api");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -146,7 +146,13 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
                 b
             }
         };
-        out.push(image::artifact(&subject, MT_SPDX, &bytes, ann.clone(), store)?);
+        out.push(image::artifact(
+            &subject,
+            MT_SPDX,
+            &bytes,
+            ann.clone(),
+            store,
+        )?);
     }
     if want_prov {
         let config = std::fs::read(&m.project.spec_path)
@@ -225,7 +231,10 @@ pub fn find(
             for r in built.referrers {
                 let p = r.payload();
                 let bytes = store.read(&p.digest).with_context(|| {
-                    format!("the {} of `{name}` is no longer in the store; rebuild it", r.artifact_type)
+                    format!(
+                        "the {} of `{name}` is no longer in the store; rebuild it",
+                        r.artifact_type
+                    )
                 })?;
                 referrers.push((r, bytes));
             }
@@ -288,14 +297,15 @@ pub enum Format {
 /// What `imgbuild sbom` prints: the stored SPDX document, its CycloneDX conversion, or the
 /// provenance statement.
 pub fn render(found: &Found, format: Format) -> Result<Vec<u8>> {
-    let missing = |what: &str| {
-        usage!(
+    let missing =
+        |what: &str| {
+            usage!(
             "{} has no {what} (it was built with `{}` = false, by an imgbuild without SBOMs, or \
              copied by a tool that drops referrers); rebuild it",
             found.what,
             if what == "provenance" { "provenance" } else { "sbom" }
         )
-    };
+        };
     if format == Format::Provenance {
         return Ok(found
             .payload(MT_IN_TOTO)

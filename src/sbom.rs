@@ -226,7 +226,11 @@ pub fn metadata(text: &str) -> Metadata {
     m.license = expr
         .filter(|e| plausible_expression(e))
         .or_else(|| (!from_classifiers.is_empty()).then(|| from_classifiers.join(" OR ")))
-        .or_else(|| license_field.filter(|l| KNOWN_IDS.contains(&l.as_str())).clone());
+        .or_else(|| {
+            license_field
+                .filter(|l| KNOWN_IDS.contains(&l.as_str()))
+                .clone()
+        });
     m
 }
 
@@ -318,8 +322,14 @@ mod tests {
 
     #[test]
     fn purls_encode_what_they_must() {
-        assert_eq!(pypi_purl("SQLAlchemy", "2.0.1"), "pkg:pypi/sqlalchemy@2.0.1");
-        assert_eq!(pypi_purl("typing_extensions", "4.9.0"), "pkg:pypi/typing-extensions@4.9.0");
+        assert_eq!(
+            pypi_purl("SQLAlchemy", "2.0.1"),
+            "pkg:pypi/sqlalchemy@2.0.1"
+        );
+        assert_eq!(
+            pypi_purl("typing_extensions", "4.9.0"),
+            "pkg:pypi/typing-extensions@4.9.0"
+        );
         assert_eq!(
             deb_purl("libc6", "2.36-9+deb12u4", "amd64", Some("debian-12")),
             "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64&distro=debian-12"

@@ -356,8 +356,13 @@ pub fn target(
                     message: "the last build has no SBOM (built by an imgbuild without SBOMs?); rebuild the image".into(),
                 });
             }
-            let (n, p) =
-                sbom_problems(&store, &built.manifest, &rec.digest, &checked, payload.as_deref());
+            let (n, p) = sbom_problems(
+                &store,
+                &built.manifest,
+                &rec.digest,
+                &checked,
+                payload.as_deref(),
+            );
             sbom = n;
             problems.extend(p);
             start_checked = project.image(&name)?.start_check != Some(false);
@@ -418,7 +423,12 @@ fn sbom_problems(
     };
     let doc: spdx::Document = match serde_json::from_slice(bytes) {
         Ok(d) => d,
-        Err(e) => return (Some(0), vec![problem(format!("the SBOM is not SPDX 2.3 JSON: {e}"))]),
+        Err(e) => {
+            return (
+                Some(0),
+                vec![problem(format!("the SBOM is not SPDX 2.3 JSON: {e}"))],
+            )
+        }
     };
     let paths = sbom::paths_to_read(&[]);
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
@@ -429,7 +439,12 @@ fn sbom_problems(
         &refs,
     ) {
         Ok(f) => f,
-        Err(e) => return (Some(0), vec![problem(format!("reading the dpkg status: {e:#}"))]),
+        Err(e) => {
+            return (
+                Some(0),
+                vec![problem(format!("reading the dpkg status: {e:#}"))],
+            )
+        }
     };
     let n = doc
         .packages

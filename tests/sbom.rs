@@ -55,7 +55,10 @@ fn pyspdxtools_validates(file: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "pyspdxtools rejects the SBOM:\n{text}");
+    assert!(
+        out.status.success(),
+        "pyspdxtools rejects the SBOM:\n{text}"
+    );
     assert!(
         !text.to_lowercase().contains("validation"),
         "pyspdxtools reports problems:\n{text}"
@@ -181,7 +184,12 @@ fn the_api_sbom_is_valid_spdx_and_cyclonedx_and_lists_every_distribution_its_rec
         .ends_with(digest.trim_start_matches("sha256:")));
 
     // CycloneDX, by cyclonedx-python-lib's strict JSON validator.
-    let cdx = ok(&mut run(&p, &store, &["sbom", "api", "--format", "cyclonedx"])).stdout;
+    let cdx = ok(&mut run(
+        &p,
+        &store,
+        &["sbom", "api", "--format", "cyclonedx"],
+    ))
+    .stdout;
     let cdx_file = t.path().join("api.cdx.json");
     std::fs::write(&cdx_file, &cdx).unwrap();
     cyclonedx_validates(&cdx_file);
@@ -233,7 +241,14 @@ fn the_api_sbom_is_valid_spdx_and_cyclonedx_and_lists_every_distribution_its_rec
     );
 
     // The provenance: subject = the manifest, the base and the lock among its dependencies.
-    let prov = json(&ok(&mut run(&p, &store, &["sbom", "api", "--format", "provenance"])).stdout);
+    let prov = json(
+        &ok(&mut run(
+            &p,
+            &store,
+            &["sbom", "api", "--format", "provenance"],
+        ))
+        .stdout,
+    );
     assert_eq!(prov["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v1");
     assert_eq!(
@@ -267,10 +282,7 @@ fn small_project(dir: &Path, store: &Path, repository: Option<&str>) {
         &r.join("var/lib/dpkg/status"),
         "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n shared libraries\n\nPackage: removed\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n",
     );
-    write_text(
-        &r.join("etc/os-release"),
-        "ID=debian\nVERSION_ID=\"12\"\n",
-    );
+    write_text(&r.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n");
     fake_bookworm_python(dir, store);
     let a = py_wheel(
         &dir.join("wheels"),
@@ -315,7 +327,12 @@ fn two_empty_stores_on_different_paths_give_the_same_sbom_and_provenance_bytes()
             .unwrap()
             .to_string();
         let sbom = ok(&mut run(&p, &store, &["sbom", "t"])).stdout;
-        let prov = ok(&mut run(&p, &store, &["sbom", "t", "--format", "provenance"])).stdout;
+        let prov = ok(&mut run(
+            &p,
+            &store,
+            &["sbom", "t", "--format", "provenance"],
+        ))
+        .stdout;
         let index = std::fs::read(p.join(".imgbuild/oci/index.json")).unwrap();
         got.push((digest, sbom, prov, index));
         // Kept until both are compared.
@@ -366,7 +383,10 @@ fn two_empty_stores_on_different_paths_give_the_same_sbom_and_provenance_bytes()
         .iter()
         .filter_map(|m| m["artifactType"].as_str())
         .collect();
-    assert_eq!(types, ["application/spdx+json", "application/vnd.in-toto+json"]);
+    assert_eq!(
+        types,
+        ["application/spdx+json", "application/vnd.in-toto+json"]
+    );
 }
 
 #[test]
@@ -377,8 +397,14 @@ fn sbom_and_provenance_can_be_turned_off() {
     let toml = std::fs::read_to_string(t.path().join("imgbuild.toml")).unwrap();
     std::fs::write(
         t.path().join("imgbuild.toml"),
-        toml.replace("platform = \"linux/amd64\"\n", "platform = \"linux/amd64\"\nsbom = false\n")
-            .replace("start_check = false\n", "start_check = false\nprovenance = false\n"),
+        toml.replace(
+            "platform = \"linux/amd64\"\n",
+            "platform = \"linux/amd64\"\nsbom = false\n",
+        )
+        .replace(
+            "start_check = false\n",
+            "start_check = false\nprovenance = false\n",
+        ),
     )
     .unwrap();
     ok(&mut run(t.path(), &store, &["build", "t"]));
@@ -432,11 +458,18 @@ fn pushed_referrers_are_listed_by_the_tag_schema_and_pull_back_byte_identical() 
         .map(|m| m["artifactType"].as_str().unwrap())
         .collect();
     types.sort();
-    assert_eq!(types, ["application/spdx+json", "application/vnd.in-toto+json"]);
+    assert_eq!(
+        types,
+        ["application/spdx+json", "application/vnd.in-toto+json"]
+    );
     for m in listed {
         let d = m["digest"].as_str().unwrap();
-        let local = std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:")))
-            .unwrap();
+        let local = std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap();
         let remote = skopeo_raw(&format!("{repo}@{d}"), None);
         assert_eq!(remote, local, "referrer manifest {d}");
         let rm = json(&remote);
@@ -460,7 +493,10 @@ fn pushed_referrers_are_listed_by_the_tag_schema_and_pull_back_byte_identical() 
         &home,
     ))
     .stdout;
-    assert_eq!(remote_sbom, ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout);
+    assert_eq!(
+        remote_sbom,
+        ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout
+    );
     let v = ok(without_credentials(
         &mut run(t.path(), &store, &["verify", &format!("{repo}@{digest}")]),
         &home,
@@ -533,10 +569,18 @@ fn a_tampered_layer_fails_verify_on_the_sbom_check_too() {
     let store = t.path().join("store");
     small_project(t.path(), &store, None);
     ok(&mut run(t.path(), &store, &["build", "t"]));
-    ok(&mut run(t.path(), &store, &["verify", "oci:.imgbuild/oci:t"]));
+    ok(&mut run(
+        t.path(),
+        &store,
+        &["verify", "oci:.imgbuild/oci:t"],
+    ));
     let layout = t.path().join(".imgbuild/oci");
     ok(Command::new("python3").arg("-c").arg(TAMPER).arg(&layout));
-    let (code, err) = fails(&mut run(t.path(), &store, &["verify", "oci:.imgbuild/oci:t"]));
+    let (code, err) = fails(&mut run(
+        t.path(),
+        &store,
+        &["verify", "oci:.imgbuild/oci:t"],
+    ));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("SBOM: the SBOM lists pkg:pypi/beta@2.0, which no RECORD in the image shows"),

@@ -11,7 +11,11 @@ use std::path::Path;
 /// The report of a layer that installs `picks` from the lock `lock` (a path under `root`).
 pub fn supply(root: &Path, lock: &Path, picks: &[Pick]) -> Supply {
     let mut s = Supply::default();
-    let rel = lock.strip_prefix(root).unwrap_or(lock).display().to_string();
+    let rel = lock
+        .strip_prefix(root)
+        .unwrap_or(lock)
+        .display()
+        .to_string();
     if let Ok(bytes) = std::fs::read(lock) {
         s.inputs.push(input(
             format!("file:{rel}"),
@@ -74,8 +78,11 @@ pub fn supply(root: &Path, lock: &Path, picks: &[Pick]) -> Supply {
             }
             Origin::Source(SourceRef::Git { url, commit, .. }) => {
                 let url = without_userinfo(url);
-                s.inputs
-                    .push(input(format!("git+{url}@{commit}"), "gitCommit", commit.clone()));
+                s.inputs.push(input(
+                    format!("git+{url}@{commit}"),
+                    "gitCommit",
+                    commit.clone(),
+                ));
                 (None, format!("built from git commit {commit} of {url}"))
             }
         };

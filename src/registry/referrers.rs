@@ -122,9 +122,7 @@ pub fn push(repo: &Repo, subject: &Digest, referrers: &[Referrer]) -> Result<Mod
         }
         if index.manifests.len() != before {
             repo.put_manifest(&fallback_tag(subject), &image::to_bytes(&index), MT_INDEX)
-                .with_context(|| {
-                    format!("updating the referrers tag {}", fallback_tag(subject))
-                })?;
+                .with_context(|| format!("updating the referrers tag {}", fallback_tag(subject)))?;
         }
     }
     Ok(mode)

@@ -27,12 +27,14 @@ pub fn installed(status: &str) -> Vec<Installed> {
         let installed = f
             .get("status")
             .is_some_and(|s| s.split_whitespace().last() == Some("installed"));
-        if let (true, Some(name), Some(version)) = (installed, f.get("package"), f.get("version"))
-        {
+        if let (true, Some(name), Some(version)) = (installed, f.get("package"), f.get("version")) {
             out.push(Installed {
                 name: name.clone(),
                 version: version.clone(),
-                arch: f.get("architecture").cloned().unwrap_or_else(|| "all".into()),
+                arch: f
+                    .get("architecture")
+                    .cloned()
+                    .unwrap_or_else(|| "all".into()),
                 source: f
                     .get("source")
                     .map(|s| s.split_whitespace().next().unwrap_or("").to_string())

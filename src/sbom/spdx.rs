@@ -1,7 +1,7 @@
 //! SPDX 2.3 JSON: the document of one image manifest (made from the merged filesystem and
 //! the recipes' reports), read back, and checked against an image.
 
-use super::{deb_purl, distro, dpkg, metadata, normalize, pypi_purl, purl_encode, python_dists};
+use super::{deb_purl, distro, dpkg, metadata, normalize, purl_encode, pypi_purl, python_dists};
 use super::{Ecosystem, Files, Package, Subject, DPKG_STATUS, OS_RELEASE};
 use crate::digest::Digest;
 use crate::image::Descriptor;
@@ -228,7 +228,12 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
             "ARCHIVE",
         )
         .sha256(Some(d.digest.hex()));
-        p.comment = Some(format!("layer {} of {}: {}", i + 1, s.layers.len(), d.media_type));
+        p.comment = Some(format!(
+            "layer {} of {}: {}",
+            i + 1,
+            s.layers.len(),
+            d.media_type
+        ));
         relate(&mut rels, &image_id, "CONTAINS", &p.spdx_id);
         holder.insert(i, p.spdx_id.clone());
         packages.push(p);
@@ -321,7 +326,9 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
                 .as_ref()
                 .and_then(|(_, r)| r.source.clone())
                 .or_else(|| d.source.as_ref().map(|s| format!("source package {s}")));
-            let h = rec.map(|(l, _)| held_by(l)).unwrap_or_else(|| BASE_ID.into());
+            let h = rec
+                .map(|(l, _)| held_by(l))
+                .unwrap_or_else(|| BASE_ID.into());
             relate(&mut rels, &h, "CONTAINS", &p.spdx_id);
             packages.push(p);
         }
@@ -329,7 +336,11 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
 
     // npm packages, as the layers report them from their locks.
     for (l, sup) in &s.supply {
-        for r in sup.packages.iter().filter(|p| p.ecosystem == Ecosystem::Npm) {
+        for r in sup
+            .packages
+            .iter()
+            .filter(|p| p.ecosystem == Ecosystem::Npm)
+        {
             let mut p = SpdxPackage::new(
                 element_id("Npm", &[&r.name, &r.version], &mut taken),
                 &r.name,
@@ -375,7 +386,13 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
 pub fn namespace(name: &str, digest: &Digest) -> String {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("https://spdx.org/spdxdocs/imgbuild-{safe}-{}", digest.hex())
 }
@@ -406,7 +423,9 @@ pub fn check(
         }
         m
     };
-    let mut compare = |sbom: BTreeMap<String, usize>, image: BTreeMap<String, usize>, what: &str| {
+    let mut compare = |sbom: BTreeMap<String, usize>,
+                       image: BTreeMap<String, usize>,
+                       what: &str| {
         for (k, n) in &sbom {
             let have = image.get(k).copied().unwrap_or(0);
             if have < *n {
@@ -417,7 +436,9 @@ pub fn check(
         }
         for (k, n) in &image {
             if sbom.get(k).copied().unwrap_or(0) < *n {
-                out.push(format!("the image's {what} shows {k}, which the SBOM does not list"));
+                out.push(format!(
+                    "the image's {what} shows {k}, which the SBOM does not list"
+                ));
             }
         }
     };
