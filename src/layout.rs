@@ -1,6 +1,6 @@
 //! OCI image layouts on disk (`oci-layout`, `index.json`, `blobs/sha256/…`): read bases from
-//! them and write built images into them, with their referrers (SBOM, provenance) listed
-//! untagged beside them.
+//! them and write built images into them, with their referrers (SBOM, provenance) listed by
+//! an index tagged `sha256-<image digest hex>`, as a registry without the referrers API does.
 
 use crate::digest::{Digest, HashReader};
 use crate::image::{
@@ -109,7 +109,7 @@ impl Layout {
                 let images: Vec<&Descriptor> = index
                     .manifests
                     .iter()
-                    .filter(|m| m.artifact_type.is_none())
+                    .filter(|m| !is_referrers_tag(m))
                     .collect();
                 if images.len() == 1 {
                     images.first().copied()
@@ -216,70 +216,91 @@ impl Layout {
         write_atomic(&self.dir.join("index.json"), &image::to_bytes(&index))
     }
 
-    /// Lists `referrers` in index.json (untagged, with their `artifactType`, after the tagged
-    /// images), and drops the referrers whose subject no tag names any more (atomically, under
-    /// the lock).
-    pub fn attach(&self, referrers: &[Referrer]) -> Result<()> {
+    /// Lists `referrers` of the image `subject` the way a registry without the referrers API
+    /// does (distribution-spec 1.1, "Referrers Tag Schema"; regclient's layouts do the same): an
+    /// image index of their descriptors, tagged `sha256-<subject hex>` in index.json. Then drops
+    /// the referrers tags whose subject no other tag names any more (the image was re-tagged).
+    pub fn attach(&self, subject: &Digest, referrers: &[Referrer]) -> Result<()> {
+        let tag = referrers_tag(subject);
+        if !referrers.is_empty() {
+            let mut listed: Vec<Descriptor> = referrers.iter().map(|r| r.descriptor()).collect();
+            listed
+                .sort_by(|a, b| (&a.artifact_type, &a.digest).cmp(&(&b.artifact_type, &b.digest)));
+            let index = Index {
+                schema_version: 2,
+                media_type: Some(MT_INDEX.into()),
+                manifests: listed,
+                annotations: BTreeMap::new(),
+            };
+            let bytes = image::to_bytes(&index);
+            let d = Digest::of(&bytes);
+            let path = self.blob_path(&d);
+            if !path.is_file() {
+                write_atomic(&path, &bytes)?;
+            }
+            self.tag(
+                &tag,
+                &Descriptor {
+                    media_type: MT_INDEX.into(),
+                    digest: d,
+                    size: bytes.len() as u64,
+                    platform: None,
+                    artifact_type: None,
+                    annotations: BTreeMap::new(),
+                },
+            )?;
+        }
+        let index = self.index()?;
+        let tagged: Vec<String> = index
+            .manifests
+            .iter()
+            .filter(|m| !is_referrers_tag(m))
+            .map(|m| referrers_tag(&m.digest))
+            .collect();
+        let stale: Vec<String> = index
+            .manifests
+            .iter()
+            .filter(|m| is_referrers_tag(m))
+            .filter_map(|m| m.annotations.get(ANN_REF_NAME).cloned())
+            .filter(|t| !tagged.contains(t))
+            .collect();
+        if !stale.is_empty() {
+            self.untag(&stale)?;
+        }
+        Ok(())
+    }
+
+    /// Removes `tags` from index.json (atomically, under the lock).
+    fn untag(&self, tags: &[String]) -> Result<()> {
         let lock = File::create(self.dir.join(".index.lock"))?;
         // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io::Error::last_os_error()).context("locking index.json");
         }
         let mut index = self.index()?;
-        for r in referrers {
-            if !index.manifests.iter().any(|m| m.digest == r.digest) {
-                index.manifests.push(r.descriptor());
-            }
-        }
-        let tagged: Vec<Digest> = index
-            .manifests
-            .iter()
-            .filter(|m| m.artifact_type.is_none())
-            .map(|m| m.digest.clone())
-            .collect();
         index.manifests.retain(|m| {
-            m.artifact_type.is_none() || self.subject_of(m).is_some_and(|s| tagged.contains(&s))
+            !m.annotations
+                .get(ANN_REF_NAME)
+                .is_some_and(|t| tags.contains(t))
         });
-        // Tagged images first, as `tag` sorts them; then referrers by subject and digest.
-        let mut keyed: Vec<(bool, Option<String>, Option<Digest>, Descriptor)> = index
-            .manifests
-            .drain(..)
-            .map(|m| {
-                (
-                    m.artifact_type.is_some(),
-                    m.annotations.get(ANN_REF_NAME).cloned(),
-                    self.subject_of(&m),
-                    m,
-                )
-            })
-            .collect();
-        keyed.sort_by(|a, b| {
-            (a.0, &a.1, &a.2, &a.3.artifact_type, &a.3.digest).cmp(&(
-                b.0,
-                &b.1,
-                &b.2,
-                &b.3.artifact_type,
-                &b.3.digest,
-            ))
-        });
-        index.manifests = keyed.into_iter().map(|k| k.3).collect();
         write_atomic(&self.dir.join("index.json"), &image::to_bytes(&index))
-    }
-
-    /// The subject of a referrer the index lists.
-    fn subject_of(&self, d: &Descriptor) -> Option<Digest> {
-        d.artifact_type.as_ref()?;
-        let bytes = self.read_blob(&d.digest, Some(d.size)).ok()?;
-        Referrer::parse(&bytes)?.manifest.subject.map(|s| s.digest)
     }
 
     /// The referrers of the manifest `subject` this layout lists (manifests checked).
     pub fn referrers(&self, subject: &Digest) -> Result<Vec<Referrer>> {
+        let tag = referrers_tag(subject);
+        let index = self.index()?;
+        let Some(d) = index
+            .manifests
+            .iter()
+            .find(|m| m.annotations.get(ANN_REF_NAME) == Some(&tag))
+        else {
+            return Ok(vec![]);
+        };
+        let listed: Index = serde_json::from_slice(&self.read_blob(&d.digest, Some(d.size))?)
+            .with_context(|| format!("the referrers index {tag} in {}", self.dir.display()))?;
         let mut out = Vec::new();
-        for m in self.index()?.manifests {
-            if m.artifact_type.is_none() {
-                continue;
-            }
+        for m in listed.manifests {
             let bytes = self.read_blob(&m.digest, Some(m.size))?;
             if let Some(r) = Referrer::parse(&bytes) {
                 if r.manifest.subject.as_ref().map(|s| &s.digest) == Some(subject) {
@@ -289,6 +310,19 @@ impl Layout {
         }
         Ok(out)
     }
+}
+
+/// The tag that lists the referrers of `subject`: `sha256-<hex>`.
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+/// Whether an index.json entry is a referrers list (tagged `sha256-` and 64 hex digits).
+pub fn is_referrers_tag(d: &Descriptor) -> bool {
+    d.annotations.get(ANN_REF_NAME).is_some_and(|t| {
+        t.strip_prefix("sha256-")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
 }
 
 /// Writes a built image into an OCI layout under a tag.
@@ -325,7 +359,7 @@ impl Destination for LayoutDest {
         }
         // The index is updated last, so a failure above leaves the old tag intact.
         l.tag(&self.tag, &img.descriptor())?;
-        l.attach(&img.referrers)?;
+        l.attach(&img.digest, &img.referrers)?;
         Ok(w)
     }
 }

@@ -281,7 +281,7 @@ pub fn target(
             let (desc, manifest) = l.resolve(tag.as_deref(), &Platform::host()).or_else(|e| {
                 // A single-platform image for another architecture is still verifiable.
                 match index.manifests.iter().find(|m| {
-                    m.artifact_type.is_none()
+                    !crate::layout::is_referrers_tag(m)
                         && (tag.is_none()
                             || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref())
                 }) {
