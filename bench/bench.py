@@ -24,6 +24,8 @@ Sections (each runnable alone):
             projects' own trees): per project packages, sdists built, cold build, layer size, rebuild; the
             largest lock with sdists: imgbuild cold vs `uv pip install --target` (uv builds the same sdists)
             + tar|pigz -p2 -6; IMGBUILD_BENCH_CORPUS=a,b limits the projects
+  sbom      the api image built cold with its SBOM and provenance vs with `sbom = false` and
+            `provenance = false` (the same imgbuild, the peer being the opted-out build); their sizes
 
 --perf adds a `perf record` profile (top symbols, per-thread split) of one imgbuild gzip build per
 layers input and of one cold api build. --render re-renders --md from --json without measuring.
@@ -272,7 +274,7 @@ DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo"
         "tar": "tar", "gzip": "gzip", "time": "time"}
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
-         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"]}
+         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"]}
 
 
 def apt_install(pkgs):
@@ -1338,7 +1340,76 @@ def section_corpus(S, ctx):
              all(r.sdists == 0 for r in res["imgbuild rebuild"]))
 
 
-SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus"]
+def section_sbom(S, ctx):
+    runs = ctx.runs
+    fx = ctx.fixture()
+    toml = fx.project / "imgbuild.toml"
+    on_text = toml.read_text()
+    if "[defaults]\n" not in on_text:
+        raise BenchError("the fixture's imgbuild.toml has no [defaults] table")
+    off_text = on_text.replace("[defaults]\n", "[defaults]\nsbom = false\nprovenance = false\n", 1)
+
+    def cold(text):
+        def step(i):
+            toml.write_text(text)
+            fx.cold()
+            return fx.build()
+        return step
+
+    def noop(text):
+        def step(i):
+            toml.write_text(text)
+            return fx.build()
+        return step
+
+    try:
+        log(f"sbom: {runs} rounds + a warm-up (cold with and without SBOM + provenance, no-op with)")
+        res = rounds([("cold, with SBOM + provenance", cold(on_text)), ("cold, sbom = false, provenance = false", cold(off_text)),
+                      ("no-op, with SBOM + provenance", noop(on_text))], runs)
+        # The documents of the last build (with): their sizes, from the layout.
+        toml.write_text(on_text)
+        fx.build()
+        lay = fx.project / ".imgbuild/oci"
+        index = json.loads((lay / "index.json").read_text())
+        sizes = {}
+        for m in index["manifests"]:
+            tag = m.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+            if not tag.startswith("sha256-"):
+                continue
+            listed = json.loads((lay / "blobs/sha256" / m["digest"].split(":")[1]).read_text())
+            for d in listed["manifests"]:
+                man = json.loads((lay / "blobs/sha256" / d["digest"].split(":")[1]).read_text())
+                payload = man["layers"][0]
+                sizes[d["artifactType"]] = {"payload_bytes": payload["size"], "manifest_bytes": d["size"]}
+    finally:
+        toml.write_text(on_text)
+        fx.restore()
+    with_, without = res["cold, with SBOM + provenance"], res["cold, sbom = false, provenance = false"]
+    ratio = stats(ratios(with_, without))
+    added = (ratio["median"] - 1) * 100
+    rows = []
+    for what, how in [("cold, with SBOM + provenance", "the default: SPDX SBOM + SLSA provenance referrers"),
+                      ("cold, sbom = false, provenance = false", "both opted out in [defaults]"),
+                      ("no-op, with SBOM + provenance", "nothing changed: the SBOM comes from the store's cache")]:
+        rs = res[what]
+        st = secs(rs)
+        sb = [r.json.get("timings", {}).get("sbom", 0.0) for r in rs]
+        rows.append([what] + time_cells(st) + [fmt_s(statistics.median(sb)), how])
+        S.result(what, {"seconds": st, "sbom_phase_seconds": stats(sb)})
+    S.table(f"The job-agent api image ({fx.packages} locked packages) with and without its supply-chain documents",
+            ["what"] + TIME_HEADER + ["`sbom` phase (median)", ""], rows,
+            "Rounds alternate the two settings; the first round is a warm-up. Cold: empty layer cache and output layout, "
+            "warm wheel cache, a base seen before (as in the api section). The `sbom` phase is the build's own timing of "
+            "making both documents (reading METADATA of every distribution and the dpkg status from the layers).")
+    size_rows = [[t, fmt_b(v["payload_bytes"]), f"{v['manifest_bytes']} B"] for t, v in sorted(sizes.items())]
+    S.table("Their sizes (uncompressed JSON)", ["artifact type", "document", "artifact manifest"], size_rows,
+            "One SBOM and one provenance per image manifest; listed in the layout by the referrers index tagged sha256-<digest>.")
+    S.result("sizes", sizes)
+    S.result("with_over_without", ratio)
+    S.target("SBOM + provenance add ≤ 5 % to a cold api build", f"{added:+.1f} % (median of per-round ratios {ratio['median']:.3f})", added <= 5.0)
+
+
+SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom"]
 SECTIONS = {
     "layers": (section_layers, "Layer throughput: imgbuild vs tar | pigz, gzip, zstd",
                "imgbuild's gzip (parallel, deterministic) and zstd layers against the usual command lines, on identical inputs, with output sizes."),
@@ -1351,6 +1422,9 @@ SECTIONS = {
     "corpus": (section_corpus, "The real-world corpus: sdists built in the target",
                "Every tests/corpus project's uv.lock built onto a Debian python3 base (issue 11), and the largest lock with sdists against uv building the same sdists."),
     "scaling": (section_scaling, "Scaling with layer size", "Whether cost grows linearly with bytes, memory stays flat and an unchanged layer costs the same at any size."),
+    "sbom": (section_sbom, "SBOM and provenance: what they cost",
+             "The api image built cold with its SPDX SBOM and SLSA provenance (the default) against the same build with both "
+             "opted out; the documents' sizes."),
 }
 
 

@@ -200,6 +200,7 @@ fn build(
         uploaded_bytes: written.uploaded_bytes,
         skipped_blobs: written.skipped_blobs,
         mounted_blobs: written.mounted_blobs,
+        referrer_bytes: written.referrer_bytes,
         timings,
     };
     Ok((built, summary))

@@ -353,6 +353,9 @@ impl Destination for LayoutDest {
         // The image's referrers (SBOM, provenance): blobs, manifests.
         for r in &img.referrers {
             for d in r.blobs() {
+                if !l.blob_path(&d.digest).is_file() {
+                    w.referrer_bytes += d.size;
+                }
                 l.put_from_store(store, &d.digest, d.size)?;
             }
             l.put_from_store(store, &r.digest, r.manifest_bytes.len() as u64)?;

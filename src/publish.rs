@@ -72,6 +72,7 @@ pub fn push_last(
         uploaded_bytes: written.uploaded_bytes,
         skipped_blobs: written.skipped_blobs,
         mounted_blobs: written.mounted_blobs,
+        referrer_bytes: written.referrer_bytes,
         timings,
     })
 }

@@ -136,6 +136,9 @@ pub struct Summary {
     /// Of the skipped blobs, those mounted from another repository of the registry.
     #[serde(default)]
     pub mounted_blobs: usize,
+    /// Bytes of the image's SBOM and provenance uploaded (not in `uploaded_bytes`).
+    #[serde(default)]
+    pub referrer_bytes: u64,
     pub timings: BTreeMap<String, f64>,
 }
 
@@ -147,8 +150,13 @@ impl Summary {
         } else {
             String::new()
         };
+        let referrers = if self.referrer_bytes > 0 {
+            format!("; SBOM and provenance: {} bytes", self.referrer_bytes)
+        } else {
+            String::new()
+        };
         format!(
-            "pushed {} → {}: {} bytes uploaded, {} blobs already there{mounted}",
+            "pushed {} → {}: {} bytes uploaded, {} blobs already there{mounted}{referrers}",
             self.image, self.reference, self.uploaded_bytes, self.skipped_blobs
         )
     }

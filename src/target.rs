@@ -90,6 +90,9 @@ pub struct Written {
     pub skipped_blobs: usize,
     /// Of the skipped blobs, those mounted from another repository of the same registry.
     pub mounted_blobs: usize,
+    /// Bytes of the image's referrers (SBOM, provenance) uploaded; not in `uploaded_bytes`,
+    /// which counts the image's own blobs.
+    pub referrer_bytes: u64,
 }
 
 /// Where a built image goes; one implementation per kind (`layout::LayoutDest`,

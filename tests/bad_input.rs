@@ -122,6 +122,20 @@ const CASES: &[Case] = &[
         message: "imgbuild.toml:3:11: invalid type: integer `1`, expected a string",
     },
     Case {
+        id: "config-sbom-not-bool",
+        setup: |d| edit(d, "workdir = \"/app\"", "workdir = \"/app\"\nsbom = \"no\""),
+        args: &["app"],
+        code: 2,
+        message: "imgbuild.toml:4:8: invalid type: string \"no\", expected a boolean",
+    },
+    Case {
+        id: "sbom-of-docker-archive",
+        setup: |_| {},
+        args: &["sbom", "docker-archive:app.tar"],
+        code: 2,
+        message: "a docker-archive holds no SBOM",
+    },
+    Case {
         id: "config-unknown-image",
         setup: |_| {},
         args: &["api"],

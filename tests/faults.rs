@@ -25,7 +25,7 @@ fn project(dir: &Path, repository: &str) {
 /// A plain HTTP/1.1 request to the registry itself (no proxy); returns (status, body).
 fn direct(port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json\r\nConnection: close\r\n\r\n").unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
     let status = String::from_utf8_lossy(&resp[9..12]).parse().unwrap_or(0);
@@ -51,6 +51,20 @@ fn complete(port: u16, repo: &str, manifest_digest: &str) -> Result<(), String> 
         return Err(format!("manifest {manifest_digest} has other bytes"));
     }
     let m: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    // An index (the referrers tag schema's list of an image's SBOM and provenance): every
+    // manifest it lists is there.
+    if let Some(listed) = m["manifests"].as_array() {
+        for d in listed {
+            let d = d["digest"].as_str().unwrap();
+            let (status, _) = direct(port, "HEAD", &format!("/v2/{repo}/manifests/{d}"));
+            if status != 200 {
+                return Err(format!(
+                    "index {manifest_digest} lists manifest {d}, which the registry does not have ({status})"
+                ));
+            }
+        }
+        return Ok(());
+    }
     let blobs = std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap().iter());
     for b in blobs {
         let d = b["digest"].as_str().unwrap();

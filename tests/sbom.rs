@@ -535,6 +535,8 @@ fn pushed_referrers_are_listed_by_the_tag_schema_and_pull_back_byte_identical() 
         .stdout,
     );
     assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    assert_eq!(again["referrer_bytes"], 0, "{again}");
+    assert!(first["referrer_bytes"].as_u64().unwrap() > 1000, "{first}");
     assert_eq!(json(&skopeo_raw(&format!("{repo}:{tag}"), None)), fallback);
 }
 

@@ -118,7 +118,15 @@ fn not_found(c: &Client, r: &Reference, tag: &str, what: &str) -> anyhow::Error 
             r.registry
         ),
         Ok(Some(tags)) => {
-            let mut shown: Vec<String> = tags.into_iter().take(20).collect();
+            // Referrers tags (`sha256-<hex>`: an image's SBOM and provenance) are not images.
+            let mut shown: Vec<String> = tags
+                .into_iter()
+                .filter(|t| {
+                    !t.strip_prefix("sha256-")
+                        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                })
+                .take(20)
+                .collect();
             if shown.is_empty() {
                 shown.push("none".into());
             }

@@ -71,6 +71,8 @@ impl Destination for RegistryDest {
             .with_repository_credentials(&t.repository, &self.opts);
         // The image's blobs, then its referrers' (SBOM, provenance).
         let mut blobs = img.blobs();
+        // Blobs from here on are the referrers' (counted apart in `referrer_bytes`).
+        let own = blobs.len();
         for r in &img.referrers {
             for d in r.blobs() {
                 if !blobs.iter().any(|b| b.digest == d.digest) {
@@ -110,6 +112,7 @@ impl Destination for RegistryDest {
         }
         let repo = Repo::push(&client, &t.repository, &all_sources);
         let uploaded = AtomicU64::new(0);
+        let referrer_bytes = AtomicU64::new(0);
         let skipped = AtomicUsize::new(0);
         let mounted = AtomicUsize::new(0);
         let next = AtomicUsize::new(0);
@@ -127,6 +130,10 @@ impl Destination for RegistryDest {
                     let i = order[k];
                     let d = blobs[i];
                     match push_blob(&repo, d, &sources[i], store) {
+                        Ok(Outcome::Uploaded) if i >= own => {
+                            referrer_bytes.fetch_add(d.size, Ordering::SeqCst);
+                        }
+                        Ok(_) if i >= own => {}
                         Ok(Outcome::Present) => {
                             skipped.fetch_add(1, Ordering::SeqCst);
                         }
@@ -176,6 +183,7 @@ impl Destination for RegistryDest {
             uploaded_bytes: uploaded.into_inner(),
             skipped_blobs: skipped.into_inner(),
             mounted_blobs: mounted.into_inner(),
+            referrer_bytes: referrer_bytes.into_inner(),
         })
     }
 }
