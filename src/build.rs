@@ -154,6 +154,7 @@ fn build(
         base_name: referrers::base_name(cx.image.base.as_deref(), base_reference(&cx)),
         recipes: &recipes,
         built: &built,
+        diff_ids: &config.rootfs.diff_ids,
         fs: &fs,
     })?;
     drop(fs);
@@ -403,6 +404,14 @@ fn build_layer(
     .with_context(|| format!("layer `{name}`"))?;
     bar.finish();
     cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
+    // What the SBOM needs of this layer (METADATA, dpkg status), kept while its entries are
+    // at hand: an SBOM never reads the layer back.
+    let facts = crate::sbom::facts(
+        layer::read_entries(&entries, crate::sbom::wanted)
+            .with_context(|| format!("layer `{name}`"))?,
+    );
+    cx.store
+        .put_record(crate::sbom::FACTS, blob.diff_id.hex(), &facts)?;
     let key = if !complete && r.inputs_after(cx, &listing, &mut inputs) {
         material(&inputs)
     } else {

@@ -66,6 +66,8 @@ pub struct Made<'a> {
     pub base_name: String,
     pub recipes: &'a [Box<dyn Recipe>],
     pub built: &'a Built,
+    /// The diff_ids of the image's layers (its config's).
+    pub diff_ids: &'a [Digest],
     /// The merged filesystem of the image (verification made it).
     pub fs: &'a Rootfs,
 }
@@ -123,13 +125,8 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
                 let dists = sbom::python_dists(m.fs);
                 let paths = sbom::paths_to_read(&dists);
                 let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                let files = crate::layer::read::files(
-                    m.fs,
-                    &m.built.manifest.layers,
-                    &|d| Ok(Box::new(store.open_blob(&d.digest)?)),
-                    &refs,
-                )
-                .context("reading the image's package metadata for its SBOM")?;
+                let files = files_of(store, m.fs, &m.built.manifest.layers, m.diff_ids, &refs)
+                    .context("reading the image's package metadata for its SBOM")?;
                 let subject = sbom::Subject {
                     name: &m.built.name,
                     repository: m.built.repository.as_deref(),
@@ -174,6 +171,75 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
         };
         let bytes = provenance::to_bytes(&provenance::statement(&b));
         out.push(image::artifact(&subject, MT_IN_TOTO, &bytes, ann, store)?);
+    }
+    Ok(out)
+}
+
+/// The files `paths` of the merged filesystem `fs`, from the facts the store keeps of each
+/// owning layer (`sbom::LayerFacts` by diff_id); a layer without them (a base seen for the first
+/// time) is read once and its facts kept.
+fn files_of(
+    store: &Store,
+    fs: &Rootfs,
+    layers: &[image::Descriptor],
+    diff_ids: &[Digest],
+    paths: &[&str],
+) -> Result<sbom::Files> {
+    use crate::rootfs::Kind;
+    let mut facts: BTreeMap<usize, sbom::LayerFacts> = BTreeMap::new();
+    let mut out = sbom::Files::new();
+    for &p in paths {
+        let Some((real, node)) = fs.resolve(p) else {
+            continue;
+        };
+        if node.kind != Kind::File {
+            continue;
+        }
+        let (n, layer) = &fs.files[&real];
+        let inner = match n.kind {
+            Kind::Link => n.target.clone().unwrap_or_default(),
+            _ => real,
+        };
+        if !facts.contains_key(layer) {
+            let (Some(d), Some(diff)) = (layers.get(*layer), diff_ids.get(*layer)) else {
+                continue;
+            };
+            let f = match store.get_record::<sbom::LayerFacts>(sbom::FACTS, diff.hex()) {
+                Some(f) => f,
+                None => {
+                    let f = sbom::facts(layer_files(store, d)?);
+                    store.put_record(sbom::FACTS, diff.hex(), &f)?;
+                    f
+                }
+            };
+            facts.insert(*layer, f);
+        }
+        if let Some(t) = facts[layer].get(&inner) {
+            out.insert(p.to_string(), t.as_bytes().to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// The files `sbom::wanted` accepts of one stored layer, streamed once.
+fn layer_files(store: &Store, d: &image::Descriptor) -> Result<BTreeMap<String, Vec<u8>>> {
+    let c = crate::compress::Compression::from_media_type(&d.media_type)
+        .ok_or_else(|| anyhow::anyhow!("layer {} has an unknown media type", d.digest))?;
+    let blob = std::io::BufReader::new(store.open_blob(&d.digest)?);
+    let mut ar = tar::Archive::new(crate::compress::decoder(c, blob)?);
+    let mut out = BTreeMap::new();
+    for e in ar.entries()? {
+        let mut e = e?;
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let p = crate::rootfs::clean_tar_path(&e.path_bytes())?;
+        if sbom::wanted(&p) {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut buf)
+                .with_context(|| format!("reading /{p} from layer {}", d.digest))?;
+            out.insert(p, buf);
+        }
     }
     Ok(out)
 }

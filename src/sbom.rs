@@ -71,6 +71,38 @@ pub struct Input {
     pub digest: BTreeMap<String, String>,
 }
 
+/// The store record kind of `LayerFacts`, keyed by a layer's diff_id (hex).
+pub const FACTS: &str = "sbom-layer-v1";
+
+/// What the SBOM keeps of one layer, by path in the layer: the text of the files `wanted`
+/// accepts (a METADATA up to the end of its header). Layers are content addressed, so these
+/// are kept in the store by diff_id: written when the layer is, read once for a base.
+pub type LayerFacts = BTreeMap<String, String>;
+
+/// Whether the SBOM needs the file `path` (no leading slash) of a layer.
+pub fn wanted(path: &str) -> bool {
+    path == DPKG_STATUS
+        || OS_RELEASE.contains(&path)
+        || (path.ends_with(".dist-info/METADATA")
+            && (path.contains("/site-packages/") || path.contains("/dist-packages/")))
+}
+
+/// The facts of a layer from its wanted files' bytes.
+pub fn facts(files: BTreeMap<String, Vec<u8>>) -> LayerFacts {
+    files
+        .into_iter()
+        .map(|(p, b)| {
+            let mut t = String::from_utf8_lossy(&b).into_owned();
+            if p.ends_with("/METADATA") {
+                if let Some(i) = t.find("\n\n") {
+                    t.truncate(i + 1);
+                }
+            }
+            (p, t)
+        })
+        .collect()
+}
+
 /// What a recipe reports for the supply chain documents.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Supply {

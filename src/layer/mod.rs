@@ -344,6 +344,29 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
+/// The contents of regular-file entries whose path `want` accepts (paths as in the layer,
+/// without a leading slash): what the SBOM keeps of a layer it has just written.
+pub fn read_entries(
+    entries: &[Entry],
+    want: impl Fn(&str) -> bool,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut zips = ZipCache::default();
+    let mut out = std::collections::BTreeMap::new();
+    for e in entries {
+        let Body::File { src, .. } = &e.body else {
+            continue;
+        };
+        let path = String::from_utf8_lossy(&e.path).into_owned();
+        if !want(&path) {
+            continue;
+        }
+        let mut buf = Vec::new();
+        zips.open(src)?.read_to_end(&mut buf)?;
+        out.insert(path, buf);
+    }
+    Ok(out)
+}
+
 /// Keeps wheel archives open while their members are streamed in path order.
 #[derive(Default)]
 struct ZipCache {
