@@ -1182,7 +1182,7 @@ class CorpusProject:
         if opts:
             py += ", " + opts
         (self.dir / "imgbuild.toml").write_text(
-            f'[images.app]\nbase = "oci:{base}:{self.source["base"]}"\n{self.source.get("image_options", "")}\n\n[[images.app.layers]]\nname = "python-deps"\npython = {{ {py} }}\n')
+            f'[images.app]\nbase = "oci:{base}:{self.source["base"]}"\n{self.source.get("image_options", "")}\n{self.source.get("layers_before", "")}\n\n[[images.app.layers]]\nname = "python-deps"\npython = {{ {py} }}\n')
         self.packages = self.source["packages"]
 
     def build(self, env):

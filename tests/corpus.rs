@@ -56,6 +56,7 @@ struct Source {
     project_modules: Vec<String>,
     layer_options: String,
     image_options: String,
+    layers_before: String,
 }
 
 fn strings(t: &toml::Table, key: &str) -> Vec<String> {
@@ -99,6 +100,11 @@ fn source(name: &str) -> Source {
             .to_string(),
         image_options: t
             .get("image_options")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        layers_before: t
+            .get("layers_before")
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string(),
@@ -381,11 +387,12 @@ fn run(name: &str) {
         python.push_str(&s.layer_options);
     }
     let cfg = format!(
-        "[images.app]\nbase = \"oci:{}:{}\"\nsmoke = {}\n{}\n\n[[images.app.layers]]\nname = \"python-deps\"\npython = {{ {python} }}\n",
+        "[images.app]\nbase = \"oci:{}:{}\"\nsmoke = {}\n{}\n{}\n\n[[images.app.layers]]\nname = \"python-deps\"\npython = {{ {python} }}\n",
         base.display(),
         s.base,
         toml_list(&smoke),
         s.image_options,
+        s.layers_before,
     );
     std::fs::write(p.join("imgbuild.toml"), &cfg).unwrap();
     eprintln!(
