@@ -274,7 +274,7 @@ DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo"
         "tar": "tar", "gzip": "gzip", "time": "time"}
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
-         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"]}
+         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"], "debian": ["debootstrap", "skopeo", "buildah"]}
 
 
 def apt_install(pkgs):
@@ -1411,7 +1411,169 @@ def section_sbom(S, ctx):
     S.target("SBOM + provenance add ≤ 5 % to a cold api build", f"{added:+.1f} % (median of per-round ratios {ratio['median']:.3f})", added <= 5.0)
 
 
-SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom"]
+def host_debian_mirror():
+    """The Debian mirror apt uses here (make-debian-python.sh's find_mirror), or DEBIAN_MIRROR."""
+    if os.environ.get("DEBIAN_MIRROR"):
+        return os.environ["DEBIAN_MIRROR"]
+    script = ROOT / "fixtures/base/make-debian-python.sh"
+    p = sh(f"source <(sed -n '/^find_mirror()/,/^}}/p' {shlex.quote(str(script))}); find_mirror")
+    return p.stdout.strip()
+
+
+def layout_layer_sizes(layout, tag):
+    """Compressed sizes of the layers of layout:tag (its index → manifest)."""
+    index = json.loads((Path(layout) / "index.json").read_text())
+    m = next(d for d in index["manifests"] if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+    manifest = json.loads((Path(layout) / "blobs/sha256" / m["digest"].split(":")[1]).read_text())
+    return [l["size"] for l in manifest["layers"]]
+
+
+def section_debian(S, ctx):
+    """A base from the Debian archive vs debootstrap + base import; a libpq5 layer vs buildah's RUN apt-get."""
+    runs = ctx.runs
+    work = ctx.work / "debian"
+    rmtree(work)
+    work.mkdir(parents=True)
+    mirror = host_debian_mirror()
+    env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, IMGBUILD_DEBIAN_MIRROR=mirror)
+
+    # 1. The python3 base.
+    proj = work / "archive-base"
+    proj.mkdir()
+    (proj / "imgbuild.toml").write_text('[images.base]\nbase = { debian = "bookworm", packages = ["python3"] }\ncmd = ["python3"]\n')
+    store = work / "archive-store"
+
+    def ib_cold(i):
+        rmtree(store)
+        rmtree(proj / ".imgbuild")
+        (proj / "imgbuild.lock").unlink(missing_ok=True)
+        r = run([IMGBUILD, "-q", "build", "base"], cwd=proj, env=dict(env, IMGBUILD_CACHE=str(store)))
+        r.bytes = sum(layout_layer_sizes(proj / ".imgbuild/oci", "base"))
+        return r
+
+    def ib_warm(i):
+        # The packages (and the lock) are kept; the base's layer is unpacked and compressed again.
+        rmtree(store / "layers")
+        rmtree(proj / ".imgbuild")
+        r = run([IMGBUILD, "-q", "build", "base"], cwd=proj, env=dict(env, IMGBUILD_CACHE=str(store)))
+        r.bytes = sum(layout_layer_sizes(proj / ".imgbuild/oci", "base"))
+        return r
+
+    ds_cache = work / "debootstrap-cache"
+    ds_store = work / "debootstrap-store"
+
+    def debootstrap(cache):
+        root = work / "debootstrap-root"
+        out = work / "debootstrap-layout"
+        sh(["rm", "-rf", root, out])
+        if not cache:
+            rmtree(ds_cache)
+        ds_cache.mkdir(exist_ok=True)
+        rmtree(ds_store)
+        cmd = (f"debootstrap --variant=minbase --include=python3 --cache-dir={shlex.quote(str(ds_cache))} bookworm "
+               f"{shlex.quote(str(root))} {shlex.quote(mirror)} >/dev/null && "
+               f"rm -rf {root}/var/cache/apt/* {root}/var/lib/apt/lists/* && "
+               f"{shlex.quote(IMGBUILD)} -q base import {shlex.quote(str(root))} --output oci:{shlex.quote(str(out))}:base")
+        r = run(cmd, env=dict(env, IMGBUILD_CACHE=str(ds_store)))
+        r.bytes = sum(layout_layer_sizes(out, "base"))
+        sh(["rm", "-rf", root])
+        return r
+
+    log(f"debian: {runs} rounds + a warm-up (archive base vs debootstrap + base import, cold and warm)")
+    res = rounds([("imgbuild archive base cold", ib_cold), ("debootstrap + base import cold", lambda i: debootstrap(False)),
+                  ("imgbuild archive base warm", ib_warm), ("debootstrap + base import warm", lambda i: debootstrap(True))], runs)
+    pkgs = sum(1 for l in (proj / "imgbuild.lock").read_text().splitlines() if l.startswith("name = "))
+    rows, data = [], {"archive_base_packages": pkgs}
+    for what, base, how in [
+        ("imgbuild archive base cold", None, "`base = { debian = \"bookworm\", packages = [\"python3\"] }`: empty store, no lock (index, packages, unpack, gzip)"),
+        ("debootstrap + base import cold", "imgbuild archive base cold", "`debootstrap --variant=minbase --include=python3` (empty package cache) + `imgbuild base import` (gzip)"),
+        ("imgbuild archive base warm", None, "packages in the store and pinned: unpack + gzip again"),
+        ("debootstrap + base import warm", "imgbuild archive base warm", "debootstrap with its package cache (`--cache-dir`) + `imgbuild base import`")]:
+        rs = res[what]
+        st = secs(rs)
+        ratio = stats(ratios(rs, res[base])) if base else None
+        rows.append([what] + time_cells(st) + [fmt_s(cpu(rs)["median"]), fmt_b(rs[-1].bytes), fmt_x(ratio) if ratio else "—", how])
+        data[what] = {"seconds": st, "cpu_seconds": cpu(rs), "bytes": rs[-1].bytes, "ratio_peer_over_imgbuild": ratio}
+    S.table(f"A Debian bookworm python3 base ({pkgs} packages from the archive)",
+            ["what"] + TIME_HEADER + ["CPU time", "image (gzip)", "imgbuild speed-up (pairs)", ""], rows,
+            "Same mirror (the host's apt source) for both; rounds alternate the tools, the warm-up round is not counted. "
+            "debootstrap runs the packages' maintainer scripts and installs apt; imgbuild writes the files and dpkg status "
+            "and reproduces the few script effects a base needs (README: A base from the archive).")
+
+    # 2. Adding libpq5 to the debootstrap base.
+    base = work / "bases" / "debian-python3"
+    sh([ROOT / "fixtures/base/make-debian-python.sh", "--import", f"{base}:bookworm"], env=dict(os.environ, IMGBUILD=IMGBUILD))
+    lp = work / "libpq5"
+    lp.mkdir()
+    (lp / "imgbuild.toml").write_text(f'[images.t]\nbase = "oci:{base}:bookworm"\n\n[[images.t.layers]]\nname = "system"\n'
+                                      'debian = { packages = ["libpq5"] }\n')
+    lp_store = work / "libpq5-store"
+
+    def ib_libpq(i):
+        rmtree(lp_store)
+        rmtree(lp / ".imgbuild")
+        (lp / "imgbuild.lock").unlink(missing_ok=True)
+        r = run([IMGBUILD, "-q", "build", "t", "--json"], cwd=lp, env=dict(env, IMGBUILD_CACHE=str(lp_store)), capture=True)
+        r.bytes = sum(l["size"] for l in imgbuild_json(r).get("layers", []))
+        return r
+
+    steps = [("imgbuild libpq5 layer cold", ib_libpq)]
+    peer, peer_note = None, ""
+    if shutil.which("buildah"):
+        bdir = work / "buildah"
+        bdir.mkdir()
+        (bdir / "containers.conf").write_text(
+            '[containers]\nnetns = "host"\ndefault_ulimits = ["nofile=1024:1024"]\n'
+            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        (bdir / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{bdir / "root"}"\nrunroot = "{bdir / "run"}"\n')
+        benv = dict(os.environ, CONTAINERS_CONF=str(bdir / "containers.conf"), CONTAINERS_STORAGE_CONF=str(bdir / "storage.conf"))
+        (bdir / "ctx").mkdir()
+        (bdir / "ctx/Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nRUN apt-get update -q && apt-get install -y -q --no-install-recommends libpq5 "
+                                              "&& rm -rf /var/lib/apt/lists/*\n")
+        sh(["skopeo", "copy", "-q", f"oci:{base}:bookworm", "containers-storage:localhost/debian-base:bookworm"], env=benv)
+
+        def bh(i):
+            sh(["buildah", "rmi", "-f", "localhost/bench-libpq5"], env=benv, check=False)
+            sh(["buildah", "rmi", "--prune"], env=benv, check=False)
+            r = run(["buildah", "bud", "--quiet", "--layers", "--isolation", "chroot", "--pull=never", "--build-arg",
+                     "BASE=localhost/debian-base:bookworm", "-t", "localhost/bench-libpq5", bdir / "ctx"], env=benv)
+            # The added layer as skopeo writes it to an OCI layout (gzip, like imgbuild's).
+            out = bdir / "copy"
+            rmtree(out)
+            sh(["skopeo", "copy", "-q", "containers-storage:localhost/bench-libpq5", f"oci:{out}:t"], env=benv)
+            r.bytes = layout_layer_sizes(out, "t")[-1]
+            return r
+        steps.append(("buildah RUN apt-get install libpq5", bh))
+        peer = "buildah RUN apt-get install libpq5"
+        peer_note = ("buildah: `buildah bud --layers --isolation chroot`, overlay storage, host netns; `RUN apt-get update && apt-get "
+                     "install --no-install-recommends libpq5 && rm -rf /var/lib/apt/lists/*`; its bytes are the added layer "
+                     "as `skopeo copy` writes it to an OCI layout (gzip). ")
+    else:
+        S.note("**libpq5 peer:** buildah is not installed here, so the libpq5 layer has no peer in this run.")
+    try:
+        log("debian: libpq5 layer rounds")
+        res2 = rounds(steps, runs)
+        rows = []
+        for what, rs in res2.items():
+            st = secs(rs)
+            ratio = stats(ratios(rs, res2["imgbuild libpq5 layer cold"])) if what == peer else None
+            rows.append([what] + time_cells(st) + [fmt_s(cpu(rs)["median"]), fmt_b(rs[-1].bytes), fmt_x(ratio) if ratio else "—"])
+            data[what] = {"seconds": st, "cpu_seconds": cpu(rs), "bytes": rs[-1].bytes, "ratio_peer_over_imgbuild": ratio}
+        S.table("Adding libpq5 to the debootstrap bookworm python3 base",
+                ["what"] + TIME_HEADER + ["CPU time", "bytes added", "imgbuild speed-up (pairs)"], rows,
+                "imgbuild: a `debian = { packages = [\"libpq5\"] }` layer, empty store and no lock (release, index, "
+                "5 packages, unpack, gzip); its bytes are the gzip layer. " + peer_note)
+    finally:
+        if peer:
+            sh(["buildah", "rmi", "--all", "--force"], env=benv, check=False)
+            mounts = [l.split()[1] for l in open("/proc/self/mounts")]
+            for m in sorted((m for m in mounts if m.startswith(str(bdir) + "/")), key=len, reverse=True):
+                subprocess.run(["umount", "-l", m], capture_output=True)
+    for k, v in data.items():
+        S.result(k, v)
+
+
+SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian"]
 SECTIONS = {
     "layers": (section_layers, "Layer throughput: imgbuild vs tar | pigz, gzip, zstd",
                "imgbuild's gzip (parallel, deterministic) and zstd layers against the usual command lines, on identical inputs, with output sizes."),
@@ -1427,6 +1589,9 @@ SECTIONS = {
     "sbom": (section_sbom, "SBOM and provenance: what they cost",
              "The api image built cold with its SPDX SBOM and SLSA provenance (the default) against the same build with both "
              "opted out; the documents' sizes."),
+    "debian": (section_debian, "Debian packages: a base from the archive, a libpq5 layer",
+               "A bookworm python3 base built from the archive vs debootstrap + `imgbuild base import`; adding libpq5 vs a "
+               "`RUN apt-get install` layer in buildah."),
 }
 
 

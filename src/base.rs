@@ -323,7 +323,9 @@ pub fn lock(
     let mut done = std::collections::HashSet::new();
     for name in &names {
         let img = project.image(name)?;
-        let Some(b) = img.base.clone() else { continue };
+        let Some(b) = img.base.as_ref().and_then(|b| b.name()).map(String::from) else {
+            continue;
+        };
         if registry_reference(&b)?.is_none() {
             continue;
         }
@@ -349,7 +351,7 @@ pub fn lock(
             .spec
             .images
             .values()
-            .filter_map(|i| i.base.as_deref())
+            .filter_map(|i| i.base.as_ref().and_then(|b| b.name()))
             .filter_map(|b| registry_reference(b).ok().flatten())
             .collect();
         let mut l = registry::lock::LockFile::load(&project.root)?;
@@ -362,6 +364,8 @@ pub fn lock(
     if opts.update_lock {
         // sdists' build requirements: the next build resolves them again and pins the result.
         registry::lock::LockFile::update(&project.root, |l| l.python_build.clear())?;
+        // Debian packages: the next build resolves them again against the signed index.
+        registry::lock::LockFile::update(&project.root, |l| l.debian.clear())?;
     }
     Ok(())
 }

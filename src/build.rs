@@ -215,7 +215,11 @@ fn resolve_base(
     reg: &registry::Options,
     other: impl Fn(&str) -> Result<Built>,
 ) -> Result<BaseImage> {
-    let written = cx.image.base.clone().unwrap_or_else(|| "scratch".into());
+    let written = match &cx.image.base {
+        Some(crate::spec::BaseSpec::Debian(d)) => return crate::debian::bootstrap::base(cx, d),
+        Some(crate::spec::BaseSpec::Name(n)) => n.clone(),
+        None => "scratch".into(),
+    };
     resolve_written(&written, project, cx, reg, other)
 }
 
@@ -268,7 +272,7 @@ fn resolve_written(
 /// The reference a registry base is known by (`docker.io/library/python:3.12-slim`), without
 /// its digest (that is `base.digest`); `None` for scratch, `oci:` and `image:` bases.
 fn base_reference(cx: &Ctx) -> Option<String> {
-    let written = cx.image.base.as_deref()?;
+    let written = cx.image.base.as_ref()?.name()?;
     let r = base::registry_reference(written).ok()??;
     let mut r = registry::reference::Reference::parse(&r).ok()?;
     r.digest = None;
@@ -546,14 +550,40 @@ fn verify(
     if problems.is_empty() {
         return Ok(fs);
     }
-    Err(recipe::report(
+    let err = recipe::report(
         &format!("image `{}`", cx.image_name),
         &problems,
         |l| match l {
             start::PLACE => l.to_string(),
             _ => format!("layer `{l}`"),
         },
-    ))
+    );
+    // On a Debian image: which package of its release ships each missing library.
+    let mut libs: Vec<String> = problems
+        .iter()
+        .filter_map(|p| crate::native::missing_library(&p.message))
+        .map(String::from)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    if libs.is_empty() {
+        return Err(err);
+    }
+    let Some(found) = crate::debian::contents::providers(cx, base, &libs) else {
+        return Err(err);
+    };
+    let mut hints = Vec::new();
+    for (lib, pkgs) in &found {
+        hints.push(format!(
+            "{lib} is in the Debian package {}: add a layer `debian = {{ packages = [\"{}\"] }}`",
+            pkgs.join(" or "),
+            pkgs[0]
+        ));
+    }
+    if hints.is_empty() {
+        return Err(err);
+    }
+    Err(anyhow::anyhow!("{err}\nhint: {}", hints.join("\nhint: ")))
 }
 
 /// The native libraries of layers `from_layer..`: every ELF file's needs (`native::check`), as

@@ -1,7 +1,7 @@
 //! imgbuild: reproducible, verified OCI images for Python and Node projects, without a Docker engine.
 //!
 //! Data flow (docs/ARCHITECTURE.md): `spec` (imgbuild.toml) → `project` (build order, store,
-//! source date) → `plan` (`recipe::Ctx` once, one recipe per layer: `filelayer`, `python`) →
+//! source date) → `plan` (`recipe::Ctx` once, one recipe per layer: `filelayer`, `python`, `debian`) →
 //! `layer` (deterministic tar, `compress`; `key` and `cache` skip unchanged layers) → checks on
 //! the merged `rootfs` → `image` → `store` → `publish` (`layout`, `archive`, `registry`) →
 //! `record` → `pin` (compose files); `sbom`, `provenance` and `referrers` say what is in each
@@ -14,6 +14,7 @@ pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod compress;
+pub mod debian;
 pub mod digest;
 pub mod elf;
 pub mod error;

@@ -26,6 +26,14 @@ pub struct Miss {
     pub message: String,
 }
 
+/// The library a miss's message says is not in the image (`… needs LIB, which is not in the
+/// image…`), if it is such a miss.
+pub fn missing_library(message: &str) -> Option<&str> {
+    let (before, _) = message.split_once(", which is not in the image")?;
+    let lib = before.rsplit_once(" needs ")?.1;
+    (!lib.starts_with("its loader")).then_some(lib)
+}
+
 /// How many objects one file's dependency walk visits at most.
 const MAX_OBJECTS: usize = 512;
 

@@ -16,13 +16,19 @@ pub fn recipes(cx: &Ctx) -> Result<Vec<Box<dyn Recipe>>> {
         .layers
         .iter()
         .map(|l| -> Result<Box<dyn Recipe>> {
-            match &l.python {
-                Some(_) if l.files.is_some() || l.preset.is_some() => Err(usage!(
-                    "layer `{}`: `python` cannot be combined with `files` or `preset` in one layer",
+            match (&l.python, &l.debian) {
+                (Some(_), Some(_)) => Err(usage!(
+                    "layer `{}`: `python` and `debian` cannot be combined in one layer: make two layers",
                     l.name
                 )),
-                Some(_) => crate::python::recipe(cx, l),
-                None => Ok(Box::new(FilesRecipe::new(cx, l, &workdir)?)),
+                (Some(_), _) | (_, Some(_)) if l.files.is_some() || l.preset.is_some() => Err(usage!(
+                    "layer `{}`: `{}` cannot be combined with `files` or `preset` in one layer",
+                    l.name,
+                    if l.python.is_some() { "python" } else { "debian" }
+                )),
+                (Some(_), None) => crate::python::recipe(cx, l),
+                (None, Some(d)) => Ok(Box::new(crate::debian::layer::DebianLayer::new(cx, l, d)?)),
+                (None, None) => Ok(Box::new(FilesRecipe::new(cx, l, &workdir)?)),
             }
         })
         .collect()
@@ -100,5 +106,6 @@ fn context(project: &Project, name: &str, o: Overrides) -> Result<Ctx> {
         image_name: name.to_string(),
         pins: Default::default(),
         notes: Default::default(),
+        debian_mirror: project.spec.defaults.debian_mirror.clone(),
     })
 }

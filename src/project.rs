@@ -112,7 +112,12 @@ impl Project {
                 .hint("one of them must start from a real base (scratch, oci:…, a registry reference)"));
             }
             let img = p.image(name)?;
-            if let Some(other) = img.base.as_deref().and_then(|b| b.strip_prefix("image:")) {
+            if let Some(other) = img
+                .base
+                .as_ref()
+                .and_then(|b| b.name())
+                .and_then(|b| b.strip_prefix("image:"))
+            {
                 p.spec
                     .image(other, &p.spec_path)
                     .map_err(|e| usage!("image `{name}`: base `image:{other}`: {}", e.message))?;

@@ -54,6 +54,8 @@ pub struct Ctx {
     pub pins: FilePins,
     /// What recipes tell the user (not errors): printed by the build after the layers.
     pub notes: std::sync::Mutex<Vec<String>>,
+    /// `debian_mirror` of imgbuild.toml's [defaults].
+    pub debian_mirror: Option<String>,
 }
 
 /// The base as layers see it: its config and (computed on demand) its merged filesystem.

@@ -7,20 +7,24 @@ use std::fs;
 use std::path::Path;
 
 const TOML: &str = r#"# A sample imgbuild project, written by `imgbuild sample`.
-# Build again with `imgbuild frontend` or `imgbuild app` in this directory.
+# Build again with `imgbuild frontend` or `imgbuild app` in this directory; `imgbuild test app`
+# runs the smoke lines in the image with runc. Both bases are built from the Debian archive
+# (the mirror: `debian_mirror` below, else IMGBUILD_DEBIAN_MIRROR, else this machine's apt
+# sources); every package is pinned in imgbuild.lock on the first build.
 
 [defaults]
 compression = "gzip"
 platform = "linux/amd64"
+# debian_mirror = "http://MIRROR/debian"
 
 [images.frontend]
 repository = "registry.example.com/acme/job-agent-frontend"
-base = "scratch"                  # use a Node base (e.g. an `oci:` layout) to run it
+base = { debian = "trixie", packages = ["nodejs"] }
 workdir = "/app"
 cmd = ["node", "server.js"]
-start_check = false               # scratch has no node: with a Node base, drop this line
 env = { NODE_ENV = "production" }
 ports = ["3000/tcp"]
+smoke = ["node --check /app/server.js", "test -d /app/public"]
 
 [[images.frontend.layers]]
 name = "frontend"
@@ -29,16 +33,22 @@ root = "frontend"                 # frontend/public does not exist: the preset g
 
 [images.app]
 repository = "registry.example.com/acme/job-agent-api"
-base = "scratch"
+base = { debian = "trixie", packages = ["python3"] }
 workdir = "/app"
-cmd = ["uvicorn", "src.main:app", "--host", "0.0.0.0", "--port", "8000"]
-start_check = false               # scratch has no uvicorn: with a Python base and deps layer, drop this
+cmd = ["alembic", "upgrade", "head"]
+smoke = ["python3 -c 'from alembic.config import Config; import src.models'", "alembic --help", "alembic upgrade head", "alembic current"]
+
+# The API's database layer from Debian's own packages (no package index needed for the sample);
+# a real project uses a `python = { lock = "uv.lock" }` layer (see README: Python layers).
+[[images.app.layers]]
+name = "system"
+debian = { packages = ["alembic", "python3-sqlalchemy"] }
 
 [[images.app.layers]]
 name = "app"
-files = [{ from = "src", to = "/app/src" }, { from = "alembic", to = "/app/alembic" }, { from = "alembic.ini", to = "/app/alembic.ini" }]
+files = [{ from = "alembic", to = "/app/alembic" }, { from = "alembic.ini", to = "/app/alembic.ini" }, { from = "src/__init__.py", to = "/app/src/__init__.py" }, { from = "src/models.py", to = "/app/src/models.py" }, { from = "src/db.py", to = "/app/src/db.py" }]
 exclude = ["**/__pycache__", "**/*.pyc"]
-expect = ["/app/src/main.py"]
+expect = ["/app/src/models.py"]
 "#;
 
 macro_rules! files {

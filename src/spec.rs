@@ -32,13 +32,16 @@ pub struct Defaults {
     pub sbom: Option<bool>,
     /// Write a SLSA provenance referrer for each image (default true).
     pub provenance: Option<bool>,
+    /// The Debian mirror `debian` layers and bases read (else IMGBUILD_DEBIAN_MIRROR, else the
+    /// host's apt sources).
+    pub debian_mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {
     pub repository: Option<String>,
-    pub base: Option<String>,
+    pub base: Option<BaseSpec>,
     pub workdir: Option<String>,
     pub cmd: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
@@ -76,6 +79,67 @@ pub struct ImageSpec {
     pub platform: Option<String>,
     #[serde(default)]
     pub layers: Vec<LayerSpec>,
+}
+
+/// `base = "NAME"` (scratch, `oci:`, `image:`, a catalog name or a registry reference) or
+/// `base = { debian = "bookworm", packages = [...] }` (built from the Debian archive).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum BaseSpec {
+    Name(String),
+    Debian(DebianBase),
+}
+
+/// A base built from the Debian archive: the release's essential and required packages plus
+/// `packages`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianBase {
+    /// The release (codename), e.g. "bookworm" or "trixie".
+    pub debian: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// The OpenPGP keyring that signs the archive (default: the host's debian-archive-keyring).
+    pub keyring: Option<String>,
+}
+
+impl BaseSpec {
+    /// The base as a name; `None` for a base from the Debian archive.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            BaseSpec::Name(n) => Some(n),
+            BaseSpec::Debian(_) => None,
+        }
+    }
+    /// How errors and the image's history name the base.
+    pub fn label(&self) -> String {
+        match self {
+            BaseSpec::Name(n) => n.clone(),
+            BaseSpec::Debian(d) => format!("debian:{}", d.debian),
+        }
+    }
+}
+
+// A string or a table, each with its own errors (an untagged enum would say only "did not
+// match any variant", without the unknown key).
+impl<'de> Deserialize<'de> for BaseSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BaseSpec, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BaseSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a base name or a table `{ debian = \"RELEASE\", packages = [...] }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BaseSpec, E> {
+                Ok(BaseSpec::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<BaseSpec, A::Error> {
+                DebianBase::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(BaseSpec::Debian)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One smoke command: a line, or `{ run = "LINE", entrypoint = false }` for a line that must
@@ -221,6 +285,8 @@ pub struct LayerSpec {
     /// `uid:gid` for every entry of the layer.
     pub owner: Option<String>,
     pub python: Option<PythonSpec>,
+    /// Debian packages (and what they depend on) unpacked into the layer.
+    pub debian: Option<DebianSpec>,
     /// Printed when an expected path is missing: how it is usually produced.
     pub hint: Option<String>,
 }
@@ -281,7 +347,17 @@ pub struct PythonSpec {
     pub build: Option<BuildSpec>,
 }
 
-/// `build = { env = { ... }, base = "..." }` of a python layer.
+/// `debian = { packages = [...] }` of a layer: packages of the base's Debian release.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSpec {
+    pub packages: Vec<String>,
+    /// The OpenPGP keyring that signs the archive (default: the host's
+    /// debian-archive-keyring), relative to the project.
+    pub keyring: Option<String>,
+}
+
+/// `build = { env = { ... }, base = "...", debian = [...] }` of a python layer.
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSpec {
@@ -292,6 +368,10 @@ pub struct BuildSpec {
     /// like an image's `base`: e.g. one with compilers and headers). Its Python must be the
     /// target's minor version, on the same architecture, with a libc no newer than the target's.
     pub base: Option<String>,
+    /// Debian packages added to the build root only (compilers, `-dev` packages); they never
+    /// reach the image.
+    #[serde(default)]
+    pub debian: Vec<String>,
 }
 
 impl Spec {
@@ -414,6 +494,36 @@ mod tests {
             .to_string();
         assert!(e.contains("imgbuild.toml:2:7"), "{e}");
         assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn a_base_from_the_archive_is_a_table_with_its_own_key_errors() {
+        let s = Spec::parse(
+            "[images.a]\nbase = { debian = \"bookworm\", packages = [\"python3\"] }\n[images.b]\nbase = \"scratch\"\n[[images.b.layers]]\nname = \"s\"\ndebian = { packages = [\"libpq5\"] }\n",
+            Path::new("imgbuild.toml"),
+        )
+        .unwrap();
+        match &s.images["a"].base {
+            Some(BaseSpec::Debian(d)) => {
+                assert_eq!(d.debian, "bookworm");
+                assert_eq!(d.packages, vec!["python3"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.images["b"].base.as_ref().unwrap().name(), Some("scratch"));
+        assert_eq!(
+            s.images["b"].layers[0].debian.as_ref().unwrap().packages,
+            vec!["libpq5"]
+        );
+        let e = Spec::parse(
+            "[images.a]\nbase = { debain = \"bookworm\" }\n",
+            Path::new("imgbuild.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("imgbuild.toml:2:"), "{e}");
+        assert!(e.contains("unknown key `debain`"), "{e}");
+        assert!(e.contains("did you mean `debian`?"), "{e}");
     }
 
     #[test]

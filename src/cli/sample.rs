@@ -22,6 +22,20 @@ pub fn run(g: &Global, dir: &Path) -> Result<i32> {
         println!("{} {}", summary.image, built.digest);
         Ok(())
     })?;
+    // Where a runtime can run containers: the smoke lines of each image.
+    for name in project.images(&[])? {
+        match crate::smoke::run(&project, &name, &g.progress) {
+            Ok(o) if o.failed.is_empty() => g
+                .progress
+                .note(&format!("{name}: {} smoke command(s) passed", o.passed)),
+            Ok(o) => anyhow::bail!("{name}: {} smoke command(s) failed", o.failed.len()),
+            Err(e) if e.is::<crate::smoke::NoRuntime>() => {
+                g.progress.note(&format!("smoke tests skipped: {e}"));
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     g.progress.note(&format!(
         "next: `umoci unpack --image {0}/.imgbuild/oci:frontend bundle` to look inside, or `cd {0} && imgbuild verify frontend`",
         dir.display()

@@ -211,3 +211,22 @@ fn files_for_other_platforms_shipped_inside_a_package_are_not_a_problem() {
         ]
     );
 }
+
+#[test]
+fn the_missing_library_is_read_back_from_a_miss() {
+    use crate::native::missing_library;
+    assert_eq!(
+        missing_library(
+            "pgnative/_pq.so needs libpq.so.5, which is not in the image (installed by x)"
+        ),
+        Some("libpq.so.5")
+    );
+    assert_eq!(
+        missing_library("a loads /usr/lib/b.so, which needs libz.so.1, which is not in the image"),
+        Some("libz.so.1")
+    );
+    assert_eq!(
+        missing_library("/x needs its loader /lib/ld.so, which is not in the image"),
+        None
+    );
+}

@@ -411,15 +411,33 @@ impl PythonRecipe {
             Some(b) => Some(self.build_target(cx, b)?),
             None => None,
         };
+        // `build.debian`: a layer of Debian packages on top of the build root's image (the
+        // build base, else the layer's base), for the build root only.
+        let mut root_layers = match &self.state.as_ref().unwrap().build_base {
+            Some(b) => b.layers.clone(),
+            None => base.base.layers.clone(),
+        };
+        if let Some(b) = self.py.build.as_ref().filter(|b| !b.debian.is_empty()) {
+            let own;
+            let view = match &self.state.as_ref().unwrap().build_base {
+                Some(bb) => {
+                    own = BaseView::new(bb, &cx.store);
+                    &own
+                }
+                None => base,
+            };
+            root_layers.push(crate::debian::layer::build_root_layer(
+                cx,
+                view,
+                &self.spec.name,
+                &b.debian,
+            )?);
+        }
         let st = self.state.as_mut().unwrap();
-        let build_layers = st
-            .build_base
-            .as_ref()
-            .map_or(&base.base.layers, |b| &b.layers);
         let build = build_target.as_ref().unwrap_or(&st.target);
         let setup = || sdist::Setup {
             store: &cx.store,
-            base_layers: build_layers,
+            base_layers: &root_layers,
             target: &st.target,
             build,
             indexes: &indexes,

@@ -2,6 +2,8 @@
 //! entry; later builds use the locked digests and never ask the registry what the tag means now.
 //! Also the build requirements each sdist was built with (`[python-build."NAME VERSION TARGET"]`,
 //! written by `python::sdist`), so that the next build uses exactly the same backend.
+//! And the Debian packages each `debian` layer (and each base from the archive) resolved to
+//! (`[debian."IMAGE/LAYER"]`, written by `debian`): exact versions, files and sha256s.
 //!
 //! ```toml
 //! [base."registry.example.com/library/python:3.13-slim"]
@@ -51,6 +53,38 @@ pub struct LockFile {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub python_build: BTreeMap<String, BuildPins>,
+    /// `IMAGE/LAYER` (or `IMAGE/[base]`) → the Debian packages it resolved to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub debian: BTreeMap<String, DebianPins>,
+}
+
+/// The Debian packages one request resolved to, and what it was resolved against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianPins {
+    /// The release (codename) and Debian architecture.
+    pub release: String,
+    pub architecture: String,
+    /// The package names asked for, as imgbuild.toml lists them.
+    pub request: Vec<String>,
+    /// sha256 (hex) of the base's dpkg status file the request was resolved against (empty
+    /// for a base from the archive).
+    #[serde(default)]
+    pub base: String,
+    #[serde(default)]
+    pub packages: Vec<DebianPin>,
+}
+
+/// One package file, by exact version and hash (from the signed `Packages` index).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct DebianPin {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// The build requirements of one sdist for one target, resolved once.
