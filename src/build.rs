@@ -151,7 +151,10 @@ fn build(
         project,
         cx: &cx,
         base: &base,
-        base_name: referrers::base_name(cx.image.base.as_deref(), base_reference(&cx)),
+        base_name: referrers::base_name(
+            cx.image.base.as_ref().map(|b| b.label()).as_deref(),
+            base_reference(&cx),
+        ),
         recipes: &recipes,
         built: &built,
         diff_ids: &config.rootfs.diff_ids,

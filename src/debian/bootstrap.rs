@@ -160,6 +160,7 @@ pub fn base(cx: &Ctx, spec: &DebianBase) -> Result<BaseImage> {
             size: blob.size,
             platform: None,
             annotations: BTreeMap::new(),
+            artifact_type: None,
         }],
     })
 }

@@ -418,5 +418,6 @@ pub fn build_root_layer(
         size: blob.size,
         platform: None,
         annotations: BTreeMap::new(),
+        artifact_type: None,
     })
 }
