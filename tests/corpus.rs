@@ -370,9 +370,10 @@ fn run(name: &str) {
         // code ran as far as it can without the project's settings — that counts as imported.
         // One that fails otherwise without settings (django-ninja reads them while importing)
         // is imported once more, in a new interpreter, after `settings.configure()`.
+        // `a+b` imports a, then b, in one interpreter (psycopg_c must come after psycopg).
         .map(|m| {
             format!(
-                "python3 -c 'import importlib\ntry:\n    importlib.import_module(\"{m}\")\nexcept Exception as e:\n    if type(e).__name__ != \"ImproperlyConfigured\": raise' 2>/dev/null || python3 -c 'import importlib\ntry:\n    import django\n    from django.conf import settings\n    settings.configure()\n    django.setup()\nexcept ImportError:\n    pass\ntry:\n    importlib.import_module(\"{m}\")\nexcept Exception as e:\n    if type(e).__name__ != \"ImproperlyConfigured\": raise'"
+                "python3 -c 'import importlib\ntry:\n    [importlib.import_module(n) for n in \"{m}\".split(\"+\")]\nexcept Exception as e:\n    if type(e).__name__ != \"ImproperlyConfigured\": raise' 2>/dev/null || python3 -c 'import importlib\ntry:\n    import django\n    from django.conf import settings\n    settings.configure()\n    django.setup()\nexcept ImportError:\n    pass\ntry:\n    [importlib.import_module(n) for n in \"{m}\".split(\"+\")]\nexcept Exception as e:\n    if type(e).__name__ != \"ImproperlyConfigured\": raise'"
             )
         })
         .collect();
