@@ -34,8 +34,7 @@ fn job_agent(t: &Path, extra: &str) -> PathBuf {
         copy_fixture("job-agent", &p);
         fs::copy(uv_lock(), p.join("uv.lock")).unwrap();
         fs::create_dir_all(t.join(".bases")).unwrap();
-        std::os::unix::fs::symlink(debian_python_base(), t.join(".bases/debian-python3"))
-            .unwrap();
+        std::os::unix::fs::symlink(debian_python_base(), t.join(".bases/debian-python3")).unwrap();
         fs::copy(p.join("imgbuild.toml"), p.join("imgbuild.toml.orig")).unwrap();
     }
     let toml = fs::read_to_string(p.join("imgbuild.toml.orig")).unwrap();
@@ -86,8 +85,7 @@ print(json.dumps({"compiled": compiled, "site_modules": len(site),
 fn probe(dir: &Path, bundle: &Path) -> (serde_json::Value, String, usize, usize) {
     umoci_unpack(&dir.join(".imgbuild/oci"), "api", bundle);
     let cfg_path = bundle.join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
     cfg["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
     cfg["root"]["readonly"] = true.into();
     fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
@@ -131,16 +129,29 @@ fn the_job_agent_api_with_bytecode() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["digest"], digest_a);
     assert!(
-        v["layers"].as_array().unwrap().iter().all(|l| l["cached"] == true),
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["cached"] == true),
         "{v}"
     );
-    let out = ok(imgbuild(&p).env("IMGBUILD_CACHE", &a).args(["verify", "api"]));
+    let out = ok(imgbuild(&p)
+        .env("IMGBUILD_CACHE", &a)
+        .args(["verify", "api"]));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("33 Python distributions match their RECORD"), "{err}");
+    assert!(
+        err.contains("33 Python distributions match their RECORD"),
+        "{err}"
+    );
 
     // Another layer key (zstd) writes the layer again, but its compile is the same: the pycs
     // come from the store, runc compiles nothing.
-    let (_, err) = build(&p, &a, &["--compression", "zstd", "--output", "oci:zst:api"]);
+    let (_, err) = build(
+        &p,
+        &a,
+        &["--compression", "zstd", "--output", "oci:zst:api"],
+    );
     assert!(!err.contains("compiled "), "the compile is cached: {err}");
 
     // Every module has a pyc whose header says checked-hash (flags 0b11), and a RECORD row.
@@ -153,14 +164,10 @@ fn the_job_agent_api_with_bytecode() {
             continue;
         }
         modules += 1;
-        let pyc = f
-            .parent()
-            .unwrap()
-            .join("__pycache__")
-            .join(format!(
-                "{}.cpython-311.pyc",
-                f.file_stem().unwrap().to_string_lossy()
-            ));
+        let pyc = f.parent().unwrap().join("__pycache__").join(format!(
+            "{}.cpython-311.pyc",
+            f.file_stem().unwrap().to_string_lossy()
+        ));
         let bytes = fs::read(&pyc).unwrap_or_else(|_| panic!("{} has no pyc", f.display()));
         let flags = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
         assert_eq!(flags, 0b11, "{}: flags {flags:#b}", pyc.display());
@@ -188,17 +195,25 @@ fn the_job_agent_api_with_bytecode() {
     );
 
     // User 1000, read-only root: nothing of the install is compiled, no pyc is written.
-    assert!(err.contains("| fastapi"), "-X importtime shows the imports: {err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("import time:") && l.ends_with(" fastapi")),
+        "-X importtime shows the imports: {err}"
+    );
     let compiled: Vec<&str> = v["compiled"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    assert!(
-        compiled.iter().all(|c| c.starts_with("/app/src/")),
-        "only the app's own files (a files layer, no pycs) are compiled: {compiled:?}"
-    );
+    // (The app's own files are a files layer without pycs, and this Debian base ships its
+    // standard library without pycs: those are compiled, in memory, at every start.)
+    let ours: Vec<&&str> = compiled
+        .iter()
+        .filter(|c| c.starts_with(&format!("/{SITE}/")))
+        .collect();
+    assert!(ours.is_empty(), "modules of the install compiled: {ours:?}");
+    assert!(compiled.contains(&"/app/src/main.py"), "{compiled:?}");
     assert!(v["site_modules"].as_u64().unwrap() > 300, "{v}");
     assert_eq!(v["without_pyc"], serde_json::json!([]), "{v}");
     assert_eq!(before, after, "no pyc written");
@@ -212,7 +227,7 @@ fn the_job_agent_api_with_bytecode() {
     assert!(
         compiled
             .iter()
-            .filter(|c| c.as_str().unwrap().contains("/dist-packages/"))
+            .filter(|c| c.as_str().unwrap().starts_with(&format!("/{SITE}/")))
             .count()
             > 300,
         "{v}"
@@ -229,7 +244,10 @@ fn manifest(layout: &Path, tag: &str) -> (serde_json::Value, usize, serde_json::
         .iter()
         .position(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .unwrap();
-    let d = index["manifests"][i]["digest"].as_str().unwrap().to_string();
+    let d = index["manifests"][i]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (index, i, serde_json::from_slice(&blob(layout, &d)).unwrap())
 }
 
@@ -245,7 +263,9 @@ fn blob(layout: &Path, digest: &str) -> Vec<u8> {
 fn put_blob(layout: &Path, bytes: &[u8]) -> String {
     let d = digest_of(bytes);
     fs::write(
-        layout.join("blobs/sha256").join(d.trim_start_matches("sha256:")),
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
         bytes,
     )
     .unwrap();
@@ -258,7 +278,11 @@ fn a_tampered_pyc_is_caught_by_verify() {
     let t = tempfile::tempdir().unwrap();
     let p = job_agent(t.path(), ", bytecode = true");
     let store = shared_store();
-    build(&p, &store, &["--compression", "none", "--output", "oci:out:api"]);
+    build(
+        &p,
+        &store,
+        &["--compression", "none", "--output", "oci:out:api"],
+    );
     let layout = p.join("out");
     ok(imgbuild(&p)
         .env("IMGBUILD_CACHE", &store)
@@ -296,7 +320,11 @@ fn a_tampered_pyc_is_caught_by_verify() {
     let mb = serde_json::to_vec(&m).unwrap();
     index["manifests"][mi]["digest"] = put_blob(&layout, &mb).into();
     index["manifests"][mi]["size"] = mb.len().into();
-    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
 
     let (code, err) = fails(
         imgbuild(&p)
@@ -316,7 +344,10 @@ fn small(dir: &Path, bytecode: &str) {
         "pkg-1.0-py3-none-any.whl",
         &[
             ("pkg/__init__.py", b"from pkg import mod\n"),
-            ("pkg/mod.py", b"'''doc'''\nassert True\nVALUE = {'b', 'a'}\n"),
+            (
+                "pkg/mod.py",
+                b"'''doc'''\nassert True\nVALUE = {'b', 'a'}\n",
+            ),
             ("pkg/py2only.py", b"print 'old'\n"),
         ],
         "",
@@ -364,7 +395,9 @@ fn without_runc_it_says_so_and_how_to_turn_bytecode_off() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("cannot compile bytecode for CPython 3.11.2: no OCI runtime: runc is not on PATH"),
+        err.contains(
+            "cannot compile bytecode for CPython 3.11.2: no OCI runtime: runc is not on PATH"
+        ),
         "{err}"
     );
     assert!(err.contains("install runc"), "{err}");
@@ -417,8 +450,8 @@ fn without_runc_it_says_so_and_how_to_turn_bytecode_off() {
         files[&format!("{cache}/mod.cpython-311.pyc")],
         files[&format!("{cache}/mod.cpython-311.opt-1.pyc")]
     );
-    let record = String::from_utf8(files[&format!("{SITE}/pkg-1.0.dist-info/RECORD")].clone())
-        .unwrap();
+    let record =
+        String::from_utf8(files[&format!("{SITE}/pkg-1.0.dist-info/RECORD")].clone()).unwrap();
     for p in &pycs {
         let rel = p.trim_start_matches(&format!("{SITE}/"));
         let row = record
@@ -427,7 +460,10 @@ fn without_runc_it_says_so_and_how_to_turn_bytecode_off() {
             .unwrap_or_else(|| panic!("no row for {rel}: {record}"));
         assert!(row.ends_with(&format!(",{}", files[*p].len())), "{row}");
     }
-    assert!(record.trim_end().ends_with("pkg-1.0.dist-info/RECORD,,"), "{record}");
+    assert!(
+        record.trim_end().ends_with("pkg-1.0.dist-info/RECORD,,"),
+        "{record}"
+    );
     assert!(!record.contains("py2only.cpython"), "{record}");
     let out = ok(imgbuild(t.path())
         .env("IMGBUILD_CACHE", &store)
