@@ -1426,10 +1426,11 @@ def section_bytecode(S, ctx):
     if scripts not in toml_text:
         raise BenchError("the fixture's python layer table changed; update section_bytecode")
     with_bc = toml_text.replace(scripts, scripts[:-2] + ", bytecode = true }")
+    unchecked = toml_text.replace(scripts, scripts[:-2] + ', bytecode = { invalidation = "unchecked-hash" } }')
     imports = "import fastapi, sqlalchemy, alembic, celery"
     try:
         bundles = {}
-        for key, text in [("without", toml_text), ("with", with_bc)]:
+        for key, text in [("without", toml_text), ("with", with_bc), ("unchecked", unchecked)]:
             toml.write_text(text)
             out = ctx.work / f"bytecode-{key}"
             rmtree(out)
@@ -1458,19 +1459,22 @@ def section_bytecode(S, ctx):
             return f
 
         log(f"bytecode: {runs} rounds + a warm-up of `runc run` ({imports}) without and with pycs")
-        res = rounds([("without bytecode", start("without")), ("with bytecode", start("with"))], runs)
-        st_off, st_on = secs(res["without bytecode"]), secs(res["with bytecode"])
+        res = rounds([("without bytecode", start("without")), ("with bytecode", start("with")), ("unchecked", start("unchecked"))], runs)
+        st_off, st_on, st_un = secs(res["without bytecode"]), secs(res["with bytecode"]), secs(res["unchecked"])
         ratio = stats(ratios(res["without bytecode"], res["with bytecode"]))
+        ratio_un = stats(ratios(res["without bytecode"], res["unchecked"]))
         S.table(f"Container start to first import: `python3 -c '{imports}'`",
                 ["image"] + TIME_HEADER + ["speed-up (pairs)"],
                 [["without bytecode"] + time_cells(st_off) + ["—"],
-                 ["with bytecode = true"] + time_cells(st_on) + [fmt_x(ratio)]],
-                "`runc run` of the api image unpacked by umoci, as user 1000 with a read-only root (the server's settings), "
+                 ["with bytecode = true (checked-hash)"] + time_cells(st_on) + [fmt_x(ratio)],
+                 ["with invalidation = \"unchecked-hash\""] + time_cells(st_un) + [fmt_x(ratio_un)]],
+                "`runc run` of the api image (three builds: no bytecode, `bytecode = true`, unchecked-hash pycs) unpacked by umoci, as user 1000 with a read-only root (the server's settings), "
                 "wall time from the start of runc to the end of the process; rounds alternate the two images. Speed-up = "
                 "time without / time with, per pair. The fixture's Debian base ships its standard library without pycs, so "
                 "both images compile the stdlib modules they import at every start: the difference is the install's pycs alone.")
         S.result("start_without", {"seconds": st_off})
         S.result("start_with", {"seconds": st_on, "ratio_without_over_with": ratio})
+        S.result("start_unchecked", {"seconds": st_un, "ratio_without_over_with": ratio_un})
 
         # Build cost: a cold imgbuild build (wheels in the store) with and without bytecode, and uv's
         # install into a --target directory with and without --compile-bytecode (warm uv cache).
