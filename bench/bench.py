@@ -1510,7 +1510,7 @@ def section_bytecode(S, ctx):
         rows.append(["compiling, uv (with − without, per round)"] + time_cells(stats(uv_cost)) + ["—"])
         S.table("What compiling costs a build", ["what"] + TIME_HEADER + ["CPU time"], rows,
                 "imgbuild: a cold api build (empty layer cache and compile cache, warm wheel store); with bytecode the base is "
-                "unpacked and the install's sources compiled by the image's python3 in runc (one fresh interpreter per fixed "
+                "linked from the store's shared build root (unpacked first: cold drops it) and the install's sources compiled by the image's python3 in runc (one fresh interpreter per fixed "
                 "chunk of 250 sources, as many at once as there are CPUs). uv: `uv pip install --offline --target` of the "
                 f"exported lock with the host's {py} (warm uv cache), with and without `--compile-bytecode` (timestamp pycs, "
                 "uv's own worker pool). uv's install is not an image: compare the compile rows. "

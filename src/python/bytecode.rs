@@ -368,13 +368,20 @@ fn compile(
         ))
         .hint("install runc (e.g. `apt-get install runc`), or set `bytecode = false` in the layer's `python` table (the image then has no pycs: Python compiles modules at every start when it cannot write them)")
     })?;
-    let tmp = tempfile::Builder::new()
-        .prefix("imgbuild-bytecode-")
-        .tempdir()?;
-    let rootfs = tmp.path().join("rootfs");
-    crate::layer::unpack::unpack(job.store, job.base_layers, &rootfs)
+    // The base unpacked once per store and shared with sdist builds; this root links its files
+    // (the compile only adds files: sources are written as new files, pycs renamed into place).
+    let shared = super::sdist::shared_root(job.store, job.base_layers)
         .context("unpacking the base image to compile bytecode")?;
-    phases.push(("unpacking the base", t0.elapsed().as_secs_f64()));
+    let tmp_dir = job.store.root().join("tmp");
+    fs::create_dir_all(&tmp_dir)?;
+    // Named like the store's temp files (owner pid inside): a killed build's root is swept.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".bytecode.{}.", std::process::id()))
+        .suffix(".tmp")
+        .tempdir_in(&tmp_dir)?;
+    let rootfs = tmp.path().join("rootfs");
+    super::sdist::link_tree(&shared, &rootfs).context("linking the compile root")?;
+    phases.push(("compile root", t0.elapsed().as_secs_f64()));
     t0 = std::time::Instant::now();
     let mut zips = HashMap::new();
     for path in srcs.files.keys() {
