@@ -26,6 +26,9 @@ Sections (each runnable alone):
             + tar|pigz -p2 -6; IMGBUILD_BENCH_CORPUS=a,b limits the projects
   sbom      the api image built cold with its SBOM and provenance vs with `sbom = false` and
             `provenance = false` (the same imgbuild, the peer being the opted-out build); their sizes
+  bytecode  `bytecode = true`: runc start to `import fastapi, sqlalchemy, alembic, celery` as user 1000
+            on a read-only root, with and without pycs (>= 10 runs each); cold build cost of compiling
+            vs `uv pip install --target --compile-bytecode`
 
 --perf adds a `perf record` profile (top symbols, per-thread split) of one imgbuild gzip build per
 layers input and of one cold api build. --render re-renders --md from --json without measuring.
@@ -271,10 +274,11 @@ def render(report):
 
 DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo", "runc": "runc",
         "docker-registry": "docker-registry", "busybox": "busybox-static", "debootstrap": "debootstrap",
-        "tar": "tar", "gzip": "gzip", "time": "time"}
+        "tar": "tar", "gzip": "gzip", "time": "time", "umoci": "umoci"}
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
-         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"], "debian": ["debootstrap", "skopeo", "buildah"]}
+         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"], "debian": ["debootstrap", "skopeo", "buildah"],
+         "bytecode": ["runc", "umoci", "debootstrap"]}
 
 
 def apt_install(pkgs):
@@ -1590,7 +1594,115 @@ def section_debian(S, ctx):
         S.result(k, v)
 
 
-SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian"]
+def section_bytecode(S, ctx):
+    """bytecode = true (issue 15): container start to first import with and without pycs, user
+    1000, read-only root, in runc; and what compiling costs a cold build, against uv's
+    --compile-bytecode of the same install."""
+    runs = max(ctx.runs, 10)
+    fx = ctx.fixture()
+    toml = fx.project / "imgbuild.toml"
+    toml_text = toml.read_text()
+    scripts = 'scripts = ["alembic", "celery", "uvicorn"] }'
+    if scripts not in toml_text:
+        raise BenchError("the fixture's python layer table changed; update section_bytecode")
+    with_bc = toml_text.replace(scripts, scripts[:-2] + ", bytecode = true }")
+    unchecked = toml_text.replace(scripts, scripts[:-2] + ', bytecode = { invalidation = "unchecked-hash" } }')
+    imports = "import fastapi, sqlalchemy, alembic, celery"
+    try:
+        bundles = {}
+        for key, text in [("without", toml_text), ("with", with_bc), ("unchecked", unchecked)]:
+            toml.write_text(text)
+            out = ctx.work / f"bytecode-{key}"
+            rmtree(out)
+            sh([IMGBUILD, "-q", "build", "api", "--output", f"oci:{out}:api"], cwd=fx.project, env=fx.env)
+            b = ctx.work / f"bytecode-bundle-{key}"
+            rmtree(b)
+            sh(["umoci", "unpack", "--image", f"{out}:api", b])
+            cfg = json.loads((b / "config.json").read_text())
+            cfg["process"]["terminal"] = False
+            cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+            cfg["process"]["args"] = ["python3", "-c", imports]
+            cfg["root"]["readonly"] = True
+            (b / "config.json").write_text(json.dumps(cfg))
+            bundles[key] = b
+            warm(b / "rootfs")
+        n = [0]
+
+        def start(key):
+            def f(i):
+                n[0] += 1
+                cid = f"imgbuild-bench-bytecode-{os.getpid()}-{n[0]}"
+                try:
+                    return run(["runc", "run", "--bundle", bundles[key], cid])
+                finally:
+                    subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+            return f
+
+        log(f"bytecode: {runs} rounds + a warm-up of `runc run` ({imports}) without and with pycs")
+        res = rounds([("without bytecode", start("without")), ("with bytecode", start("with")), ("unchecked", start("unchecked"))], runs)
+        st_off, st_on, st_un = secs(res["without bytecode"]), secs(res["with bytecode"]), secs(res["unchecked"])
+        ratio = stats(ratios(res["without bytecode"], res["with bytecode"]))
+        ratio_un = stats(ratios(res["without bytecode"], res["unchecked"]))
+        S.table(f"Container start to first import: `python3 -c '{imports}'`",
+                ["image"] + TIME_HEADER + ["speed-up (pairs)"],
+                [["without bytecode"] + time_cells(st_off) + ["—"],
+                 ["with bytecode = true (checked-hash)"] + time_cells(st_on) + [fmt_x(ratio)],
+                 ["with invalidation = \"unchecked-hash\""] + time_cells(st_un) + [fmt_x(ratio_un)]],
+                "`runc run` of the api image (three builds: no bytecode, `bytecode = true`, unchecked-hash pycs) unpacked by umoci, as user 1000 with a read-only root (the server's settings), "
+                "wall time from the start of runc to the end of the process; rounds alternate the two images. Speed-up = "
+                "time without / time with, per pair. The fixture's Debian base ships its standard library without pycs, so "
+                "both images compile the stdlib modules they import at every start: the difference is the install's pycs alone.")
+        S.result("start_without", {"seconds": st_off})
+        S.result("start_with", {"seconds": st_on, "ratio_without_over_with": ratio})
+        S.result("start_unchecked", {"seconds": st_un, "ratio_without_over_with": ratio_un})
+
+        # Build cost: a cold imgbuild build (wheels in the store) with and without bytecode, and uv's
+        # install into a --target directory with and without --compile-bytecode (warm uv cache).
+        uv, py = ctx.uv(), ("/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable)
+        target = ctx.work / "uv-target-bytecode"
+        uv_env = ctx.uv_env()
+
+        def ib(text):
+            def f(i):
+                toml.write_text(text)
+                fx.cold()
+                return fx.build()
+            return f
+
+        def uvi(compile_):
+            def f(i):
+                rmtree(target)
+                return run([uv, "pip", "install", "--quiet"] + (["--offline"] if i else []) + (["--compile-bytecode"] if compile_ else [])
+                           + ["--python", py, "--target", target, "-r", fx.requirements], env=uv_env)
+            return f
+
+        log(f"bytecode: {ctx.runs} rounds + a warm-up of cold builds with and without bytecode, imgbuild and uv")
+        bres = rounds([("imgbuild", ib(toml_text)), ("imgbuild bytecode = true", ib(with_bc)),
+                       ("uv pip install --target", uvi(False)), ("uv pip install --target --compile-bytecode", uvi(True))], ctx.runs)
+        ib_cost = [a.seconds - b.seconds for a, b in zip(bres["imgbuild bytecode = true"], bres["imgbuild"])]
+        uv_cost = [a.seconds - b.seconds for a, b in zip(bres["uv pip install --target --compile-bytecode"], bres["uv pip install --target"])]
+        cost_ratio = stats(u / i for u, i in zip(uv_cost, ib_cost))
+        rows = []
+        for what in ["imgbuild", "imgbuild bytecode = true", "uv pip install --target", "uv pip install --target --compile-bytecode"]:
+            rs = bres[what]
+            rows.append([what] + time_cells(secs(rs)) + [fmt_s(cpu(rs)["median"])])
+        rows.append(["compiling, imgbuild (with − without, per round)"] + time_cells(stats(ib_cost)) + ["—"])
+        rows.append(["compiling, uv (with − without, per round)"] + time_cells(stats(uv_cost)) + ["—"])
+        S.table("What compiling costs a build", ["what"] + TIME_HEADER + ["CPU time"], rows,
+                "imgbuild: a cold api build (empty layer cache and compile cache, warm wheel store); with bytecode the base is "
+                "linked from the store's shared build root (unpacked first: cold drops it) and the install's sources compiled by the image's python3 in runc (one fresh interpreter per fixed "
+                "chunk of 250 sources, as many at once as there are CPUs). uv: `uv pip install --offline --target` of the "
+                f"exported lock with the host's {py} (warm uv cache), with and without `--compile-bytecode` (timestamp pycs, "
+                "uv's own worker pool). uv's install is not an image: compare the compile rows. "
+                f"Compile-cost ratio uv / imgbuild (pairs): {fmt_x(cost_ratio)}.")
+        S.result("build", {k: {"seconds": secs(v), "cpu_seconds": cpu(v)} for k, v in bres.items()})
+        S.result("compile_cost", {"imgbuild": stats(ib_cost), "uv": stats(uv_cost), "ratio_uv_over_imgbuild": cost_ratio})
+    finally:
+        toml.write_text(toml_text)
+        fx.restore()
+
+
+SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian", "bytecode"]
 SECTIONS = {
     "layers": (section_layers, "Layer throughput: imgbuild vs tar | pigz, gzip, zstd",
                "imgbuild's gzip (parallel, deterministic) and zstd layers against the usual command lines, on identical inputs, with output sizes."),
@@ -1602,6 +1714,9 @@ SECTIONS = {
     "memory": (section_memory, "Peak memory", "Peak resident memory of the whole imgbuild process."),
     "corpus": (section_corpus, "The real-world corpus: sdists built in the target",
                "Every tests/corpus project's uv.lock built onto a Debian python3 base (issue 11), and the largest lock with sdists against uv building the same sdists."),
+    "bytecode": (section_bytecode, "Bytecode: start-up with pycs, and what compiling costs",
+                 "`bytecode = true` on the api image's python layer: container start to first import, user 1000, read-only "
+                 "root, with and without the pycs; and the build cost of compiling against uv's `--compile-bytecode`."),
     "scaling": (section_scaling, "Scaling with layer size", "Whether cost grows linearly with bytes, memory stays flat and an unchanged layer costs the same at any size."),
     "sbom": (section_sbom, "SBOM and provenance: what they cost",
              "The api image built cold with its SPDX SBOM and SLSA provenance (the default) against the same build with both "

@@ -132,3 +132,20 @@ pub fn git_source(format: u32, url: &str, commit: &str, subdirectory: Option<&st
         )
     )
 }
+
+/// The bytecode of a python layer's sources: their paths and sha256s (sorted by path), the
+/// interpreter's full version and the settings — neither the base's layers nor the platform,
+/// so one compile serves every platform with the same interpreter version.
+pub fn python_bytecode<S: Serialize>(
+    format: u32,
+    python_version: &str,
+    settings: &S,
+    sources: &[(&str, &str)],
+) -> String {
+    of(&serde_json::json!({
+        "format": format,
+        "python": python_version,
+        "settings": settings,
+        "sources": sources,
+    }))
+}

@@ -345,6 +345,92 @@ pub struct PythonSpec {
     pub no_binary: Vec<String>,
     /// How sdists are built (PEP 517, inside a container of the target).
     pub build: Option<BuildSpec>,
+    /// `bytecode = true | { optimize = [0, 1], invalidation = "checked-hash" }`: every `.py`
+    /// the layer installs compiled by the image's interpreter (`python::bytecode`).
+    #[serde(
+        default,
+        deserialize_with = "bytecode",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bytecode: Option<BytecodeSpec>,
+}
+
+/// How a python layer's bytecode is compiled (`bytecode = true` is the default table).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BytecodeSpec {
+    /// Optimisation levels, each compiled (`0` → `.pyc`, `1` → `.opt-1.pyc`, `2` → `.opt-2.pyc`).
+    #[serde(default = "optimize_default")]
+    pub optimize: Vec<u8>,
+    /// PEP 552 invalidation mode of the pycs.
+    #[serde(default)]
+    pub invalidation: Invalidation,
+}
+
+impl Default for BytecodeSpec {
+    fn default() -> Self {
+        BytecodeSpec {
+            optimize: optimize_default(),
+            invalidation: Invalidation::default(),
+        }
+    }
+}
+
+fn optimize_default() -> Vec<u8> {
+    vec![0]
+}
+
+/// PEP 552: `checked-hash` pycs are checked against their source's hash at import;
+/// `unchecked-hash` ones are trusted as they are.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invalidation {
+    #[default]
+    CheckedHash,
+    UncheckedHash,
+}
+
+impl Invalidation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invalidation::CheckedHash => "checked-hash",
+            Invalidation::UncheckedHash => "unchecked-hash",
+        }
+    }
+}
+
+/// `bytecode = true | false | { ... }`; levels checked (0, 1 or 2, at least one), sorted.
+fn bytecode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BytecodeSpec>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<BytecodeSpec>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(
+                "true, false or a table `{ optimize = [0, 1], invalidation = \"checked-hash\" }`",
+            )
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(v.then(BytecodeSpec::default))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let mut b: BytecodeSpec =
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            if b.optimize.is_empty() {
+                return Err(serde::de::Error::custom(
+                    "bytecode: `optimize` lists no level; give at least one of 0, 1, 2 (or `bytecode = false`)",
+                ));
+            }
+            if let Some(l) = b.optimize.iter().find(|l| **l > 2) {
+                return Err(serde::de::Error::custom(format!(
+                    "bytecode: optimize level {l} does not exist; Python's levels are 0, 1 and 2"
+                )));
+            }
+            b.optimize.sort();
+            b.optimize.dedup();
+            Ok(Some(b))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// `debian = { packages = [...] }` of a layer: packages of the base's Debian release.
@@ -527,6 +613,42 @@ mod tests {
     }
 
     #[test]
+    fn bytecode_is_a_bool_or_a_table() {
+        let py = |v: &str| {
+            let text = format!("[images.a]\n[[images.a.layers]]\nname = \"deps\"\npython = {{ lock = \"uv.lock\", bytecode = {v} }}\n");
+            Spec::parse(&text, Path::new("imgbuild.toml"))
+                .map(|s| s.images["a"].layers[0].python.clone().unwrap().bytecode)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(py("false").unwrap(), None);
+        assert_eq!(py("true").unwrap(), Some(BytecodeSpec::default()));
+        let b = py("{ optimize = [1, 0, 1], invalidation = \"unchecked-hash\" }")
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.optimize, vec![0, 1]);
+        assert_eq!(b.invalidation, Invalidation::UncheckedHash);
+        let e = py("{ optimize = [3] }").unwrap_err();
+        assert!(
+            e.contains("imgbuild.toml:4:") && e.contains("optimize level 3 does not exist"),
+            "{e}"
+        );
+        let e = py("{ optimize = [] }").unwrap_err();
+        assert!(e.contains("lists no level"), "{e}");
+        let e = py("{ invalidation = \"timestamp\" }").unwrap_err();
+        assert!(
+            e.contains("imgbuild.toml:4:") && e.contains("checked-hash"),
+            "{e}"
+        );
+        let e = py("{ optimise = [0] }").unwrap_err();
+        assert!(e.contains("unknown key `optimise`"), "{e}");
+        let e = py("\"yes\"").unwrap_err();
+        assert!(
+            e.contains("imgbuild.toml:4:") && e.contains("true, false or a table"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn design_example_parses() {
         let text = r#"
 [defaults]
@@ -551,6 +673,10 @@ exclude = ["**/__pycache__"]
 "#;
         let s = Spec::parse(text, Path::new("imgbuild.toml")).unwrap();
         assert_eq!(s.images["api"].layers.len(), 2);
+        assert_eq!(
+            s.images["api"].layers[0].python.as_ref().unwrap().bytecode,
+            None
+        );
         assert_eq!(
             s.images["api"].layers[0].python.as_ref().unwrap().scripts,
             vec!["alembic"]

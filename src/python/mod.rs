@@ -4,8 +4,10 @@
 //! Data flow: `target` (detected from the base) → `lock` (+ `markers`) → `select` (`tags`) →
 //! `index` (downloads into the store) → `wheel` (entries, `scripts`, `record`) → `check`.
 //! Packages without a usable wheel (or named in `no_binary`) are built from their sdist by
-//! `sdist` (PEP 517 in a container of the target) before installing.
+//! `sdist` (PEP 517 in a container of the target) before installing. With `bytecode`, the
+//! assembled install's `.py` files are compiled by the target's interpreter (`bytecode`).
 
+pub mod bytecode;
 pub mod check;
 pub mod filename;
 mod hint;
@@ -775,6 +777,12 @@ impl PythonRecipe {
             serde_json::json!({ "format": INSTALLER_FORMAT, "owner": owner, "target": t })
                 .to_string(),
         );
+        if let Some(b) = &self.py.bytecode {
+            m.insert(
+                "[bytecode]".into(),
+                serde_json::json!({ "format": bytecode::FORMAT, "settings": b }).to_string(),
+            );
+        }
         let mut unpinned = Vec::new();
         for p in &st.picks {
             let what = match &p.origin {
@@ -887,7 +895,23 @@ impl Recipe for PythonRecipe {
         for line in &merged.left_out {
             eprintln!("warning: layer `{}`: {line}", self.spec.name);
         }
-        Ok(merged.entries)
+        let entries = merged.entries;
+        let Some(spec) = &self.py.bytecode else {
+            return Ok(entries);
+        };
+        let job = bytecode::Job {
+            store: &cx.store,
+            base_layers: &base.base.layers,
+            target: &st.target,
+            spec,
+            owner: self.owner,
+        };
+        let (entries, outcome) = bytecode::add(&job, entries)
+            .with_context(|| format!("layer `{}`: bytecode", self.spec.name))?;
+        if let Some(n) = outcome.note(&self.spec.name, &st.target) {
+            eprintln!("{n}");
+        }
+        Ok(entries)
     }
 
     fn check(&self, fs: &Rootfs, config: &ImageConfig, me: usize, problems: &mut Vec<Problem>) {
@@ -932,12 +956,20 @@ impl Recipe for PythonRecipe {
     fn created_by(&self) -> String {
         match &self.state {
             Some(st) => format!(
-                "imgbuild layer {} (python {}: {} wheels for CPython {} into {})",
+                "imgbuild layer {} (python {}: {} wheels for CPython {} into {}{})",
                 self.spec.name,
                 self.lock_name(),
                 st.picks.len(),
                 st.target.version,
-                st.target.site_dir
+                st.target.site_dir,
+                match &self.py.bytecode {
+                    Some(b) => format!(
+                        ", {} bytecode at optimisation level {:?}",
+                        b.invalidation.as_str(),
+                        b.optimize
+                    ),
+                    None => String::new(),
+                }
             ),
             None => format!(
                 "imgbuild layer {} (python {})",

@@ -808,7 +808,7 @@ const ROOT_FORMAT: u32 = 1;
 /// place), shared by every build on that base. Its files are linked into each build's root, so
 /// nothing may write a file of a build root in place (the build runs as uid 65534, which cannot;
 /// imgbuild only adds files); `imgbuild store gc` removes the shared roots.
-fn shared_root(store: &Store, layers: &[Descriptor]) -> Result<PathBuf> {
+pub(crate) fn shared_root(store: &Store, layers: &[Descriptor]) -> Result<PathBuf> {
     let ids: Vec<String> = layers.iter().map(|d| d.digest.to_string()).collect();
     let dir = store
         .root()
@@ -835,7 +835,7 @@ fn shared_root(store: &Store, layers: &[Descriptor]) -> Result<PathBuf> {
 
 /// `dst` made like `src`: directories and symbolic links anew (modes and owners kept), regular
 /// files as hard links (a fraction of unpacking the layers again).
-fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn link_tree(src: &Path, dst: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let md = fs::symlink_metadata(src)?;
     fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
