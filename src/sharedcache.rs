@@ -266,11 +266,7 @@ impl SharedCache {
         let mut last = None;
         // A refused connection is retried (it costs nothing); a timeout is not.
         for attempt in 0..3 {
-            match http
-                .get(url.clone())
-                .timeout(timeout)
-                .send()
-            {
+            match http.get(url.clone()).timeout(timeout).send() {
                 Ok(r) if r.status().is_server_error() && attempt < 2 => {
                     std::thread::sleep(Duration::from_millis(200));
                     last = Some(anyhow::anyhow!("/v2/ answered {}", r.status()));
@@ -330,7 +326,9 @@ impl SharedCache {
             return Ok(Found::Miss);
         };
         let Ok(m) = serde_json::from_slice::<Manifest>(&f.bytes) else {
-            return Ok(Found::Ignored("its manifest is not an image manifest".into()));
+            return Ok(Found::Ignored(
+                "its manifest is not an image manifest".into(),
+            ));
         };
         if m.config.media_type != MT_RECORD || m.layers.len() != 2 {
             return Ok(Found::Ignored(format!(
@@ -607,12 +605,18 @@ mod tests {
 
     #[test]
     fn a_cache_with_a_tag_is_refused_with_its_line() {
-        let (_d, s, p) = spec("[defaults]\nplatform = \"linux/amd64\"\ncache = \"reg.example.com/c:latest\"\n");
+        let (_d, s, p) =
+            spec("[defaults]\nplatform = \"linux/amd64\"\ncache = \"reg.example.com/c:latest\"\n");
         let e = settings(None, None, &s, &p).unwrap_err().to_string();
         assert!(e.contains("imgbuild.toml:3:9: `cache`"), "{e}");
         assert!(e.contains("names a tag or digest"), "{e}");
-        let e = settings(None, Some("write"), &s, &p).unwrap_err().to_string();
-        assert!(e.contains("--cache-mode `write`: use `read` or `read-write`"), "{e}");
+        let e = settings(None, Some("write"), &s, &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--cache-mode `write`: use `read` or `read-write`"),
+            "{e}"
+        );
     }
 
     #[test]

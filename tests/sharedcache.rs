@@ -66,7 +66,13 @@ fn sources(s: &Value) -> Vec<String> {
 /// `curl` against the test registry with its password; returns (status, body).
 fn curl(reg: &Registry, args: &[&str], path: &str) -> (u16, Vec<u8>) {
     let out = ok(Command::new("curl")
-        .args(["-s", "-u", &format!("{USER}:{PASS}"), "-w", "\n%{http_code}"])
+        .args([
+            "-s",
+            "-u",
+            &format!("{USER}:{PASS}"),
+            "-w",
+            "\n%{http_code}",
+        ])
         .args(args)
         .arg(format!("http://{}{path}", reg.host())));
     let mut body = out.stdout;
@@ -128,9 +134,22 @@ fn put_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
     let tmp = tempfile::NamedTempFile::new().unwrap();
     fs::write(tmp.path(), bytes).unwrap();
     let out = ok(Command::new("curl")
-        .args(["-s", "-w", "%{http_code}", "-o", "/dev/null", "-X", "PUT", "-u"])
+        .args([
+            "-s",
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "-u",
+        ])
         .arg(format!("{USER}:{PASS}"))
-        .args(["-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .args([
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+        ])
         .arg(format!("@{}", tmp.path().display()))
         .arg(format!("{url}{sep}digest={d}")));
     assert_eq!(stdout(&out), "201");
@@ -235,21 +254,22 @@ fn a_fresh_runner_takes_every_layer_from_the_shared_cache_and_moves_no_layer_byt
     let (store_a, store_b) = (t.path().join("store-a"), t.path().join("store-b"));
 
     // Runner A: a cold build and push; every layer is built and its record written.
-    let out = ok(runner(&a, &store_a, Some(&package_index())).args([
-        "build", "api", "--push", "--json",
-    ]));
+    let out =
+        ok(runner(&a, &store_a, Some(&package_index())).args(["build", "api", "--push", "--json"]));
     let sa = json(&out);
     assert_eq!(sources(&sa), ["built", "built"], "{sa}");
     assert_eq!(sa["shared_cache"]["records_written"], 2, "{sa}");
     let written = tags(&reg, cache_repo);
     assert_eq!(written.len(), 2, "{written:?}");
-    assert!(written.iter().all(|t| t.starts_with("layer-")), "{written:?}");
+    assert!(
+        written.iter().all(|t| t.starts_with("layer-")),
+        "{written:?}"
+    );
 
     // Runner B: an empty store and no package index; the same commit built, verified and
     // pushed without building a layer or moving a layer byte.
-    let out = ok(runner(&b, &store_b, Some(&closed_index())).args([
-        "-v", "build", "api", "--push", "--json",
-    ]));
+    let out = ok(runner(&b, &store_b, Some(&closed_index()))
+        .args(["-v", "build", "api", "--push", "--json"]));
     let sb = json(&out);
     let e = err(&out);
     assert_eq!(sb["digest"], sa["digest"], "{e}");
@@ -272,9 +292,8 @@ fn a_fresh_runner_takes_every_layer_from_the_shared_cache_and_moves_no_layer_byt
 
     // A one-file app change: runner B builds only the app layer (and writes its record).
     fs::write(b.join("src/version.py"), "VERSION = '2'\n").unwrap();
-    let out = ok(runner(&b, &store_b, Some(&closed_index())).args([
-        "build", "api", "--push", "--json",
-    ]));
+    let out =
+        ok(runner(&b, &store_b, Some(&closed_index())).args(["build", "api", "--push", "--json"]));
     let sb2 = json(&out);
     assert_eq!(sources(&sb2), ["shared cache", "built"], "{}", err(&out));
     assert_eq!(sb2["shared_cache"]["records_written"], 1, "{sb2}");
@@ -326,9 +345,9 @@ fn poisoned_records_and_deleted_blobs_are_ignored_with_one_warning() {
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     small_project(&a, &repository, &cache, "");
     small_project(&b, &repository, &cache, "");
-    let sa = json(&ok(runner(&a, &t.path().join("sa"), None).args([
-        "build", "api", "--push", "--json",
-    ])));
+    let sa = json(&ok(
+        runner(&a, &t.path().join("sa"), None).args(["build", "api", "--push", "--json"])
+    ));
     let data = sa["layers"][0].clone();
     let app = sa["layers"][1].clone();
     let all = tags(&reg, cache_repo);
@@ -387,9 +406,7 @@ fn poisoned_records_and_deleted_blobs_are_ignored_with_one_warning() {
         ),
     );
     assert_eq!(status, 202);
-    let out = ok(runner(&b, &t.path().join("sc"), None).args([
-        "build", "api", "--push", "--json",
-    ]));
+    let out = ok(runner(&b, &t.path().join("sc"), None).args(["build", "api", "--push", "--json"]));
     let sc = json(&out);
     let e = err(&out);
     assert_eq!(sc["digest"], sa["digest"], "{e}");
@@ -406,9 +423,9 @@ fn read_mode_from_imgbuild_toml_writes_nothing() {
     let cache = format!("{}/acme/cache", reg.host());
     let a = t.path().join("a");
     small_project(&a, &repository, &cache, "cache_mode = \"read\"");
-    let s = json(&ok(runner(&a, &t.path().join("sa"), None).args([
-        "build", "api", "--push", "--json",
-    ])));
+    let s = json(&ok(
+        runner(&a, &t.path().join("sa"), None).args(["build", "api", "--push", "--json"])
+    ));
     assert_eq!(sources(&s), ["built", "built"]);
     assert_eq!(s["shared_cache"]["records_written"], 0);
     assert!(tags(&reg, "acme/cache").is_empty());
@@ -433,9 +450,7 @@ fn an_unreachable_cache_costs_one_warning_and_never_fails_the_build() {
         &format!("127.0.0.1:{}/acme/cache", free_port()),
         "",
     );
-    let out = ok(runner(&a, &t.path().join("sa"), None).args([
-        "build", "api", "--push", "--json",
-    ]));
+    let out = ok(runner(&a, &t.path().join("sa"), None).args(["build", "api", "--push", "--json"]));
     let s = json(&out);
     let e = err(&out);
     assert_eq!(sources(&s), ["built", "built"]);
@@ -446,7 +461,12 @@ fn an_unreachable_cache_costs_one_warning_and_never_fails_the_build() {
 
     // A cache naming a tag is a usage error that names the line of imgbuild.toml.
     let bad = t.path().join("bad");
-    small_project(&bad, &repository, &format!("{}/acme/cache:v1", reg.host()), "");
+    small_project(
+        &bad,
+        &repository,
+        &format!("{}/acme/cache:v1", reg.host()),
+        "",
+    );
     let (code, e) = fails(runner(&bad, &t.path().join("sb"), None).args(["build", "api"]));
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("imgbuild.toml:3:9: `cache`"), "{e}");
@@ -481,7 +501,12 @@ fn a_fault_proxy_between_runner_and_cache_never_fails_a_build() {
             .args(["build", "api", "--push", "--json"]));
         let s = json(&out);
         let d = s["digest"].as_str().unwrap().to_string();
-        assert_eq!(digest.get_or_insert(d.clone()), &d, "run {i}: {}", err(&out));
+        assert_eq!(
+            digest.get_or_insert(d.clone()),
+            &d,
+            "run {i}: {}",
+            err(&out)
+        );
         hits += s["shared_cache"]["hits"].as_u64().unwrap();
     }
     assert!(
