@@ -610,6 +610,7 @@ mod tests {
         let e = settings(None, None, &s, &p).unwrap_err().to_string();
         assert!(e.contains("imgbuild.toml:3:9: `cache`"), "{e}");
         assert!(e.contains("names a tag or digest"), "{e}");
+        let (_d2, s, p) = spec("[defaults]\ncache = \"reg.example.com/c\"\n");
         let e = settings(None, Some("write"), &s, &p)
             .unwrap_err()
             .to_string();
