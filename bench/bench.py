@@ -276,7 +276,8 @@ DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo"
         "tar": "tar", "gzip": "gzip", "time": "time"}
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
-         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"]}
+         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"],
+         "sharedcache": ["docker-registry", "debootstrap"]}
 
 
 def apt_install(pkgs):
@@ -1461,7 +1462,9 @@ class FaultyProxy:
                     if k.lower() in ("connection", "transfer-encoding", "content-length"):
                         continue
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer keeps the upstream's Content-Length (a blob's size).
+                length = r.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length or "0")
                 self.send_header("Connection", "close")
                 self.end_headers()
                 if self.command != "HEAD":
@@ -1550,6 +1553,11 @@ def section_sharedcache(S, ctx):
         down = ", ".join(sorted({fmt_b(r.down) if r.down else "0 B" for r in rs}))
         rows.append([k] + time_cells(st) + [f"{ratio['median']:.3f}× ({ratio['min']:.3f}–{ratio['max']:.3f})", up, down, " / ".join(sorted(sources[k]))])
         data[k] = {"seconds": st, "over_a_cold": ratio, "uploaded_bytes": [r.up for r in rs], "downloaded_bytes": [r.down for r in rs]}
+    phases = {}
+    for k in ("base", "layers", "verify", "write", "push", "shared_cache"):
+        xs = [r.json.get("timings", {}).get(k, 0.0) for r in res["B shared cache"]]
+        phases[k] = statistics.median(xs) if xs else 0.0
+    data["b_shared_phases_s"] = phases
     vs_empty = stats(ratios(res["B empty, no shared cache"], res["B shared cache"]))
     data["empty_over_shared"] = vs_empty
     data["same_digest"] = len(digests) == 1
@@ -1565,7 +1573,8 @@ def section_sharedcache(S, ctx):
             "rebuilt; the push HEAD-skips). The faults row reaches the cache through a proxy answering 10 % of requests "
             f"with 503/500 or a dropped connection ({faults} faults injected); on another host, its hits are downloaded and "
             f"checked. All runs gave {'one digest' if len(digests) == 1 else 'DIFFERENT digests: ' + ', '.join(map(str, digests))}. "
-            f"B empty / B shared (pairs): {fmt_x(vs_empty)}.")
+            f"B empty / B shared (pairs): {fmt_x(vs_empty)}. Runner B's phases (median s, its --json timings): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + ".")
     b = data["B shared cache"]
     S.target("runner B's build+push ≤ 0.2× runner A's cold build+push (issue 17)",
              f"{b['over_a_cold']['median']:.3f}×, {max(b['uploaded_bytes'])} B up, {max(b['downloaded_bytes'])} B of records down",
