@@ -447,7 +447,13 @@ fn build_layer(
     }
     if let Some(sh) = shared.filter(|_| complete) {
         if let Some(hit) = sh.cache.lookup(&name, &key, &cx.store) {
-            let usable = !sh.needs_bytes || sh.cache.download_or_warn(&name, &key, &hit, &cx.store);
+            // The SBOM reads the layer's facts: without them in the record, the bytes are needed.
+            let facts = cx
+                .store
+                .get_record::<crate::sbom::LayerFacts>(crate::sbom::FACTS, hit.blob.diff_id.hex())
+                .is_some();
+            let usable = (!sh.needs_bytes && facts)
+                || sh.cache.download_or_warn(&name, &key, &hit, &cx.store);
             if usable {
                 if opts.verbose {
                     progress.note(&format!(

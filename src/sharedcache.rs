@@ -42,6 +42,8 @@ use std::time::Duration;
 pub const MT_RECORD: &str = "application/vnd.imgbuild.cache.layer.v1+json";
 /// Media type of a layer listing blob (`rootfs::Listing` as JSON).
 pub const MT_LISTING: &str = "application/vnd.imgbuild.listing.v4+json";
+/// Media type of a layer's SBOM facts blob (`sbom::LayerFacts` as JSON), the optional third blob.
+pub const MT_FACTS: &str = "application/vnd.imgbuild.sbom-facts.v1+json";
 /// The artifact type of a layer record's manifest.
 pub const ARTIFACT_TYPE: &str = "application/vnd.imgbuild.cache.layer.v1";
 /// Format of a record; a record of another format is a miss.
@@ -330,7 +332,7 @@ impl SharedCache {
                 "its manifest is not an image manifest".into(),
             ));
         };
-        if m.config.media_type != MT_RECORD || m.layers.len() != 2 {
+        if m.config.media_type != MT_RECORD || !(2..=3).contains(&m.layers.len()) {
             return Ok(Found::Ignored(format!(
                 "it is not an imgbuild layer record ({} with {} layers)",
                 m.config.media_type,
@@ -393,6 +395,15 @@ impl SharedCache {
             Ok(l) => l,
             Err(e) => return Ok(Found::Ignored(format!("the listing is malformed: {e}"))),
         };
+        // The SBOM's facts of the layer (what it reads of its files), when the record has them:
+        // kept by diff_id like the facts of a layer written here.
+        if let Some(d) = m.layers.get(2).filter(|d| d.media_type == MT_FACTS) {
+            if d.size <= 64 << 20 {
+                if let Ok(f) = serde_json::from_slice::<crate::sbom::LayerFacts>(&small(d)?) {
+                    let _ = store.put_record(crate::sbom::FACTS, rec.diff_id.hex(), &f);
+                }
+            }
+        }
         Ok(Found::Hit(Hit {
             blob: LayerBlob {
                 diff_id: rec.diff_id,
@@ -509,15 +520,25 @@ impl SharedCache {
         up += push_blob(repo, &b.digest, b.size, sources, store)?;
         up += push_blob(repo, &listing_d, listing_bytes.len() as u64, &[], store)?;
         up += push_blob(repo, &rec_d, rec_bytes.len() as u64, &[], store)?;
+        let mut blobs = vec![
+            serde_json::json!({ "mediaType": MT_LISTING, "digest": listing_d, "size": listing_bytes.len() }),
+            serde_json::json!({ "mediaType": b.media_type, "digest": b.digest, "size": b.size }),
+        ];
+        if let Some(f) =
+            store.get_record::<crate::sbom::LayerFacts>(crate::sbom::FACTS, b.diff_id.hex())
+        {
+            let fb = serde_json::to_vec(&f)?;
+            let fd = store.put(&fb)?;
+            up += push_blob(repo, &fd, fb.len() as u64, &[], store)?;
+            blobs
+                .push(serde_json::json!({ "mediaType": MT_FACTS, "digest": fd, "size": fb.len() }));
+        }
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": MT_MANIFEST,
             "artifactType": ARTIFACT_TYPE,
             "config": { "mediaType": MT_RECORD, "digest": rec_d, "size": rec_bytes.len() },
-            "layers": [
-                { "mediaType": MT_LISTING, "digest": listing_d, "size": listing_bytes.len() },
-                { "mediaType": b.media_type, "digest": b.digest, "size": b.size },
-            ],
+            "layers": blobs,
         });
         let bytes = serde_json::to_vec(&manifest)?;
         repo.put_manifest(&tag, &bytes, MT_MANIFEST)?;
@@ -541,6 +562,7 @@ fn descriptor(b: &LayerBlob) -> Descriptor {
         size: b.size,
         platform: None,
         annotations: Default::default(),
+        artifact_type: None,
     }
 }
 
