@@ -20,6 +20,8 @@ Sections (each runnable alone):
             unchanged, one layer changed (time and bytes)
   memory    peak RSS of the whole imgbuild process: a 200 MB layer (gzip, zstd), the api build
   scaling   build time, peak RSS and no-op rebuild time for site-packages of ~50, ~200, ~800 MB
+  sharedcache  fresh runners with the shared cache (issue 17): runner B's build+push vs runner A's cold one and
+            vs B without the cache, bytes each way, and through a proxy faulting 10 % of the cache's requests
   corpus    the real-world corpus (tests/corpus; data from tests/corpus/fetch-data.py, --sources for the
             projects' own trees): per project packages, sdists built, cold build, layer size, rebuild; the
             largest lock with sdists: imgbuild cold vs `uv pip install --target` (uv builds the same sdists)
@@ -278,7 +280,7 @@ DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo"
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
          "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"], "debian": ["debootstrap", "skopeo", "buildah"],
-         "bytecode": ["runc", "umoci", "debootstrap"]}
+         "bytecode": ["runc", "umoci", "debootstrap"], "sharedcache": ["docker-registry", "debootstrap"]}
 
 
 def apt_install(pkgs):
@@ -1702,7 +1704,173 @@ def section_bytecode(S, ctx):
         fx.restore()
 
 
-SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian", "bytecode"]
+
+class FaultyProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a registry that answers `rate` of the requests with
+    a fault before forwarding: 503, 500, or the connection closed without an answer. Bodies are
+    forwarded whole (a bench stand-in for tests/common/faultproxy.rs, which also cuts bodies)."""
+
+    def __init__(self, upstream, rate, seed=7):
+        import http.server, http.client, threading
+        rng = random.Random(seed)
+        lock = threading.Lock()
+        self.faults = 0
+        proxy = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def handle_one(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                with lock:
+                    roll, kind = rng.random(), rng.choice(["503", "500", "drop"])
+                if roll < rate:
+                    proxy.faults += 1
+                    if kind == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    self.send_response(int(kind))
+                    self.send_header("Content-Length", "0")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", upstream, timeout=600)
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "host")}
+                hdrs["Host"] = f"127.0.0.1:{proxy.port}"
+                c.request(self.command, self.path, body=body, headers=hdrs)
+                r = c.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() in ("connection", "transfer-encoding", "content-length"):
+                        continue
+                    self.send_header(k, v)
+                # A HEAD answer keeps the upstream's Content-Length (a blob's size).
+                length = r.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length or "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                self.close_connection = True
+                c.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_one
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def section_sharedcache(S, ctx):
+    """Runner A (empty store) builds and pushes the api with `--cache`; runner B (another empty
+    store, its package index a closed port) builds and pushes the same commit from the shared
+    cache; runner B without the shared cache rebuilds everything. Then B again through a proxy
+    that faults 10 % of the cache's requests."""
+    fx = ctx.fixture()
+    runs = ctx.runs
+    w = ctx.work / "sharedcache"
+    rmtree(w)
+    w.mkdir(parents=True)
+    closed = f"http://127.0.0.1:{free_port()}/simple"
+
+    def runner(store, repo, cache, index=None, name="x"):
+        env = dict(fx.env, IMGBUILD_CACHE=str(w / store), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
+                   IMGBUILD_HTTP_TIMEOUT="5", IMGBUILD_CACHE_TIMEOUT="2")
+        if index:
+            env.update(UV_INDEX_URL=index, PIP_INDEX_URL=index, UV_DEFAULT_INDEX=index)
+        rmtree(w / store)
+        toml = (fx.project / "imgbuild.toml").read_text()
+        text = toml.replace('repository = "registry.example.com/acme/job-agent-api"', f'repository = "{repo}"')
+        (fx.project / "imgbuild.toml").write_text(text)
+        try:
+            argv = [IMGBUILD, "-q", "build", "api", "--push", "--json"] + (["--cache", cache] if cache else ["--cache", ""])
+            r = run(argv, cwd=fx.project, env=env, capture=True)
+        finally:
+            (fx.project / "imgbuild.toml").write_text(toml)
+        r.json = imgbuild_json(r)
+        sc = r.json.get("shared_cache") or {}
+        r.up = r.json.get("uploaded_bytes", 0) + sc.get("uploaded_bytes", 0)
+        r.down = sc.get("downloaded_bytes", 0) + sc.get("record_bytes", 0)
+        r.sources = [l.get("source") for l in r.json.get("layers", [])]
+        return r
+
+    keys = ["A cold", "B shared cache", "B empty, no shared cache", "B shared cache, 10% faults"]
+    res = {k: [] for k in keys}
+    digests, sources, faults = set(), {k: set() for k in keys}, 0
+    log(f"sharedcache: {runs} rounds + a warm-up, each on a new docker-registry")
+    for i in range(runs + 1):
+        reg = Registry(w)
+        proxy = FaultyProxy(reg.port, 0.10, seed=i + 1)
+        try:
+            host = f"127.0.0.1:{reg.port}"
+            repo, cache = f"{host}/acme/job-agent-api", f"{host}/acme/imgbuild-cache"
+            got = {}
+            got["A cold"] = runner("a", repo, cache, name="a")
+            got["B shared cache"] = runner("b", repo, cache, index=closed)
+            got["B empty, no shared cache"] = runner("c", repo, None)
+            # Through the proxy the cache is on another registry host: its hits are downloaded.
+            got["B shared cache, 10% faults"] = runner("d", repo, f"127.0.0.1:{proxy.port}/acme/imgbuild-cache", index=closed)
+            faults += proxy.faults
+        finally:
+            proxy.stop()
+            reg.stop()
+        for k, r in got.items():
+            digests.add(r.json.get("digest"))
+            sources[k].add(",".join(map(str, r.sources)))
+        if i > 0:
+            for k, r in got.items():
+                res[k].append(r)
+        log(f"  round {i + 1}/{runs + 1}" + (" (warm-up)" if i == 0 else "") + ": "
+            + ", ".join(f"{k} {fmt_s(r.seconds)}" for k, r in got.items()))
+    rows, data = [], {}
+    for k in keys:
+        rs = res[k]
+        st = secs(rs)
+        ratio = stats([r.seconds / a.seconds for r, a in zip(rs, res["A cold"])])
+        up = ", ".join(sorted({fmt_b(r.up) if r.up else "0 B" for r in rs}))
+        down = ", ".join(sorted({fmt_b(r.down) if r.down else "0 B" for r in rs}))
+        rows.append([k] + time_cells(st) + [f"{ratio['median']:.3f}× ({ratio['min']:.3f}–{ratio['max']:.3f})", up, down, " / ".join(sorted(sources[k]))])
+        data[k] = {"seconds": st, "over_a_cold": ratio, "uploaded_bytes": [r.up for r in rs], "downloaded_bytes": [r.down for r in rs]}
+    phases = {}
+    for k in ("base", "layers", "verify", "write", "push", "shared_cache"):
+        xs = [r.json.get("timings", {}).get(k, 0.0) for r in res["B shared cache"]]
+        phases[k] = statistics.median(xs) if xs else 0.0
+    data["b_shared_phases_s"] = phases
+    vs_empty = stats(ratios(res["B empty, no shared cache"], res["B shared cache"]))
+    data["empty_over_shared"] = vs_empty
+    data["same_digest"] = len(digests) == 1
+    data["faults_injected"] = faults
+    for k, v in data.items():
+        S.result(k, v)
+    S.table("Fresh runners: the api image built and pushed (`imgbuild build api --push --json`), each with an empty store",
+            ["runner"] + TIME_HEADER + ["time / A cold (pairs)", "uploaded (image + cache)", "downloaded from the cache (layers + records)", "layer sources"], rows,
+            "Each round starts a new docker-registry (127.0.0.1, filesystem storage); the first round is a warm-up. A cold: "
+            "empty store (wheels downloaded from the host's package index), writes the cache records. B shared cache: "
+            "another empty store, package index a closed port, the cache and the image on the same registry (hits are "
+            "HEAD-skipped, not downloaded). B empty: an empty store without the shared cache (wheels downloaded, every layer "
+            "rebuilt; the push HEAD-skips). The faults row reaches the cache through a proxy answering 10 % of requests "
+            f"with 503/500 or a dropped connection ({faults} faults injected); on another host, its hits are downloaded and "
+            f"checked. All runs gave {'one digest' if len(digests) == 1 else 'DIFFERENT digests: ' + ', '.join(map(str, digests))}. "
+            f"B empty / B shared (pairs): {fmt_x(vs_empty)}. Runner B's phases (median s, its --json timings): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + ".")
+    b = data["B shared cache"]
+    S.target("runner B's build+push ≤ 0.2× runner A's cold build+push (issue 17)",
+             f"{b['over_a_cold']['median']:.3f}×, {max(b['uploaded_bytes'])} B up, {max(b['downloaded_bytes'])} B of records down",
+             b["over_a_cold"]["median"] <= 0.2 and max(b["uploaded_bytes"]) == 0)
+
+
+SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian", "bytecode", "sharedcache"]
 SECTIONS = {
     "layers": (section_layers, "Layer throughput: imgbuild vs tar | pigz, gzip, zstd",
                "imgbuild's gzip (parallel, deterministic) and zstd layers against the usual command lines, on identical inputs, with output sizes."),
@@ -1717,6 +1885,7 @@ SECTIONS = {
     "bytecode": (section_bytecode, "Bytecode: start-up with pycs, and what compiling costs",
                  "`bytecode = true` on the api image's python layer: container start to first import, user 1000, read-only "
                  "root, with and without the pycs; and the build cost of compiling against uv's `--compile-bytecode`."),
+    "sharedcache": (section_sharedcache, "Shared cache: fresh CI runners", "Issue 17: a layer cache shared through the registry — a fresh runner's build+push vs a cold one, bytes each way, with faults."),
     "scaling": (section_scaling, "Scaling with layer size", "Whether cost grows linearly with bytes, memory stays flat and an unchanged layer costs the same at any size."),
     "sbom": (section_sbom, "SBOM and provenance: what they cost",
              "The api image built cold with its SPDX SBOM and SLSA provenance (the default) against the same build with both "

@@ -15,6 +15,7 @@ use crate::record::{self, LayerReport, Summary};
 use crate::referrers;
 use crate::registry;
 use crate::rootfs::{Listing, Rootfs};
+use crate::sharedcache::{self, SharedCache};
 use crate::start;
 use crate::target::{Destination, Output};
 use anyhow::{Context, Result};
@@ -32,6 +33,8 @@ pub struct Options {
     pub tags: Vec<String>,
     /// Registry settings (insecure hosts, credentials) for bases and `--push`.
     pub registry: registry::Options,
+    /// The shared cache (`cache = "REPO"`, `--cache`), when there is one.
+    pub shared: Option<sharedcache::Settings>,
 }
 
 impl Options {
@@ -56,11 +59,15 @@ pub fn build_all(
     mut done: impl FnMut(&Built, &Summary) -> Result<()>,
 ) -> Result<()> {
     let order = project.build_order(names)?;
+    let shared = match &opts.shared {
+        Some(s) => Some(SharedCache::new(s.clone(), &opts.registry)?),
+        None => None,
+    };
     let mut built: BTreeMap<String, Built> = BTreeMap::new();
     for name in &order {
         let asked = names.is_empty() || names.contains(name);
         let (b, summary) = if asked {
-            build(project, name, opts, &built, progress)?
+            build(project, name, opts, shared.as_ref(), &built, progress)?
         } else {
             let inner = Options {
                 output: None,
@@ -68,7 +75,7 @@ pub fn build_all(
                 tags: vec![],
                 ..opts.clone()
             };
-            build(project, name, &inner, &built, progress)?
+            build(project, name, &inner, shared.as_ref(), &built, progress)?
         };
         if asked {
             done(&b, &summary)?;
@@ -84,6 +91,7 @@ fn build(
     project: &Project,
     name: &str,
     opts: &Options,
+    shared: Option<&SharedCache>,
     built: &BTreeMap<String, Built>,
     progress: &Progress,
 ) -> Result<(Built, Summary)> {
@@ -106,10 +114,19 @@ fn build(
         })
     })?;
     let view = BaseView::new(&base, &cx.store).with_build_bases(build_bases);
-    // Each layer, with its listing when it was written now (None: taken from the cache).
+    let shared = shared.map(|cache| Shared {
+        needs_bytes: needs_bytes(opts, &img, cache),
+        cache,
+    });
+    // Each layer, with its listing when it was written now (None: taken from a cache), where
+    // it came from and its key.
     let mut layers: Vec<(LayerBlob, Option<Listing>)> = Vec::new();
+    let mut sources: Vec<(Source, String)> = Vec::new();
     for r in recipes.iter_mut() {
-        layers.push(build_layer(&cx, r.as_mut(), &view, opts, progress)?);
+        let (blob, listing, source, key) =
+            build_layer(&cx, r.as_mut(), &view, opts, shared.as_ref(), progress)?;
+        layers.push((blob, listing));
+        sources.push((source, key));
     }
     cx.stat.save()?;
     for n in std::mem::take(&mut *cx.notes.lock().unwrap()) {
@@ -169,7 +186,21 @@ fn build(
             tag: name.to_string(),
         },
     });
-    let mut written = dest.write(&built, &cx.store)?;
+    // A pushed build whose layers stayed in the shared cache (no `--output`): the default
+    // layout would need their bytes, so it is not written; the registry gets the image.
+    let remote = layers
+        .iter()
+        .filter(|(b, _)| !cx.store.has(&b.digest))
+        .count();
+    let mut written = if remote > 0 && opts.output.is_none() && opts.push {
+        progress.note(&format!(
+            "image `{name}`: {remote} layer(s) are in the shared cache only, so the default              layout {} is not written (pass --output oci:DIR to download them)",
+            project.state_dir().join("oci").display()
+        ));
+        crate::target::Written::default()
+    } else {
+        dest.write(&built, &cx.store)?
+    };
     record::record_build(project, &built, &cx.store)?;
     let new_pins = std::mem::take(&mut *cx.pins.new.lock().unwrap());
     if !new_pins.is_empty() {
@@ -183,6 +214,20 @@ fn build(
         written = publish::push(project, &built, &opts.tags, &opts.registry, &cx.store)?;
         timings.insert("push".into(), t4.elapsed().as_secs_f64());
     }
+    let mut shared_report = None;
+    if let Some(sh) = &shared {
+        // After the push, so that layer blobs just pushed to the same registry are mounted.
+        let t5 = Instant::now();
+        let new: Vec<(String, LayerBlob)> = sources
+            .iter()
+            .zip(&layers)
+            .filter(|((source, key), _)| *source != Source::Shared && !key.is_empty())
+            .map(|((_, key), (b, _))| (key.clone(), b.clone()))
+            .collect();
+        sh.cache.publish(&new, &cx.store);
+        timings.insert("shared_cache".into(), t5.elapsed().as_secs_f64());
+        shared_report = Some(sh.cache.take_report());
+    }
     timings.insert("total".into(), t0.elapsed().as_secs_f64());
 
     let summary = Summary {
@@ -193,12 +238,14 @@ fn build(
         layers: recipes
             .iter()
             .zip(&layers)
-            .map(|(r, (b, cached))| LayerReport {
+            .zip(&sources)
+            .map(|((r, (b, cached)), (source, _))| LayerReport {
                 name: r.name().to_string(),
                 digest: b.digest.clone(),
                 diff_id: b.diff_id.clone(),
                 size: b.size,
                 cached: cached.is_none(),
+                source: Some(source.as_str().to_string()),
             })
             .collect(),
         uploaded_bytes: written.uploaded_bytes,
@@ -206,6 +253,7 @@ fn build(
         mounted_blobs: written.mounted_blobs,
         referrer_bytes: written.referrer_bytes,
         timings,
+        shared_cache: shared_report,
     };
     Ok((built, summary))
 }
@@ -323,14 +371,58 @@ fn descriptor(b: &LayerBlob) -> Descriptor {
     }
 }
 
-/// A layer from the cache when its inputs are unchanged, else written anew.
+/// Where a layer of a build came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Built,
+    Local,
+    Shared,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Built => "built",
+            Source::Local => "local cache",
+            Source::Shared => "shared cache",
+        }
+    }
+}
+
+/// The shared cache as one image's build uses it.
+struct Shared<'a> {
+    cache: &'a SharedCache,
+    /// Whether a hit's blob must be downloaded: the output needs the bytes (an OCI layout or
+    /// docker-archive), or the image is pushed to another registry than the cache's.
+    needs_bytes: bool,
+}
+
+/// Whether this build needs the bytes of layers found in the shared cache: not when the image
+/// is only pushed (no `--output`) to the cache's registry, where its blobs are HEAD-skipped
+/// or mounted.
+fn needs_bytes(opts: &Options, img: &crate::spec::ImageSpec, cache: &SharedCache) -> bool {
+    if opts.output.is_some() || !opts.push {
+        return true;
+    }
+    let same_registry = img
+        .repository
+        .as_deref()
+        .and_then(|r| registry::reference::Reference::parse(r).ok())
+        .is_some_and(|r| r.registry == cache.registry());
+    !same_registry
+}
+
+/// A layer from the local cache when its inputs are unchanged, else from the shared cache,
+/// else written anew. Returns the blob, its listing when written now, where it came from and
+/// its key (empty when the inputs were not complete).
 fn build_layer(
     cx: &Ctx,
     r: &mut dyn Recipe,
     base: &BaseView,
     opts: &Options,
+    shared: Option<&Shared>,
     progress: &Progress,
-) -> Result<(LayerBlob, Option<Listing>)> {
+) -> Result<(LayerBlob, Option<Listing>, Source, String)> {
     let name = r.name().to_string();
     let inputs = r
         .inputs(cx, base)
@@ -354,11 +446,47 @@ fn build_layer(
     {
         if opts.verbose {
             progress.note(&format!(
-                "layer {name}: cached ({} inputs unchanged)",
+                "layer {name}: local cache ({} inputs unchanged)",
                 inputs.len()
             ));
         }
-        return Ok((hit.blob, None));
+        return Ok((hit.blob, None, Source::Local, key));
+    }
+    if let Some(sh) = shared.filter(|_| complete) {
+        if let Some(hit) = sh.cache.lookup(&name, &key, &cx.store) {
+            // The SBOM reads the layer's facts: without them in the record, the bytes are needed.
+            let facts = cx
+                .store
+                .get_record::<crate::sbom::LayerFacts>(crate::sbom::FACTS, hit.blob.diff_id.hex())
+                .is_some();
+            let usable = (!sh.needs_bytes && facts)
+                || sh.cache.download_or_warn(&name, &key, &hit, &cx.store);
+            if usable {
+                if opts.verbose {
+                    progress.note(&format!(
+                        "layer {name}: shared cache {} ({}){}",
+                        sh.cache.settings.repository,
+                        sharedcache::layer_tag(&key),
+                        if sh.needs_bytes {
+                            ", downloaded"
+                        } else {
+                            ", not downloaded"
+                        }
+                    ));
+                }
+                if cx.store.has(&hit.blob.digest) {
+                    cache::put_layer(
+                        &cx.store,
+                        &key,
+                        &CachedLayer {
+                            blob: hit.blob.clone(),
+                            inputs: BTreeMap::new(),
+                        },
+                    )?;
+                }
+                return Ok((hit.blob, None, Source::Shared, key));
+            }
+        }
     }
     if opts.verbose {
         let why = match cache::last_inputs(&cx.store, &scope) {
@@ -435,7 +563,12 @@ fn build_layer(
         )?;
         cache::put_last_inputs(&cx.store, &scope, &inputs)?;
     }
-    Ok((blob, Some(listing)))
+    let key = if inputs.contains_key(UNHASHED) {
+        String::new()
+    } else {
+        key
+    };
+    Ok((blob, Some(listing), Source::Built, key))
 }
 
 /// The image config: the base's, overridden by the image section, with one history entry per layer.

@@ -42,6 +42,7 @@ pub mod rootfs;
 pub mod runtime;
 pub mod sample;
 pub mod sbom;
+pub mod sharedcache;
 pub mod smoke;
 pub mod spec;
 pub mod start;

@@ -74,5 +74,6 @@ pub fn push_last(
         mounted_blobs: written.mounted_blobs,
         referrer_bytes: written.referrer_bytes,
         timings,
+        shared_cache: None,
     })
 }

@@ -121,6 +121,32 @@ pub struct LayerReport {
     pub diff_id: Digest,
     pub size: u64,
     pub cached: bool,
+    /// Where a built layer came from: `built`, `local cache` or `shared cache` (a build's
+    /// summary only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// What a build did with the shared cache (`cache = "REPO"`), in the `--json` summary.
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq)]
+pub struct SharedCacheReport {
+    pub repository: String,
+    /// `read` or `read-write`.
+    pub mode: String,
+    /// Layers taken from the shared cache.
+    pub hits: usize,
+    /// Layer blob bytes downloaded from the cache repository (only for outputs that need them).
+    pub downloaded_bytes: u64,
+    /// Bytes of the small records and listings read from the cache repository.
+    pub record_bytes: u64,
+    /// Bytes uploaded to the cache repository (layer blobs it lacked, records, listings).
+    pub uploaded_bytes: u64,
+    /// Records pushed to the cache repository by this build.
+    pub records_written: usize,
+    /// Records found but ignored (poisoned, blob gone) and failures that were skipped.
+    pub warnings: usize,
+    /// False when the cache repository could not be reached (the build went on without it).
+    pub reachable: bool,
 }
 
 /// The `--json` summary (DESIGN.md).
@@ -140,6 +166,8 @@ pub struct Summary {
     #[serde(default)]
     pub referrer_bytes: u64,
     pub timings: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_cache: Option<SharedCacheReport>,
 }
 
 impl Summary {
@@ -199,6 +227,7 @@ pub fn layer_reports(
             diff_id: diff_ids.get(i).cloned().unwrap_or_else(|| l.digest.clone()),
             size: l.size,
             cached: true,
+            source: None,
         })
         .collect()
 }

@@ -35,6 +35,30 @@ pub struct Defaults {
     /// The Debian mirror `debian` layers and bases read (else IMGBUILD_DEBIAN_MIRROR, else the
     /// host's apt sources).
     pub debian_mirror: Option<String>,
+    /// A registry repository layer records and built wheels are shared through
+    /// (`sharedcache`); its span points errors at the line.
+    pub cache: Option<toml::Spanned<String>>,
+    /// `read` (pull requests: look up, never write) or `read-write` (the default).
+    pub cache_mode: Option<CacheMode>,
+}
+
+/// How a build uses the shared cache (`cache_mode`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    Read,
+    #[default]
+    ReadWrite,
+}
+
+impl CacheMode {
+    pub fn parse(s: &str) -> Option<CacheMode> {
+        match s {
+            "read" => Some(CacheMode::Read),
+            "read-write" => Some(CacheMode::ReadWrite),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]

@@ -4,6 +4,7 @@ use super::global::Global;
 use crate::build::{self, Options};
 use crate::compress::Compression;
 use crate::registry;
+use crate::sharedcache;
 use crate::usage;
 use anyhow::Result;
 use clap::Args;
@@ -30,6 +31,13 @@ pub struct BuildArgs {
     /// Print one JSON summary per image on stdout
     #[arg(long)]
     json: bool,
+    /// Share layer records through this registry repository (over `cache` in imgbuild.toml and
+    /// IMGBUILD_CACHE_REPO; "" turns the shared cache off)
+    #[arg(long = "cache", value_name = "REPO")]
+    cache: Option<String>,
+    /// `read`: look layers up in the shared cache but never write to it (untrusted jobs)
+    #[arg(long, value_name = "MODE", value_parser = ["read", "read-write"])]
+    cache_mode: Option<String>,
 }
 
 pub fn run(g: &Global, a: &BuildArgs) -> Result<i32> {
@@ -49,6 +57,12 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<i32> {
         push: a.push,
         tags: a.tags.clone(),
         registry: registry::options_for_project(&project.spec, &g.insecure),
+        shared: sharedcache::settings(
+            a.cache.as_deref(),
+            a.cache_mode.as_deref(),
+            &project.spec,
+            &project.spec_path,
+        )?,
     };
     build::build_all(&project, &names, &opts, &g.progress, |built, summary| {
         let name = &summary.image;
@@ -56,12 +70,32 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<i32> {
             println!("{}", serde_json::to_string(summary)?);
         } else {
             let cached = summary.layers.iter().filter(|l| l.cached).count();
+            let shared = summary
+                .layers
+                .iter()
+                .filter(|l| l.source.as_deref() == Some("shared cache"))
+                .count();
+            let from = if shared > 0 {
+                format!("{cached} cached, {shared} of them from the shared cache")
+            } else {
+                format!("{cached} cached")
+            };
             g.progress.note(&format!(
-                "built {name}: {} layers ({cached} cached) → {} in {:.2}s",
+                "built {name}: {} layers ({from}) → {} in {:.2}s",
                 summary.layers.len(),
-                summary.reference,
+                if summary.reference.is_empty() {
+                    "the registry"
+                } else {
+                    &summary.reference
+                },
                 summary.timings.get("total").copied().unwrap_or(0.0)
             ));
+            if let Some(c) = &summary.shared_cache {
+                g.progress.note(&format!(
+                    "shared cache {} ({}): {} hits, {} layer bytes downloaded, {} bytes uploaded, {} records written",
+                    c.repository, c.mode, c.hits, c.downloaded_bytes, c.uploaded_bytes, c.records_written
+                ));
+            }
             if a.push {
                 g.progress.note(&summary.push_note());
                 println!("{}", summary.reference);
