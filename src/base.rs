@@ -6,11 +6,11 @@ use crate::compress::{self, Compression};
 use crate::error::Hint;
 use crate::files::{Collector, Mapping};
 use crate::image::{self, BaseImage, Built, Descriptor, ImageConfig, Platform, RootFs, RunConfig};
-use crate::layer::{self, Body, Entry, Source};
+use crate::layer::member::Member;
+use crate::layer::{self, Entry};
 use crate::layout::Layout;
 use crate::project::Project;
 use crate::registry;
-use crate::rootfs::clean_tar_path;
 use crate::store::Store;
 use crate::target::Output;
 use crate::usage;
@@ -194,60 +194,13 @@ fn tar_entries(
         .with_context(|| format!("reading {}", src.display()))?
     {
         let e = e.with_context(|| format!("reading {}", src.display()))?;
-        let p = clean_tar_path(&e.path_bytes()).map_err(|m| usage!("{}: {m}", src.display()))?;
-        if p.is_empty() {
-            continue;
-        }
-        let h = e.header();
-        let (mode, uid, gid) = (
-            h.mode().unwrap_or(0o644) & 0o7777,
-            h.uid().unwrap_or(0) as u32,
-            h.gid().unwrap_or(0) as u32,
-        );
-        let t = h.entry_type();
-        let body = if t.is_dir() {
-            Body::Dir
-        } else if t.is_file() || t == tar::EntryType::Continuous {
-            Body::File {
-                src: Source::Range {
-                    file: file.clone(),
-                    offset: e.raw_file_position(),
-                },
-                size: e.size(),
-            }
-        } else if t.is_symlink() {
-            Body::Symlink(
-                e.link_name_bytes()
-                    .map(|b| b.into_owned())
-                    .unwrap_or_default(),
-            )
-        } else if t.is_hard_link() {
-            let target = e
-                .link_name_bytes()
-                .map(|b| b.into_owned())
-                .unwrap_or_default();
-            Body::Link(
-                clean_tar_path(&target)
-                    .map_err(|m| usage!("{}: {m}", src.display()))?
-                    .into_bytes(),
-            )
-        } else if t.is_pax_global_extensions()
-            || t.is_pax_local_extensions()
-            || t.is_gnu_longname()
-            || t.is_gnu_longlink()
+        match crate::layer::member::member(&e, &file)
+            .map_err(|m| usage!("{}: {m}", src.display()))?
         {
-            continue;
-        } else {
-            skipped.push(p);
-            continue;
-        };
-        out.push(Entry {
-            path: p.into_bytes(),
-            body,
-            mode,
-            uid,
-            gid,
-        });
+            Member::Entry(entry) => out.push(entry),
+            Member::Skip => {}
+            Member::Unsupported(p) => skipped.push(p),
+        }
     }
     Ok((out, tmp))
 }

@@ -6,7 +6,8 @@
 //! hard links outside the package; device nodes and FIFOs are not written into layers.
 
 use super::control::{self, Paragraph};
-use crate::layer::{Body, Entry, Source};
+use crate::layer::member::{member, Member};
+use crate::layer::Entry;
 use crate::rootfs::clean_tar_path;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -125,63 +126,28 @@ fn data_entries(data: &Path, what: &str) -> Result<DataEntries> {
                 String::from_utf8_lossy(&raw)
             );
         }
-        let p = clean_tar_path(&raw).with_context(|| format!("{what}: data.tar"))?;
-        if p.is_empty() {
-            continue;
-        }
         let h = e.header();
-        let (mode, uid, gid) = (
-            h.mode().unwrap_or(0o644) & 0o7777,
-            h.uid().unwrap_or(0) as u32,
-            h.gid().unwrap_or(0) as u32,
-        );
-        let ty = h.entry_type();
-        let body = if ty.is_dir() {
-            Body::Dir
-        } else if ty.is_file() || ty == tar::EntryType::Continuous {
-            Body::File {
-                src: Source::Range {
-                    file: file.clone(),
-                    offset: e.raw_file_position(),
-                },
-                size: e.size(),
-            }
-        } else if ty.is_symlink() {
-            Body::Symlink(
-                e.link_name_bytes()
-                    .map(|b| b.into_owned())
-                    .unwrap_or_default(),
-            )
-        } else if ty.is_hard_link() {
+        if h.entry_type().is_hard_link() {
             let target = e
                 .link_name_bytes()
                 .map(|b| b.into_owned())
                 .unwrap_or_default();
             if target.starts_with(b"/") || target.split(|&b| b == b'/').any(|c| c == b"..") {
                 bail!(
-                    "{what}: hard link `{p}` points outside the package (`{}`); refusing it",
+                    "{what}: hard link `{}` points outside the package (`{}`); refusing it",
+                    clean_tar_path(&raw)?,
                     String::from_utf8_lossy(&target)
                 );
             }
-            Body::Link(clean_tar_path(&target)?.into_bytes())
-        } else if ty.is_pax_global_extensions()
-            || ty.is_pax_local_extensions()
-            || ty.is_gnu_longname()
-            || ty.is_gnu_longlink()
-        {
-            continue;
-        } else {
-            skipped.push(format!("/{p}"));
-            continue;
-        };
-        paths.push(format!("/{p}"));
-        entries.push(Entry {
-            path: p.into_bytes(),
-            body,
-            mode,
-            uid,
-            gid,
-        });
+        }
+        match member(&e, &file).with_context(|| format!("{what}: data.tar"))? {
+            Member::Entry(entry) => {
+                paths.push(format!("/{}", String::from_utf8_lossy(&entry.path)));
+                entries.push(entry);
+            }
+            Member::Skip => {}
+            Member::Unsupported(p) => skipped.push(format!("/{p}")),
+        }
     }
     Ok((entries, paths, skipped))
 }

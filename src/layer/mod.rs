@@ -5,6 +5,7 @@
 //! links stored as links, long names as GNU `././@LongLink` records. The tar, its diff_id and the
 //! compressed digest are produced in one pass.
 
+pub mod member;
 pub mod read;
 pub mod unpack;
 
