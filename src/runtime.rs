@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// What runs, as whom, with which privileges.
@@ -66,6 +66,15 @@ pub fn write_config(
         serde_json::to_vec_pretty(&spec)?,
     )?;
     Ok(())
+}
+
+/// The `runc` on PATH, if there is one.
+pub fn runc() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("runc"))
+        .find(|p| p.is_file())
 }
 
 /// Runs the bundle's container `id` to its end (no stdin) and deletes it, whatever happened.

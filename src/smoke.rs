@@ -18,7 +18,7 @@ use crate::store::Store;
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Result of running the smoke commands.
 pub struct Outcome {
@@ -40,7 +40,7 @@ pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome
         )
         .hint("add command lines to the image section, e.g. smoke = [\"python3 -c 'import app'\"] or smoke = [\"test -f /app/server.js\"]"));
     }
-    let runc = which("runc").ok_or_else(|| {
+    let runc = crate::runtime::runc().ok_or_else(|| {
         anyhow::Error::new(NoRuntime(
             "runc is not on PATH (install the `runc` package)".into(),
         ))
@@ -139,14 +139,6 @@ fn indent(s: &str) -> String {
         .map(|l| format!("      {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
 }
 
 /// Applies every layer of `manifest` in order into `dst` (see `layer::unpack`).

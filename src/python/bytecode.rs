@@ -195,14 +195,6 @@ fn entry_bytes(
     Ok(buf)
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
-}
-
 /// Adds the pycs of every `.py` source of `entries` (a merged install) and their RECORD rows.
 pub fn add(job: &Job, mut entries: Vec<Entry>) -> Result<(Vec<Entry>, Outcome)> {
     let started = std::time::Instant::now();
@@ -361,7 +353,7 @@ fn compile(
 ) -> Result<(Compiled, Vec<(&'static str, f64)>)> {
     let mut phases = Vec::new();
     let mut t0 = std::time::Instant::now();
-    let runc = which("runc").ok_or_else(|| {
+    let runc = crate::runtime::runc().ok_or_else(|| {
         crate::error::UsageError::new(format!(
             "cannot compile bytecode for CPython {}: no OCI runtime: runc is not on PATH, and imgbuild compiles bytecode only with the image's own interpreter, inside a container of the image",
             job.target.version

@@ -164,14 +164,6 @@ pub fn cache_key(setup: &Setup, sha256: &str, pins: &[PinnedFile]) -> String {
     )
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
-}
-
 /// One build worker: its build root (the base unpacked once) is reused by every build it runs;
 /// a layer runs several side by side.
 pub struct Builder<'a> {
@@ -391,7 +383,7 @@ impl<'a> Builder<'a> {
     pub fn new(setup: Setup<'a>) -> Builder<'a> {
         Builder {
             setup,
-            runc: which("runc"),
+            runc: crate::runtime::runc(),
             tmp: None,
             phases: Vec::new(),
         }
