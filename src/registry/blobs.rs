@@ -70,22 +70,13 @@ impl<'a> Repo<'a> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let resp = self.send(&what, Retry::Yes, &|h| {
+            let Some(resp) = self.send_found(&what, Retry::Yes, &|h| {
                 h.get(url.clone())
                     .timeout(crate::http::timeout(BLOB_TIMEOUT))
-            })?;
-            let status = resp.status();
-            if status == StatusCode::NOT_FOUND {
+            })?
+            else {
                 bail!(RegistryError::NotFound { what });
-            }
-            if !status.is_success() {
-                let e = registry_error(resp).unwrap_or_default();
-                bail!(RegistryError::Status {
-                    what,
-                    status,
-                    detail: Some(e)
-                });
-            }
+            };
             match store.put_reader(resp, d, Some(size)) {
                 Ok(()) => return Ok(size),
                 // A dropped connection or bytes that do not match: fetched again (the path may

@@ -51,21 +51,12 @@ impl<'a> Repo<'a> {
             .url(&format!("v2/{}/manifests/{reference}", self.name));
         let sep = if reference.contains(':') { '@' } else { ':' };
         let what = format!("reading manifest {}{sep}{reference}", self.where_());
-        let resp = self.send(&what, Retry::Yes, &|h| {
+        let Some(resp) = self.send_found(&what, Retry::Yes, &|h| {
             h.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT)
-        })?;
-        let status = resp.status();
-        if status == StatusCode::NOT_FOUND {
+        })?
+        else {
             return Ok(None);
-        }
-        if !status.is_success() {
-            let d = registry_error(resp).unwrap_or_default();
-            bail!(RegistryError::Status {
-                what,
-                status,
-                detail: Some(d)
-            });
-        }
+        };
         let media_type = resp
             .headers()
             .get(CONTENT_TYPE)

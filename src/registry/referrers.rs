@@ -4,17 +4,15 @@
 //! pulling them back.
 
 use super::client::Repo;
-use super::error::RegistryError;
 use super::options::Options;
 use super::reference::Reference;
-use super::transport::{registry_error, Retry};
+use super::transport::Retry;
 use crate::digest::Digest;
 use crate::image::{self, Descriptor, Index, Platform, Referrer, MT_INDEX, MT_MANIFEST};
 use crate::store::Store;
 use crate::usage;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use reqwest::header::ACCEPT;
-use reqwest::StatusCode;
 use std::collections::BTreeMap;
 
 /// The fallback tag of a subject: `<alg>-<ref>` (distribution-spec 1.1, "Referrers Tag Schema").
@@ -37,21 +35,12 @@ impl<'a> Repo<'a> {
             .client
             .url(&format!("v2/{}/referrers/{subject}", self.name));
         let what = format!("listing the referrers of {}@{subject}", self.where_());
-        let resp = self.send(&what, Retry::Yes, &|h| {
+        let Some(resp) = self.send_found(&what, Retry::Yes, &|h| {
             h.get(url.clone()).header(ACCEPT, MT_INDEX)
-        })?;
-        let status = resp.status();
-        if status == StatusCode::NOT_FOUND {
+        })?
+        else {
             return Ok(None);
-        }
-        if !status.is_success() {
-            let d = registry_error(resp).unwrap_or_default();
-            bail!(RegistryError::Status {
-                what,
-                status,
-                detail: Some(d)
-            });
-        }
+        };
         let is_index = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)

@@ -46,6 +46,29 @@ impl<'a> Repo<'a> {
         self.client.send(&self.scopes, what, retry, make)
     }
 
+    /// `send`, then `None` for a 404, the response for a success, else the registry's error.
+    pub(super) fn send_found(
+        &self,
+        what: &str,
+        retry: Retry,
+        make: &dyn Fn(&Http) -> RequestBuilder,
+    ) -> Result<Option<Response>> {
+        let resp = self.send(what, retry, make)?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let d = super::transport::registry_error(resp).unwrap_or_default();
+            anyhow::bail!(super::error::RegistryError::Status {
+                what: what.to_string(),
+                status,
+                detail: Some(d)
+            });
+        }
+        Ok(Some(resp))
+    }
+
     /// `registry/repository`, for messages.
     pub(super) fn where_(&self) -> String {
         format!("{}/{}", self.client.registry, self.name)
