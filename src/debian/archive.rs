@@ -99,23 +99,9 @@ impl Archive {
                 self.arch
             )
         })?;
-        let digest = Digest::parse(&format!("sha256:{sha}")).map_err(|e| anyhow::anyhow!(e))?;
-        if !store.has(&digest) {
-            let url = if rel.by_hash {
-                self.url(&format!(
-                    "dists/{}/main/binary-{}/by-hash/SHA256/{sha}",
-                    self.release, self.arch
-                ))
-            } else {
-                self.url(&format!("dists/{}/{path}", self.release))
-            };
-            let resp = self.get(&client, &url)?;
-            store
-                .put_reader(resp, &digest, Some(size))
-                .with_context(|| {
-                    format!("{url} does not match the sha256 its signed release lists")
-                })?;
-        }
+        let by_hash = format!("main/binary-{}/by-hash/SHA256/{sha}", self.arch);
+        let digest =
+            self.fetch_listed(&client, rel.by_hash, store, &path, &by_hash, (&sha, size))?;
         let mut text = String::new();
         flate2::read::GzDecoder::new(std::io::BufReader::new(store.open_blob(&digest)?))
             .read_to_string(&mut text)
@@ -135,21 +121,36 @@ impl Archive {
             .get(&path)
             .cloned()
             .ok_or_else(|| usage!("the release `{}` lists no {path}", self.release))?;
-        let digest = Digest::parse(&format!("sha256:{sha}")).map_err(|e| anyhow::anyhow!(e))?;
+        let by_hash = format!("main/by-hash/SHA256/{sha}");
+        let digest =
+            self.fetch_listed(&client, rel.by_hash, store, &path, &by_hash, (&sha, size))?;
+        Ok(store.blob_path(&digest))
+    }
+
+    /// A file the signed release lists at `path` with its sha256 and size, in the store: fetched
+    /// when missing (from `by_hash`, relative to the release's directory, where the archive has
+    /// by-hash directories) and checked against that sha256.
+    fn fetch_listed(
+        &self,
+        client: &reqwest::blocking::Client,
+        use_by_hash: bool,
+        store: &Store,
+        path: &str,
+        by_hash: &str,
+        (sha256, size): (&str, u64),
+    ) -> Result<Digest> {
+        let digest = Digest::parse(&format!("sha256:{sha256}")).map_err(|e| anyhow::anyhow!(e))?;
         if !store.has(&digest) {
-            let url = if rel.by_hash {
-                self.url(&format!("dists/{}/main/by-hash/SHA256/{sha}", self.release))
-            } else {
-                self.url(&format!("dists/{}/{path}", self.release))
-            };
-            let resp = self.get(&client, &url)?;
+            let rel = if use_by_hash { by_hash } else { path };
+            let url = self.url(&format!("dists/{}/{rel}", self.release));
+            let resp = self.get(client, &url)?;
             store
                 .put_reader(resp, &digest, Some(size))
                 .with_context(|| {
                     format!("{url} does not match the sha256 its signed release lists")
                 })?;
         }
-        Ok(store.blob_path(&digest))
+        Ok(digest)
     }
 
     /// The package file in the store, downloaded when missing; its bytes must have the sha256
