@@ -164,6 +164,30 @@ pub fn put_listing(store: &Store, diff_id: &Digest, l: &Listing) -> Result<()> {
     store.put_record(LISTINGS, diff_id.hex(), l)
 }
 
+/// The layer cached under `key`, or the one `write` makes, then cached under `key` with its
+/// listing (for layers made outside a recipe: a base from the Debian archive, a build root's
+/// packages).
+pub fn layer_or(
+    store: &Store,
+    key: &str,
+    write: impl FnOnce() -> Result<(LayerBlob, Listing)>,
+) -> Result<LayerBlob> {
+    if let Some(hit) = get_layer(store, key) {
+        return Ok(hit.blob);
+    }
+    let (blob, listing) = write()?;
+    put_listing(store, &blob.diff_id, &listing)?;
+    put_layer(
+        store,
+        key,
+        &CachedLayer {
+            blob: blob.clone(),
+            inputs: BTreeMap::new(),
+        },
+    )?;
+    Ok(blob)
+}
+
 /// Record kind of listings; renamed when what a listing holds changes (v2: captured text; v3: ELF interpreters; v4: every ELF file's needs, loader configuration).
 const LISTINGS: &str = "listings-v4";
 

@@ -91,36 +91,24 @@ pub fn base(cx: &Ctx, spec: &DebianBase) -> Result<BaseImage> {
         );
     }
     let k = crate::key::layer(cx.compression, cx.gzip_level, 0, &cx.platform, &inputs);
-    let blob = match crate::cache::get_layer(&cx.store, &k) {
-        Some(hit) => hit.blob,
-        None => {
-            let mut debs = fetch_all(cx, &pins, &keyring).with_context(|| what.clone())?;
-            let fs = merged_usr(&arch);
-            let mut entries = unpack::entries(&mut debs, &fs, "")?;
-            script_effects(&mut entries, &arch)?;
-            let entries = layer::normalise(entries).with_context(|| what.clone())?;
-            let (blob, listing) = layer::write(
-                &entries,
-                0,
-                cx.compression,
-                cx.gzip_level,
-                &cx.store,
-                &|_| {},
-            )
-            .with_context(|| what.clone())?;
-            drop(debs);
-            crate::cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
-            crate::cache::put_layer(
-                &cx.store,
-                &k,
-                &crate::cache::CachedLayer {
-                    blob: blob.clone(),
-                    inputs: BTreeMap::new(),
-                },
-            )?;
-            blob
-        }
-    };
+    let blob = crate::cache::layer_or(&cx.store, &k, || {
+        let mut debs = fetch_all(cx, &pins, &keyring).with_context(|| what.clone())?;
+        let fs = merged_usr(&arch);
+        let mut entries = unpack::entries(&mut debs, &fs, "")?;
+        script_effects(&mut entries, &arch)?;
+        let entries = layer::normalise(entries).with_context(|| what.clone())?;
+        let (blob, listing) = layer::write(
+            &entries,
+            0,
+            cx.compression,
+            cx.gzip_level,
+            &cx.store,
+            &|_| {},
+        )
+        .with_context(|| what.clone())?;
+        drop(debs);
+        Ok((blob, listing))
+    })?;
     let mut run = RunConfig::default();
     run.set_env("PATH", image::DEFAULT_PATH);
     let created = image::rfc3339(0);

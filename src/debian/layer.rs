@@ -394,24 +394,11 @@ pub fn build_root_layer(
         .inputs(cx, base)
         .with_context(|| format!("layer `{layer}`: build.debian"))?;
     let key = crate::key::layer(none, 1, 0, &cx.platform, &inputs);
-    let blob = match crate::cache::get_layer(&cx.store, &key) {
-        Some(hit) => hit.blob,
-        None => {
-            let entries = crate::layer::normalise(r.entries(cx, base)?)?;
-            let (blob, listing) = crate::layer::write(&entries, 0, none, 1, &cx.store, &|_| {})
-                .with_context(|| format!("layer `{layer}`: build.debian"))?;
-            crate::cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
-            crate::cache::put_layer(
-                &cx.store,
-                &key,
-                &crate::cache::CachedLayer {
-                    blob: blob.clone(),
-                    inputs: BTreeMap::new(),
-                },
-            )?;
-            blob
-        }
-    };
+    let blob = crate::cache::layer_or(&cx.store, &key, || {
+        let entries = crate::layer::normalise(r.entries(cx, base)?)?;
+        crate::layer::write(&entries, 0, none, 1, &cx.store, &|_| {})
+            .with_context(|| format!("layer `{layer}`: build.debian"))
+    })?;
     Ok(crate::image::Descriptor {
         media_type: blob.media_type.clone(),
         digest: blob.digest,
