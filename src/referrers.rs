@@ -185,23 +185,14 @@ fn files_of(
     diff_ids: &[Digest],
     paths: &[&str],
 ) -> Result<sbom::Files> {
-    use crate::rootfs::Kind;
     let mut facts: BTreeMap<usize, sbom::LayerFacts> = BTreeMap::new();
     let mut out = sbom::Files::new();
     for &p in paths {
-        let Some((real, node)) = fs.resolve(p) else {
+        let Some((layer, inner)) = fs.file_in_layer(p) else {
             continue;
         };
-        if node.kind != Kind::File {
-            continue;
-        }
-        let (n, layer) = &fs.files[&real];
-        let inner = match n.kind {
-            Kind::Link => n.target.clone().unwrap_or_default(),
-            _ => real,
-        };
-        if !facts.contains_key(layer) {
-            let (Some(d), Some(diff)) = (layers.get(*layer), diff_ids.get(*layer)) else {
+        if let std::collections::btree_map::Entry::Vacant(slot) = facts.entry(layer) {
+            let (Some(d), Some(diff)) = (layers.get(layer), diff_ids.get(layer)) else {
                 continue;
             };
             let f = match store.get_record::<sbom::LayerFacts>(sbom::FACTS, diff.hex()) {
@@ -212,9 +203,9 @@ fn files_of(
                     f
                 }
             };
-            facts.insert(*layer, f);
+            slot.insert(f);
         }
-        if let Some(t) = facts[layer].get(&inner) {
+        if let Some(t) = facts[&layer].get(&inner) {
             out.insert(p.to_string(), t.as_bytes().to_vec());
         }
     }

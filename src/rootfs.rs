@@ -374,6 +374,21 @@ impl Rootfs {
         }
     }
 
+    /// The layer whose tar holds the bytes of regular file `path` (symlinks followed), and the
+    /// path in that tar (a hard link's target there); `None` when it is missing or not a file.
+    pub fn file_in_layer(&self, path: &str) -> Option<(usize, String)> {
+        let (real, node) = self.resolve(path)?;
+        if node.kind != Kind::File {
+            return None;
+        }
+        let (n, layer) = &self.files[&real];
+        let inner = match n.kind {
+            Kind::Link => n.target.clone().unwrap_or_default(),
+            _ => real,
+        };
+        Some((*layer, inner))
+    }
+
     /// Resolves `path` (absolute or relative to `/`) following symlinks in every component,
     /// as the kernel would inside the container. Returns the final path and its node.
     pub fn resolve(&self, path: &str) -> Option<(String, &Node)> {

@@ -69,23 +69,14 @@ pub fn files<'a>(
     open: &dyn Fn(&Descriptor) -> Result<Box<dyn Read + 'a>>,
     paths: &[&str],
 ) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
-    use crate::rootfs::Kind;
     use std::collections::BTreeMap;
     // layer index → (path in that layer's tar → the paths asked for)
     let mut want: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for &asked in paths {
-        let Some((real, node)) = fs.resolve(asked) else {
+        let Some((layer, inner)) = fs.file_in_layer(asked) else {
             continue;
         };
-        if node.kind != Kind::File {
-            continue;
-        }
-        let (n, layer) = &fs.files[&real];
-        let inner = match n.kind {
-            Kind::Link => n.target.clone().unwrap_or_default(),
-            _ => real,
-        };
-        want.entry(*layer)
+        want.entry(layer)
             .or_default()
             .entry(inner)
             .or_default()
