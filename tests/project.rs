@@ -160,16 +160,18 @@ fn a_workspace_with_a_virtual_root_installs_its_member_with_all_packages() {
 }
 
 /// A bare repository with one commit of a hatchling package `gitdep`; returns (url, commit).
+/// `git ARGS` in `d` with a test identity; its stdout.
+fn git(args: &[&str], d: &Path) -> String {
+    stdout(&ok(Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(d)))
+}
+
 fn git_repo(dir: &Path) -> (String, String) {
     require_tool("git");
     let bare = dir.join("gitdep.git");
     let work = dir.join("gitdep-work");
-    let git = |args: &[&str], d: &Path| {
-        stdout(&ok(Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-            .args(args)
-            .current_dir(d)))
-    };
     std::fs::create_dir_all(&bare).unwrap();
     git(&["init", "--quiet", "--bare", "-b", "main"], &bare);
     write_text(
@@ -273,12 +275,6 @@ fn a_git_dependency_whose_version_comes_from_git_tags_is_built_at_the_locked_ver
     let t = tempfile::tempdir().unwrap();
     let bare = t.path().join("scmdep.git");
     let work = t.path().join("scmdep-work");
-    let git = |args: &[&str], d: &Path| {
-        stdout(&ok(Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-            .args(args)
-            .current_dir(d)))
-    };
     std::fs::create_dir_all(&bare).unwrap();
     git(&["init", "--quiet", "--bare", "-b", "main"], &bare);
     write_text(
@@ -334,16 +330,10 @@ fn a_project_whose_version_comes_from_git_says_how_to_give_it_one_and_then_build
         "[project]\nname = \"scm-app\"\ndynamic = [\"version\"]\nrequires-python = \">=3.11\"\ndependencies = []\n\n[tool.hatch.version]\nsource = \"vcs\"\n\n[tool.hatch.build.targets.wheel]\npackages = [\"scm_app\"]\n\n[build-system]\nrequires = [\"hatchling\", \"hatch-vcs\"]\nbuild-backend = \"hatchling.build\"\n",
     );
     write_text(&p.join("scm_app/__init__.py"), "OK = True\n");
-    let git = |args: &[&str]| {
-        ok(Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-            .args(args)
-            .current_dir(p));
-    };
-    git(&["init", "--quiet", "-b", "main"]);
-    git(&["add", "."]);
-    git(&["commit", "--quiet", "-m", "one"]);
-    git(&["tag", "v3.1.0"]);
+    git(&["init", "--quiet", "-b", "main"], p);
+    git(&["add", "."], p);
+    git(&["commit", "--quiet", "-m", "one"], p);
+    git(&["tag", "v3.1.0"], p);
     uv_lock(p);
     let spec = |extra: &str| {
         python_app_spec(
