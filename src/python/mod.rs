@@ -113,6 +113,11 @@ struct State {
     target: Target,
     /// `build.base`, resolved by the build.
     build_base: Option<crate::image::BaseImage>,
+    /// What each pick built from source was identified by before its wheel replaced it in
+    /// `picks` (sdist sha256, tree or commit identity; the locked version, empty when dynamic),
+    /// by pick: the layer's inputs keep it, so the key after a build is the key the next build
+    /// computes.
+    source_ids: BTreeMap<usize, (String, String)>,
     picks: Vec<Pick>,
     indexes: Vec<String>,
     registries: BTreeSet<String>,
@@ -249,6 +254,7 @@ impl PythonRecipe {
             self.state = Some(State {
                 target,
                 build_base,
+                source_ids: BTreeMap::new(),
                 picks,
                 indexes: locked.indexes,
                 registries: locked.registries,
@@ -522,6 +528,9 @@ impl PythonRecipe {
         }
         for (i, b) in built {
             let p = &mut st.picks[i];
+            st.source_ids
+                .entry(i)
+                .or_insert_with(|| (p.sha256.clone(), p.version.clone()));
             let key = sdist::pins_key(&p.name, &p.version, &st.target);
             if lockfile.python_build.get(&key) != Some(&b.pins) {
                 new_pins.insert(key, b.pins.clone());
@@ -784,7 +793,7 @@ impl PythonRecipe {
             );
         }
         let mut unpinned = Vec::new();
-        for p in &st.picks {
+        for (i, p) in st.picks.iter().enumerate() {
             let what = match &p.origin {
                 Origin::Index { hashes, fallback } => {
                     let mut h = hashes.clone();
@@ -797,8 +806,12 @@ impl PythonRecipe {
                     )
                 }
                 Origin::Sdist(_) | Origin::Source(_) => {
-                    let key = sdist::pins_key(&p.name, &p.version, &st.target);
-                    let pins_id = sdist::pins_id(src_of(&p.origin).unwrap(), &p.sha256);
+                    let (id, version) = st
+                        .source_ids
+                        .get(&i)
+                        .map_or((&p.sha256, &p.version), |(s, v)| (s, v));
+                    let key = sdist::pins_key(&p.name, version, &st.target);
+                    let pins_id = sdist::pins_id(src_of(&p.origin).unwrap(), id);
                     let pins = lockfile
                         .as_ref()
                         .and_then(|l| l.python_build.get(&key))
@@ -808,8 +821,8 @@ impl PythonRecipe {
                         unpinned.push(p.name.clone());
                     }
                     let mut v = serde_json::json!({
-                        "version": p.version,
-                        "sdist": p.sha256,
+                        "version": version,
+                        "sdist": id,
                         "builder": sdist::FORMAT,
                         "build_pins": pins.map(|b| &b.requires),
                         "build_env": build_env,
