@@ -46,9 +46,7 @@ impl Archive {
         client: &reqwest::blocking::Client,
         url: &str,
     ) -> Result<reqwest::blocking::Response> {
-        let resp = client
-            .get(url)
-            .send()
+        let resp = crate::http::send_retrying(|| client.get(url).send())
             .map_err(|e| usage!("cannot fetch {url}: {e}").hint(HINT_MIRROR))?;
         if !resp.status().is_success() {
             return Err(usage!("cannot fetch {url}: HTTP {}", resp.status()).hint(HINT_MIRROR));
@@ -88,8 +86,8 @@ impl Archive {
 
     /// The `main` packages of the release for the architecture (and `all`).
     pub fn index(&self, store: &Store) -> Result<Index> {
-        let client = crate::http::client()?;
-        let rel = self.release(&client)?;
+        let client = crate::http::shared()?;
+        let rel = self.release(client)?;
         let path = format!("main/binary-{}/Packages.gz", self.arch);
         let (sha, size) = rel.sha256.get(&path).cloned().ok_or_else(|| {
             usage!(
@@ -101,7 +99,7 @@ impl Archive {
         })?;
         let by_hash = format!("main/binary-{}/by-hash/SHA256/{sha}", self.arch);
         let digest =
-            self.fetch_listed(&client, rel.by_hash, store, &path, &by_hash, (&sha, size))?;
+            self.fetch_listed(client, rel.by_hash, store, &path, &by_hash, (&sha, size))?;
         let mut text = String::new();
         flate2::read::GzDecoder::new(std::io::BufReader::new(store.open_blob(&digest)?))
             .read_to_string(&mut text)
@@ -113,8 +111,8 @@ impl Archive {
     /// `main/Contents-ARCH.gz` (which package ships which file) in the store, fetched by the
     /// sha256 the signed release lists when missing.
     pub fn contents(&self, store: &Store) -> Result<PathBuf> {
-        let client = crate::http::client()?;
-        let rel = self.release(&client)?;
+        let client = crate::http::shared()?;
+        let rel = self.release(client)?;
         let path = format!("main/Contents-{}.gz", self.arch);
         let (sha, size) = rel
             .sha256
@@ -123,7 +121,7 @@ impl Archive {
             .ok_or_else(|| usage!("the release `{}` lists no {path}", self.release))?;
         let by_hash = format!("main/by-hash/SHA256/{sha}");
         let digest =
-            self.fetch_listed(&client, rel.by_hash, store, &path, &by_hash, (&sha, size))?;
+            self.fetch_listed(client, rel.by_hash, store, &path, &by_hash, (&sha, size))?;
         Ok(store.blob_path(&digest))
     }
 
@@ -143,12 +141,14 @@ impl Archive {
         if !store.has(&digest) {
             let rel = if use_by_hash { by_hash } else { path };
             let url = self.url(&format!("dists/{}/{rel}", self.release));
-            let resp = self.get(client, &url)?;
-            store
-                .put_reader(resp, &digest, Some(size))
-                .with_context(|| {
-                    format!("{url} does not match the sha256 its signed release lists")
-                })?;
+            crate::http::download_retrying(|| {
+                let resp = self.get(client, &url)?;
+                store
+                    .put_reader(resp, &digest, Some(size))
+                    .with_context(|| {
+                        format!("{url} does not match the sha256 its signed release lists")
+                    })
+            })?;
         }
         Ok(digest)
     }
@@ -161,13 +161,18 @@ impl Archive {
         if let Some(p) = in_store(store, &digest) {
             return Ok(p);
         }
-        let client = crate::http::client()?;
+        let client = crate::http::shared()?;
         let url = self.url(w.filename);
-        let mut resp = self.get(&client, &url)?;
-        let mut out = HashWriter::new(store.writer()?);
-        std::io::copy(&mut resp, &mut out).with_context(|| format!("downloading {url}"))?;
-        out.flush()?;
-        let (writer, got, _) = out.finish();
+        // A connection reset mid-file (parallel downloads from a busy mirror) starts the file
+        // again; what was half-written is never committed.
+        let (writer, got) = crate::http::download_retrying(|| {
+            let mut resp = self.get(client, &url)?;
+            let mut out = HashWriter::new(store.writer()?);
+            std::io::copy(&mut resp, &mut out).with_context(|| format!("downloading {url}"))?;
+            out.flush()?;
+            let (writer, got, _) = out.finish();
+            Ok((writer, got))
+        })?;
         if got != digest {
             return Err(usage!(
                 "package {} {}: {url} has {got}, but imgbuild.lock pins sha256:{} — the archive changed after it was locked (nothing was written)",

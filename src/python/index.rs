@@ -220,8 +220,9 @@ pub fn project_files(
 ) -> Result<Vec<IndexFile>> {
     let page = format!("{}/{}/", index.trim_end_matches('/'), normalize(name));
     let url = reqwest::Url::parse(&page).map_err(|e| usage!("index URL `{index}`: {e}"))?;
-    let resp = with_retries(|| client.get(url.clone()).header("Accept", ACCEPT).send())
-        .with_context(|| format!("asking {page} for {name}"))?;
+    let resp =
+        crate::http::send_retrying(|| client.get(url.clone()).header("Accept", ACCEPT).send())
+            .with_context(|| format!("asking {page} for {name}"))?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         bail!("the index {index} has no project `{name}` ({page} answered 404)");
     }
@@ -289,20 +290,6 @@ fn release_of(filename: &str) -> Option<String> {
     Some(stem.rsplit_once('-')?.1.to_string())
 }
 
-fn with_retries<T>(f: impl Fn() -> reqwest::Result<T>) -> reqwest::Result<T> {
-    let mut delay = std::time::Duration::from_millis(300);
-    for _ in 0..3 {
-        match f() {
-            Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                std::thread::sleep(delay);
-                delay *= 3;
-            }
-            r => return r,
-        }
-    }
-    f()
-}
-
 /// A wheel that must be in the store: where to get it and what it must hash to.
 #[derive(Clone, Debug)]
 pub struct Want {
@@ -348,18 +335,18 @@ fn fetch(store: &Store, client: &reqwest::blocking::Client, want: &Want) -> Resu
     }
     let mut errors = Vec::new();
     for url in &want.urls {
-        let resp = match with_retries(|| client.get(url).send()) {
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) => {
-                errors.push(format!("{url} answered {}", r.status()));
-                continue;
+        // A body cut off mid-way is downloaded again; a wrong hash is not.
+        let got = crate::http::download_retrying(|| {
+            let resp = crate::http::send_retrying(|| client.get(url).send())?;
+            if !resp.status().is_success() {
+                bail!("{url} answered {}", resp.status());
             }
-            Err(e) => {
-                errors.push(format!("{:#}", anyhow::Error::from(e)));
-                continue;
-            }
-        };
-        return put_checked(store, resp, want, url);
+            put_checked(store, resp, want, url)
+        });
+        match got {
+            Ok(()) => return Ok(()),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
     }
     bail!(
         "cannot download wheel {}: {}",
