@@ -9,22 +9,13 @@ use crate::store::{write_atomic, Store};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-struct StatEntry {
-    size: u64,
-    mtime: i64,
-    mtime_ns: i64,
-    ino: u64,
-    sha256: String,
-}
 
 /// What identifies a file's content without reading it: size, mtime and inode.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,37 +37,210 @@ impl FileId {
     }
 }
 
+/// The stat cache file's first bytes; records follow (see `Record`). Another version's file is
+/// ignored (every file is hashed once more, then the new file is written).
+const STAT_MAGIC: &[u8; 16] = b"imgbuild-stat-2\n";
+/// One record after the path: size, mtime, mtime_ns, inode (little-endian 8 bytes each), sha256.
+const RECORD: usize = 4 * 8 + 32;
+
+/// A remembered file: its identity and content hash.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Known {
+    id: FileId,
+    sha256: [u8; 32],
+}
+
+impl Known {
+    fn parse(b: &[u8]) -> Known {
+        let n = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        Known {
+            id: FileId {
+                size: n(0),
+                mtime: n(1) as i64,
+                mtime_ns: n(2) as i64,
+                ino: n(3),
+            },
+            sha256: b[32..64].try_into().unwrap(),
+        }
+    }
+    fn put(&self, path: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path);
+        for n in [
+            self.id.size,
+            self.id.mtime as u64,
+            self.id.mtime_ns as u64,
+            self.id.ino,
+        ] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&self.sha256);
+    }
+}
+
+/// A fast hash of a path's bytes (FNV-style, 8 bytes a step): the stat cache's index needs no
+/// per-entry allocation, and it is several times cheaper than SipHash on long paths. Not
+/// resistant to chosen collisions, which only cost a lookup miss (a file hashed again) here.
+pub fn path_key(p: &[u8]) -> u64 {
+    let mut h = PathHasher::default();
+    std::hash::Hasher::write(&mut h, p);
+    std::hash::Hasher::finish(&h)
+}
+
+/// The `Hasher` of `path_key`, for maps keyed by paths (or by `path_key`s).
+pub struct PathHasher(u64);
+impl Default for PathHasher {
+    fn default() -> Self {
+        PathHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+impl std::hash::Hasher for PathHasher {
+    fn finish(&self) -> u64 {
+        // A final mix, so that a map's low bits depend on every byte.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut it = bytes.chunks_exact(8);
+        for c in &mut it {
+            h = (h ^ u64::from_le_bytes(c.try_into().unwrap()))
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(29);
+        }
+        let rest = it.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            h = (h ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(29);
+        }
+        self.0 = h ^ bytes.len() as u64;
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.write(&n.to_le_bytes());
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A `HashMap` hashed with `PathHasher`.
+pub type PathMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PathHasher>>;
+
+#[derive(Default)]
+struct Table {
+    /// The file as loaded: records in the binary format above.
+    loaded: Vec<u8>,
+    /// Path key → offset of its record in `loaded` (the path's length prefix).
+    index: PathMap<u64, u32>,
+    /// Learnt in this run, by path.
+    learnt: PathMap<Vec<u8>, Known>,
+    dirty: bool,
+}
+
+impl Table {
+    fn parse(bytes: Vec<u8>) -> Option<Table> {
+        let body = bytes.strip_prefix(STAT_MAGIC)?;
+        let mut index = PathMap::default();
+        index.reserve(body.len() / 120);
+        let mut at = STAT_MAGIC.len();
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            let end = at + 4 + len + RECORD;
+            let path = bytes.get(at + 4..at + 4 + len)?;
+            if end > bytes.len() {
+                return None;
+            }
+            index.insert(path_key(path), at as u32);
+            at = end;
+        }
+        Some(Table {
+            loaded: bytes,
+            index,
+            ..Table::default()
+        })
+    }
+
+    fn loaded_at(&self, at: usize) -> (&[u8], Known) {
+        let len = u32::from_le_bytes(self.loaded[at..at + 4].try_into().unwrap()) as usize;
+        let path = &self.loaded[at + 4..at + 4 + len];
+        (
+            path,
+            Known::parse(&self.loaded[at + 4 + len..at + 4 + len + RECORD]),
+        )
+    }
+
+    fn get(&self, path: &[u8]) -> Option<Known> {
+        if let Some(k) = self.learnt.get(path) {
+            return Some(*k);
+        }
+        let &at = self.index.get(&path_key(path))?;
+        let (p, k) = self.loaded_at(at as usize);
+        (p == path).then_some(k)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.loaded.len() + self.learnt.len() * 160);
+        out.extend_from_slice(STAT_MAGIC);
+        // Loaded records not learnt again, in file order, then the learnt ones sorted by path:
+        // the same knowledge gives the same file.
+        let mut at = STAT_MAGIC.len();
+        while at < self.loaded.len() {
+            let (p, k) = self.loaded_at(at);
+            let next = at + 4 + p.len() + RECORD;
+            // A record the index does not point at was shadowed by a later one (or collided).
+            if !self.learnt.contains_key(p) && self.index.get(&path_key(p)) == Some(&(at as u32)) {
+                k.put(p, &mut out);
+            }
+            at = next;
+        }
+        let mut learnt: Vec<_> = self.learnt.iter().collect();
+        learnt.sort_by(|a, b| a.0.cmp(b.0));
+        for (p, k) in learnt {
+            k.put(p, &mut out);
+        }
+        out
+    }
+}
+
 /// Remembers content hashes by (path, size, mtime, inode) so an unchanged file is never re-read.
+/// Stored in a compact binary file (loaded with one read and indexed without parsing each
+/// record): a no-op rebuild of 100k files looks each one up after a single `stat`.
 pub struct StatCache {
     file: PathBuf,
-    entries: Mutex<BTreeMap<String, StatEntry>>,
-    dirty: Mutex<bool>,
+    known: Mutex<Table>,
 }
 
 impl StatCache {
-    /// Loads the stat cache of the project at `root`.
+    /// Loads the stat cache of the project at `root`. A missing, unreadable or damaged file is
+    /// an empty cache (files are hashed again).
     pub fn load(store: &Store, root: &Path) -> StatCache {
         let file = store
             .root()
             .join("stat")
-            .join(format!("{}.json", crate::key::stat_cache(root)));
-        let entries = fs::read(&file)
+            .join(format!("{}.bin", crate::key::stat_cache(root)));
+        let known = fs::read(&file)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(Table::parse)
             .unwrap_or_default();
         StatCache {
             file,
-            entries: Mutex::new(entries),
-            dirty: Mutex::new(false),
+            known: Mutex::new(known),
         }
     }
 
     /// The remembered sha256 (hex) of the file at `path` with identity `id`, without reading it.
     pub fn lookup(&self, path: &Path, id: &FileId) -> Option<String> {
-        let entries = self.entries.lock().unwrap();
-        let e = entries.get(path.to_string_lossy().as_ref())?;
-        (e.size == id.size && e.mtime == id.mtime && e.mtime_ns == id.mtime_ns && e.ino == id.ino)
-            .then(|| e.sha256.clone())
+        let k = self
+            .known
+            .lock()
+            .unwrap()
+            .get(path.as_os_str().as_encoded_bytes())?;
+        (k.id == *id).then(|| hex_of(&k.sha256))
     }
 
     /// The sha256 (hex) of the file at `path` with identity `id`, reading it only when needed.
@@ -97,29 +261,38 @@ impl StatCache {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        if now - id.mtime > 2 {
-            let e = StatEntry {
-                size: id.size,
-                mtime: id.mtime,
-                mtime_ns: id.mtime_ns,
-                ino: id.ino,
-                sha256: sha.to_string(),
-            };
-            self.entries
-                .lock()
-                .unwrap()
-                .insert(path.to_string_lossy().into_owned(), e);
-            *self.dirty.lock().unwrap() = true;
+        let mut sha256 = [0u8; 32];
+        if now - id.mtime <= 2 || hex::decode_to_slice(sha, &mut sha256).is_err() {
+            return;
+        }
+        let k = Known { id: *id, sha256 };
+        let path = path.as_os_str().as_encoded_bytes();
+        let mut known = self.known.lock().unwrap();
+        if known.get(path) != Some(k) {
+            known.learnt.insert(path.to_vec(), k);
+            known.dirty = true;
         }
     }
 
     pub fn save(&self) -> Result<()> {
-        if *self.dirty.lock().unwrap() {
-            let entries = self.entries.lock().unwrap();
-            write_atomic(&self.file, &serde_json::to_vec(&*entries)?)?;
+        let known = self.known.lock().unwrap();
+        if known.dirty {
+            write_atomic(&self.file, &known.encode())?;
         }
         Ok(())
     }
+}
+
+/// Lowercase hex of a sha256 (`hex::encode` goes through an iterator of chars: several times
+/// slower, and a no-op rebuild makes one per file).
+fn hex_of(b: &[u8; 32]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = vec![0u8; 64];
+    for (i, x) in b.iter().enumerate() {
+        out[2 * i] = HEX[(x >> 4) as usize];
+        out[2 * i + 1] = HEX[(x & 15) as usize];
+    }
+    String::from_utf8(out).expect("hex digits")
 }
 
 pub fn hash_file(path: &Path) -> io::Result<String> {
@@ -231,4 +404,103 @@ pub fn explain_change(
         out.push(format!("removed {k}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(size: u64, ino: u64) -> FileId {
+        FileId {
+            size,
+            mtime: 1_000_000,
+            mtime_ns: 5,
+            ino,
+        }
+    }
+
+    fn cache_in(dir: &Path) -> StatCache {
+        let store = Store::open(dir).unwrap();
+        StatCache::load(&store, Path::new("/project"))
+    }
+
+    #[test]
+    fn stat_cache_round_trips_and_checks_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = sha256_of(b"x");
+        let c = cache_in(dir.path());
+        for i in 0..1000u64 {
+            c.remember(Path::new(&format!("/project/f{i}")), &id(i, i), &sha);
+        }
+        c.save().unwrap();
+        let again = cache_in(dir.path());
+        assert_eq!(
+            again.lookup(Path::new("/project/f7"), &id(7, 7)),
+            Some(sha.clone())
+        );
+        // Another size, inode or mtime: not known, so the file is read again.
+        assert_eq!(again.lookup(Path::new("/project/f7"), &id(8, 7)), None);
+        assert_eq!(again.lookup(Path::new("/project/f7"), &id(7, 9)), None);
+        assert_eq!(
+            again.lookup(Path::new("/project/f1000"), &id(1000, 1000)),
+            None
+        );
+        // Learning a new hash for a known path replaces it; the rest is kept.
+        let other = sha256_of(b"y");
+        again.remember(Path::new("/project/f7"), &id(70, 7), &other);
+        again.save().unwrap();
+        let third = cache_in(dir.path());
+        assert_eq!(
+            third.lookup(Path::new("/project/f7"), &id(70, 7)),
+            Some(other)
+        );
+        assert_eq!(third.lookup(Path::new("/project/f7"), &id(7, 7)), None);
+        assert_eq!(
+            third.lookup(Path::new("/project/f999"), &id(999, 999)),
+            Some(sha)
+        );
+    }
+
+    #[test]
+    fn hex_of_is_lowercase_hex() {
+        let b: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
+        assert_eq!(hex_of(&b), hex::encode(b));
+    }
+
+    #[test]
+    fn a_damaged_stat_cache_is_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = sha256_of(b"x");
+        let c = cache_in(dir.path());
+        c.remember(Path::new("/project/a"), &id(1, 1), &sha);
+        c.save().unwrap();
+        let file = c.file.clone();
+        let mut bytes = fs::read(&file).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        fs::write(&file, &bytes).unwrap();
+        assert_eq!(
+            cache_in(dir.path()).lookup(Path::new("/project/a"), &id(1, 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_file_changed_in_the_last_seconds_is_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cache_in(dir.path());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let racy = FileId {
+            mtime: now,
+            ..id(1, 1)
+        };
+        c.remember(Path::new("/project/a"), &racy, &sha256_of(b"x"));
+        assert_eq!(c.lookup(Path::new("/project/a"), &racy), None);
+    }
+
+    fn sha256_of(b: &[u8]) -> String {
+        crate::digest::sha256_hex(b)
+    }
 }

@@ -1,7 +1,7 @@
 //! File layers: project files and directories mapped into the image, with excludes,
 //! guaranteed directories and owner/mode overrides.
 
-use crate::cache::{FileId, StatCache};
+use crate::cache::{FileId, PathMap, StatCache};
 use crate::layer::{check_path, Body, Entry, Source};
 use crate::usage;
 use anyhow::{bail, Context, Result};
@@ -9,7 +9,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// One `{ from, to }` mapping, resolved.
@@ -34,21 +34,16 @@ pub struct Collector {
     pub skip_special: bool,
     pub entries: Vec<Entry>,
     /// Content hash of each regular file entry, by path, for the cache key.
-    pub hashes: HashMap<Vec<u8>, String>,
+    pub hashes: PathMap<Vec<u8>, String>,
     /// Files the stat cache did not know: (layer path, source, metadata taken before reading).
     pub unhashed: Vec<(Vec<u8>, PathBuf, FileId)>,
     pub skipped: Vec<String>,
     inodes: HashMap<(u64, u64), Vec<u8>>,
     /// Where each path came from: a hash of the path → its entry's index (`usize::MAX`: ensure_dirs).
-    origin: HashMap<u64, usize>,
+    origin: PathMap<u64, usize>,
 }
 
-fn path_hash(p: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    p.hash(&mut h);
-    h.finish()
-}
+use crate::cache::path_key as path_hash;
 
 pub fn globs(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
@@ -126,11 +121,11 @@ impl Collector {
             keep_owner: false,
             skip_special: false,
             entries: Vec::new(),
-            hashes: HashMap::new(),
+            hashes: PathMap::default(),
             unhashed: Vec::new(),
             skipped: Vec::new(),
             inodes: HashMap::new(),
-            origin: HashMap::new(),
+            origin: PathMap::default(),
         }
     }
 
@@ -138,86 +133,132 @@ impl Collector {
     pub fn add(&mut self, m: &Mapping, stat: &StatCache) -> Result<()> {
         let md = fs::symlink_metadata(&m.from)
             .with_context(|| format!("reading {}", m.from.display()))?;
+        let meta = Meta::of(&md);
         let to = m.to.clone().into_bytes();
         if md.is_dir() {
-            self.walk(m, stat, &m.from, &to, Path::new(""))
+            self.walk(m, stat, &meta, to)
         } else {
-            self.push_path(m, stat, &m.from, &md, to)
+            let known = meta
+                .is_file()
+                .then(|| stat.lookup(&m.from, &meta.id))
+                .flatten();
+            self.push_path(m, m.from.clone(), &meta, to, known)
         }
     }
 
     fn excluded(&self, rel: &Path) -> bool {
-        !rel.as_os_str().is_empty() && self.exclude.is_match(rel)
+        !self.exclude.is_empty() && !rel.as_os_str().is_empty() && self.exclude.is_match(rel)
     }
 
-    fn walk(
-        &mut self,
-        m: &Mapping,
-        stat: &StatCache,
+    /// The directory `m.from` (its metadata `md`) and everything under it, in name order, in
+    /// three steps: list the directories (names and the kinds readdir reports), stat every
+    /// member relative to its open directory and look it up in the stat cache (on several
+    /// threads for a large tree: on a no-op rebuild that is nearly all the work), then add the
+    /// entries in order. No file is opened: one the stat cache knows is not read.
+    fn walk(&mut self, m: &Mapping, stat: &StatCache, md: &Meta, to: Vec<u8>) -> Result<()> {
+        let mut items = Vec::new();
+        let mut dirs = Vec::new();
+        self.list(&m.from, &to, Path::new(""), &mut items, &mut dirs)?;
+        let found = stat_all(&items, &dirs, stat);
+        if !to.is_empty() {
+            self.push_path(m, m.from.clone(), md, to, None)?;
+        }
+        for (item, (meta, known)) in items.into_iter().zip(found) {
+            let meta = meta.with_context(|| format!("reading {}", item.src.display()))?;
+            if meta.is_dir() != item.dir {
+                bail!(
+                    "{} changed while imgbuild read its directory; build again",
+                    item.src.display()
+                );
+            }
+            self.push_path(m, item.src, &meta, item.to, known)?;
+        }
+        Ok(())
+    }
+
+    /// Lists `dir` and the directories under it (depth first, names sorted): each member an
+    /// `Item` in the order of the layer, each directory with the indices of its members.
+    fn list(
+        &self,
         dir: &Path,
         to: &[u8],
         rel: &Path,
+        items: &mut Vec<Item>,
+        dirs: &mut Vec<(PathBuf, Vec<usize>)>,
     ) -> Result<()> {
-        let md = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-        if !to.is_empty() {
-            self.push_path(m, stat, dir, &md, to.to_vec())?;
-        }
-        let mut names: Vec<_> = fs::read_dir(dir)
+        let mut children: Vec<(std::ffi::OsString, bool)> = fs::read_dir(dir)
             .with_context(|| format!("listing {}", dir.display()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
+            .map(|e| {
+                let e = e?;
+                Ok((e.file_name(), e.file_type()?.is_dir()))
+            })
+            .collect::<std::io::Result<_>>()
             .with_context(|| format!("listing {}", dir.display()))?;
-        names.sort();
-        for name in names {
-            let child = dir.join(&name);
-            let child_rel = rel.join(&name);
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let d = dirs.len();
+        dirs.push((dir.to_path_buf(), Vec::with_capacity(children.len())));
+        for (name, is_dir) in children {
+            // Only exclude patterns need the path relative to the mapping.
+            let child_rel = if self.exclude.is_empty() {
+                PathBuf::new()
+            } else {
+                rel.join(&name)
+            };
             if self.excluded(&child_rel) {
                 continue;
             }
-            let mut child_to = to.to_vec();
+            let mut child_to = Vec::with_capacity(to.len() + 1 + name.len());
+            child_to.extend_from_slice(to);
             if !child_to.is_empty() {
                 child_to.push(b'/');
             }
             child_to.extend_from_slice(name.as_bytes());
-            let cmd = fs::symlink_metadata(&child)
-                .with_context(|| format!("reading {}", child.display()))?;
-            if cmd.is_dir() {
-                self.walk(m, stat, &child, &child_to, &child_rel)?;
-            } else {
-                self.push_path(m, stat, &child, &cmd, child_to)?;
+            let src = dir.join(&name);
+            dirs[d].1.push(items.len());
+            items.push(Item {
+                src,
+                to: child_to,
+                dir: is_dir,
+            });
+            if is_dir {
+                let i = items.len() - 1;
+                let (src, to) = (items[i].src.clone(), items[i].to.clone());
+                self.list(&src, &to, &child_rel, items, dirs)?;
             }
         }
         Ok(())
     }
 
+    /// Adds the member at `src` (metadata `md`) as the layer path `path`; `known`: its content
+    /// hash from the stat cache.
     fn push_path(
         &mut self,
         m: &Mapping,
-        stat: &StatCache,
-        src: &Path,
-        md: &fs::Metadata,
+        src: PathBuf,
+        md: &Meta,
         path: Vec<u8>,
+        known: Option<String>,
     ) -> Result<()> {
         check_path(&path).map_err(|e| usage!("{e} (from {})", src.display()))?;
         let (uid, gid) = match m.owner {
             Some(o) => o,
-            None if self.keep_owner => (md.uid(), md.gid()),
+            None if self.keep_owner => (md.uid, md.gid),
             None => (0, 0),
         };
-        let ft = md.file_type();
-        let mut mode = md.mode() & 0o7777;
-        let body = if ft.is_dir() {
+        let kind = md.mode & libc::S_IFMT;
+        let mut mode = md.mode & 0o7777;
+        let body = if kind == libc::S_IFDIR {
             Body::Dir
-        } else if ft.is_symlink() {
+        } else if kind == libc::S_IFLNK {
             let t =
-                fs::read_link(src).with_context(|| format!("reading link {}", src.display()))?;
+                fs::read_link(&src).with_context(|| format!("reading link {}", src.display()))?;
             Body::Symlink(t.as_os_str().as_bytes().to_vec())
-        } else if ft.is_file() {
+        } else if kind == libc::S_IFREG {
             if let Some(mm) = m.mode {
                 mode = mm;
             }
-            let id = (md.dev(), md.ino());
-            if md.nlink() > 1 {
+            let id = (md.dev, md.id.ino);
+            if md.nlink > 1 {
                 if let Some(first) = self.inodes.get(&id) {
                     let first = first.clone();
                     return self.push(
@@ -228,29 +269,37 @@ impl Collector {
                             uid,
                             gid,
                         },
-                        src,
+                        Some(&src),
                     );
                 }
                 self.inodes.insert(id, path.clone());
             }
             // Known to the stat cache, or hashed later: before the build when the unknown files
             // are few (`hash_unhashed`), else while the layer is written (`hashes_from`).
-            let id = FileId::of(md);
-            match stat.lookup(src, &id) {
+            match known {
                 Some(sha) => {
                     self.hashes.insert(path.clone(), sha);
                 }
-                None => self.unhashed.push((path.clone(), src.to_path_buf(), id)),
+                None => self.unhashed.push((path.clone(), src.clone(), md.id)),
             }
-            Body::File {
-                src: Source::Disk(src.to_path_buf()),
-                size: md.len(),
-            }
-        } else if self.skip_special || ft.is_socket() {
+            return self.push(
+                Entry {
+                    path,
+                    body: Body::File {
+                        src: Source::Disk(src),
+                        size: md.id.size,
+                    },
+                    mode,
+                    uid,
+                    gid,
+                },
+                None,
+            );
+        } else if self.skip_special || kind == libc::S_IFSOCK {
             self.skipped.push(src.display().to_string());
             return Ok(());
         } else {
-            let what = if ft.is_fifo() {
+            let what = if kind == libc::S_IFIFO {
                 "a FIFO"
             } else {
                 "a device node"
@@ -268,12 +317,24 @@ impl Collector {
                 uid,
                 gid,
             },
-            src,
+            Some(&src),
         )
     }
 
-    fn push(&mut self, e: Entry, src: &Path) -> Result<()> {
+    /// Adds `e`, read from `src` (`None`: the file its body names).
+    fn push(&mut self, e: Entry, src: Option<&Path>) -> Result<()> {
         if let Some(prev) = self.find(&e.path) {
+            let src = match (src, &e.body) {
+                (Some(s), _) => s.display().to_string(),
+                (
+                    None,
+                    Body::File {
+                        src: Source::Disk(p),
+                        ..
+                    },
+                ) => p.display().to_string(),
+                (None, _) => "another mapping".to_string(),
+            };
             let both_dirs = matches!(e.body, Body::Dir)
                 && (prev == usize::MAX || matches!(self.entries[prev].body, Body::Dir));
             if both_dirs {
@@ -288,9 +349,8 @@ impl Collector {
                 None => "ensure_dirs".to_string(),
             };
             return Err(usage!(
-                "{} is written twice in one layer: from {from} and from {}",
+                "{} is written twice in one layer: from {from} and from {src}",
                 e.display(),
-                src.display()
             ));
         }
         self.origin.insert(path_hash(&e.path), self.entries.len());
@@ -384,24 +444,211 @@ impl Collector {
     }
 
     /// Per-path input summary (kind, mode, owner, size, hash or link) for cache keys and `-v`.
+    /// Each value is `KIND [SIZE HASH | TARGET] MODE UID:GID`; written without `format!`, since
+    /// a no-op rebuild of a large tree makes one per file.
     pub fn summary(&self) -> BTreeMap<String, String> {
-        self.entries
+        use std::fmt::Write as _;
+        let mut rows: Vec<(String, String)> = self
+            .entries
             .iter()
             .map(|e| {
-                let what = match &e.body {
-                    Body::Dir => "dir".to_string(),
-                    Body::File { size, .. } => format!(
-                        "file {size} {}",
-                        self.hashes.get(&e.path).map(|s| s.as_str()).unwrap_or("")
-                    ),
-                    Body::Symlink(t) => format!("symlink {}", String::from_utf8_lossy(t)),
-                    Body::Link(t) => format!("link {}", String::from_utf8_lossy(t)),
-                };
-                (
-                    e.display(),
-                    format!("{what} {:o} {}:{}", e.mode, e.uid, e.gid),
-                )
+                let mut what = String::with_capacity(96);
+                match &e.body {
+                    Body::Dir => what.push_str("dir"),
+                    Body::File { size, .. } => {
+                        what.push_str("file ");
+                        what.push_str(itoa(*size, &mut [0u8; 20]));
+                        what.push(' ');
+                        what.push_str(self.hashes.get(&e.path).map(|s| s.as_str()).unwrap_or(""));
+                    }
+                    Body::Symlink(t) => {
+                        what.push_str("symlink ");
+                        what.push_str(&String::from_utf8_lossy(t));
+                    }
+                    Body::Link(t) => {
+                        what.push_str("link ");
+                        what.push_str(&String::from_utf8_lossy(t));
+                    }
+                }
+                let _ = write!(what, " {:o} ", e.mode);
+                what.push_str(itoa(e.uid as u64, &mut [0u8; 20]));
+                what.push(':');
+                what.push_str(itoa(e.gid as u64, &mut [0u8; 20]));
+                let mut path = String::with_capacity(e.path.len() + 1);
+                path.push('/');
+                path.push_str(&String::from_utf8_lossy(&e.path));
+                (path, what)
             })
-            .collect()
+            .collect();
+        // Walk order is nearly sorted: a cheap sort, then a bulk build of the map.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.into_iter().collect()
     }
+}
+
+/// A member found by listing a directory: where it is, its layer path, and whether readdir
+/// called it a directory (the walk went into it).
+struct Item {
+    src: PathBuf,
+    to: Vec<u8>,
+    dir: bool,
+}
+
+/// What a layer entry needs of a member's `lstat`.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    /// `st_mode`: the file type and permission bits.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    dev: u64,
+    id: FileId,
+}
+
+impl Meta {
+    fn of(md: &fs::Metadata) -> Meta {
+        Meta {
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            nlink: md.nlink(),
+            dev: md.dev(),
+            id: FileId::of(md),
+        }
+    }
+
+    /// `lstat` of `name` in the open directory `dir`.
+    fn at(dir: &fs::File, name: &std::ffi::OsStr) -> std::io::Result<Meta> {
+        use std::os::fd::AsRawFd;
+        let name = name.as_bytes();
+        if name.contains(&0) {
+            return Err(std::io::Error::other("a name with a NUL byte"));
+        }
+        // The NUL-terminated name on the stack (a directory entry's name is at most 255 bytes).
+        let mut buf = [0u8; 256];
+        let heap;
+        let cname: &[u8] = if name.len() < buf.len() {
+            buf[..name.len()].copy_from_slice(name);
+            &buf[..=name.len()]
+        } else {
+            heap = [name, &[0]].concat();
+            &heap
+        };
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory descriptor, a NUL-terminated name without inner NULs and a
+        // buffer of the right type, which fstatat fills on success.
+        let r = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                cname.as_ptr().cast(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            nlink: st.st_nlink as u64,
+            dev: st.st_dev,
+            id: FileId {
+                size: st.st_size as u64,
+                mtime: st.st_mtime,
+                mtime_ns: st.st_mtime_nsec,
+                ino: st.st_ino,
+            },
+        })
+    }
+
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+/// Below this many members one thread stats them all (threads cost more than they save).
+const PARALLEL_STAT: usize = 2048;
+
+/// `lstat` of every item (relative to its directory, opened once) and, for regular files, the
+/// stat cache's hash; in item order. A large tree is shared among the cores by directory.
+fn stat_all(
+    items: &[Item],
+    dirs: &[(PathBuf, Vec<usize>)],
+    stat: &StatCache,
+) -> Vec<(std::io::Result<Meta>, Option<String>)> {
+    let one_dir = |(dir, members): &(PathBuf, Vec<usize>)| {
+        let opened = fs::File::open(dir);
+        members
+            .iter()
+            .map(|&i| {
+                let item = &items[i];
+                let meta = match &opened {
+                    Ok(d) => Meta::at(d, item.src.file_name().unwrap_or_default()),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                };
+                let known = match &meta {
+                    Ok(md) if md.is_file() => stat.lookup(&item.src, &md.id),
+                    _ => None,
+                };
+                (i, meta, known)
+            })
+            .collect::<Vec<_>>()
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let done: Vec<Vec<_>> = if items.len() < PARALLEL_STAT || threads < 2 {
+        dirs.iter().map(one_dir).collect()
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let d = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(dir) = dirs.get(d) else { break };
+                            out.push(one_dir(dir));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("stat worker"))
+                .collect()
+        })
+    };
+    let mut out: Vec<Option<(std::io::Result<Meta>, Option<String>)>> =
+        (0..items.len()).map(|_| None).collect();
+    for (i, meta, known) in done.into_iter().flatten() {
+        out[i] = Some((meta, known));
+    }
+    out.into_iter()
+        .map(|r| r.expect("every item is in one directory"))
+        .collect()
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("digits")
 }

@@ -97,23 +97,24 @@ impl Entry {
 
 /// Checks that a layer path is relative, normalised and free of `..`.
 pub fn check_path(p: &[u8]) -> Result<(), String> {
-    let s = String::from_utf8_lossy(p);
+    let s = || String::from_utf8_lossy(p);
     if p.is_empty() {
         return Err("empty path".into());
     }
     if p.starts_with(b"/") {
-        return Err(format!("absolute path `{s}`"));
+        return Err(format!("absolute path `{}`", s()));
     }
     for c in p.split(|&b| b == b'/') {
         match c {
-            b"" => return Err(format!("path `{s}` has an empty component")),
+            b"" => return Err(format!("path `{}` has an empty component", s())),
             b"." | b".." => {
                 return Err(format!(
-                    "path `{s}` has a `{}` component",
+                    "path `{}` has a `{}` component",
+                    s(),
                     String::from_utf8_lossy(c)
                 ))
             }
-            _ if c.contains(&0) => return Err(format!("path `{s}` contains a NUL byte")),
+            _ if c.contains(&0) => return Err(format!("path `{}` contains a NUL byte", s())),
             _ => {}
         }
     }
