@@ -477,20 +477,55 @@ def many_files(n):
     return d
 
 
+# The host libraries the ELF files of the numpy/pandas tree need: the base of the layer projects,
+# so that the native-library check (every DT_NEEDED resolvable in the image) passes on them.
+HOST_LIBS = ["libc.so.6", "libm.so.6", "libz.so.1", "libgcc_s.so.1", "libstdc++.so.6", "libpthread.so.0", "ld-linux-x86-64.so.2"]
+
+
+def libs_base(ctx):
+    """An OCI layout of a ~5 MB base holding HOST_LIBS (copied from the host) in /lib, /usr/lib and
+    the loader in /lib64: what the tree's extension modules load. Made once per invocation."""
+    d = ctx.work / "libs-base"
+    if (d / "oci").exists():
+        return d / "oci"
+    root = d / "rootfs"
+    host = next((Path(p) for p in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64")
+                 if all((Path(p) / l).exists() for l in HOST_LIBS)), None)
+    if host is None:
+        raise BenchError(f"host libraries not found: {' '.join(HOST_LIBS)}")
+    for sub in ("lib", "usr/lib", "lib64"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for lib in HOST_LIBS:
+        for sub in ("lib", "usr/lib"):
+            shutil.copyfile(host / lib, root / sub / lib)
+    shutil.copyfile(host / "ld-linux-x86-64.so.2", root / "lib64/ld-linux-x86-64.so.2")
+    sh([IMGBUILD, "-q", "base", "import", root, "--output", f"oci:{d / 'oci'}:libs"],
+       env=dict(os.environ, SOURCE_DATE_EPOCH=EPOCH))
+    return d / "oci"
+
+
+# What a layer project's cold build keeps of its store: the base's blobs and the facts learnt from
+# it (a base seen before, as in the api section); the layer cache, stat cache and output go.
+LAYER_KEEP = {"blobs", "tmp", ".lock", "python-target", "sbom-layer-v1"}
+
+
 class LayerProject:
-    """One layer of `src` on scratch. imgbuild reads only inside its project, so the configs sit
-    next to src (in the bench cache); the store and output layout are in the work directory."""
+    """One layer of `src` on a small base of host libraries (`libs_base`). imgbuild reads only inside
+    its project, so the configs sit next to src (in the bench cache); the store and output layout are
+    in the work directory. A cold build (`fresh`) empties the layer and stat caches and keeps what the
+    store knows of the base."""
 
     def __init__(self, ctx, src, name):
         self.src = Path(src)
         self.root = self.src.parent
         self.work = ctx.work / name
         self.work.mkdir(parents=True, exist_ok=True)
+        base = libs_base(ctx)
         self.cfg = {}
         for comp in ("gzip", "zstd"):
             cfg = self.root / f"bench-{self.src.name}-{comp}.toml"
             text = (f'[defaults]\ncompression = "{comp}"\nplatform = "linux/amd64"\n'
-                    f'[images.t]\nbase = "scratch"\n[[images.t.layers]]\nname = "tree"\n'
+                    f'[images.t]\nbase = "oci:{base}:libs"\n[[images.t.layers]]\nname = "tree"\n'
                     f'files = [{{ from = "{self.src.name}", to = "/t" }}]\n')
             if not cfg.exists() or cfg.read_text() != text:
                 cfg.write_text(text)
@@ -498,7 +533,12 @@ class LayerProject:
         self.env = dict(os.environ, IMGBUILD_CACHE=str(self.work / "store"), SOURCE_DATE_EPOCH=EPOCH)
 
     def fresh(self):
-        rmtree(self.work / "store")
+        store = self.work / "store"
+        if store.exists():
+            for p in store.iterdir():
+                # Listings by diff_id: the base's kept, the built layer's would be rewritten anyway.
+                if p.name not in LAYER_KEEP and not p.name.startswith("listings-"):
+                    rmtree(p) if p.is_dir() else p.unlink()
         rmtree(self.work / "oci")
         rmtree(self.root / ".imgbuild")
 
@@ -522,7 +562,7 @@ WHEEL_CACHE = {"blobs", "python-wheels", "python-index", "tmp", ".lock"}
 # What the store remembers about a base it has seen (its file listing, the detected Python target,
 # what the SBOM reads of its layers: METADATA, dpkg status):
 # kept by a "cold" build (the layer cache is what is emptied), wiped by a first build on the base.
-BASE_FACTS = {"listings-v2", "python-target", "sbom-layer-v1"}
+BASE_FACTS = {"listings-v4", "python-target", "sbom-layer-v1"}
 
 
 class Fixture:

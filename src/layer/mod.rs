@@ -7,10 +7,11 @@
 
 pub mod member;
 pub mod read;
+pub mod sink;
 pub mod unpack;
 
-use crate::compress::{self, Compression};
-use crate::digest::{Digest, HashWriter};
+use crate::compress::Compression;
+use crate::digest::Digest;
 use crate::rootfs::{Capture, Kind, Listing, Node};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
@@ -220,9 +221,8 @@ pub fn write(
     progress: Progress,
 ) -> Result<(LayerBlob, Listing)> {
     let tmp = store.writer()?;
-    let compressed = HashWriter::new(tmp);
-    let enc = compress::encoder(compression, gzip_level, compressed)?;
-    let mut tar = tar::Builder::new(HashWriter::new(enc));
+    // The diff_id, the compressor and the blob's digest run on their own threads (`sink`).
+    let mut tar = tar::Builder::new(sink::Sink::new(compression, gzip_level, tmp)?);
     tar.follow_symlinks(false);
     tar.sparse(false);
     let mut zips = ZipCache::default();
@@ -238,10 +238,13 @@ pub fn write(
         }
         listing.push(node);
     }
-    let raw = tar.into_inner()?; // writes the two zero blocks
-    let (enc, diff_id, _) = raw.finish();
-    let compressed = enc.finish()?;
-    let (tmp, digest, size) = compressed.finish();
+    let sink = tar.into_inner()?; // writes the two zero blocks
+    let sink::Finished {
+        out: tmp,
+        diff_id,
+        digest,
+        size,
+    } = sink.finish()?;
     let digest = tmp.commit(&digest)?;
     let blob = LayerBlob {
         diff_id,
