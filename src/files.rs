@@ -146,24 +146,34 @@ impl Collector {
         }
     }
 
-    fn excluded(&self, rel: &Path) -> bool {
-        !self.exclude.is_empty() && !rel.as_os_str().is_empty() && self.exclude.is_match(rel)
-    }
-
-    /// The directory `m.from` (its metadata `md`) and everything under it, in name order, in
-    /// three steps: list the directories (names and the kinds readdir reports), stat every
-    /// member relative to its open directory and look it up in the stat cache (on several
-    /// threads for a large tree: on a no-op rebuild that is nearly all the work), then add the
-    /// entries in order. No file is opened: one the stat cache knows is not read.
+    /// The directory `m.from` (its metadata `md`) and everything under it, in name order: the
+    /// directories are read, their members stat'ed relative to the open directory and looked
+    /// up in the stat cache, on several threads (on a no-op rebuild that is nearly all the
+    /// work); then the entries are added in order. No file is opened: one the stat cache knows
+    /// is not read.
     fn walk(&mut self, m: &Mapping, stat: &StatCache, md: &Meta, to: Vec<u8>) -> Result<()> {
-        let mut items = Vec::new();
-        let mut dirs = Vec::new();
-        self.list(&m.from, &to, Path::new(""), &mut items, &mut dirs)?;
-        let found = stat_all(&items, &dirs, stat);
+        let mut read = traverse(&m.from, &to, &self.exclude, stat);
         if !to.is_empty() {
             self.push_path(m, m.from.clone(), md, to, None)?;
         }
-        for (item, (meta, known)) in items.into_iter().zip(found) {
+        self.add_read(m, &mut read, 0)
+    }
+
+    /// The members of directory `id` of a traversal, and those of its subdirectories after each.
+    fn add_read(
+        &mut self,
+        m: &Mapping,
+        read: &mut [Option<Result<Vec<Member>>>],
+        id: usize,
+    ) -> Result<()> {
+        let members = read[id].take().expect("each directory is added once")?;
+        for Member {
+            item,
+            meta,
+            known,
+            sub,
+        } in members
+        {
             let meta = meta.with_context(|| format!("reading {}", item.src.display()))?;
             if meta.is_dir() != item.dir {
                 bail!(
@@ -172,58 +182,8 @@ impl Collector {
                 );
             }
             self.push_path(m, item.src, &meta, item.to, known)?;
-        }
-        Ok(())
-    }
-
-    /// Lists `dir` and the directories under it (depth first, names sorted): each member an
-    /// `Item` in the order of the layer, each directory with the indices of its members.
-    fn list(
-        &self,
-        dir: &Path,
-        to: &[u8],
-        rel: &Path,
-        items: &mut Vec<Item>,
-        dirs: &mut Vec<(PathBuf, Vec<usize>)>,
-    ) -> Result<()> {
-        let mut children: Vec<(std::ffi::OsString, bool)> = fs::read_dir(dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .map(|e| {
-                let e = e?;
-                Ok((e.file_name(), e.file_type()?.is_dir()))
-            })
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("listing {}", dir.display()))?;
-        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let d = dirs.len();
-        dirs.push((dir.to_path_buf(), Vec::with_capacity(children.len())));
-        for (name, is_dir) in children {
-            // Only exclude patterns need the path relative to the mapping.
-            let child_rel = if self.exclude.is_empty() {
-                PathBuf::new()
-            } else {
-                rel.join(&name)
-            };
-            if self.excluded(&child_rel) {
-                continue;
-            }
-            let mut child_to = Vec::with_capacity(to.len() + 1 + name.len());
-            child_to.extend_from_slice(to);
-            if !child_to.is_empty() {
-                child_to.push(b'/');
-            }
-            child_to.extend_from_slice(name.as_bytes());
-            let src = dir.join(&name);
-            dirs[d].1.push(items.len());
-            items.push(Item {
-                src,
-                to: child_to,
-                dir: is_dir,
-            });
-            if is_dir {
-                let i = items.len() - 1;
-                let (src, to) = (items[i].src.clone(), items[i].to.clone());
-                self.list(&src, &to, &child_rel, items, dirs)?;
+            if let Some(sub) = sub {
+                self.add_read(m, read, sub)?;
             }
         }
         Ok(())
@@ -494,6 +454,15 @@ struct Item {
     dir: bool,
 }
 
+/// A member of a directory read by `traverse`: its `lstat`, its hash from the stat cache (a
+/// regular file it knows), and for a directory the id of its own read.
+struct Member {
+    item: Item,
+    meta: std::io::Result<Meta>,
+    known: Option<String>,
+    sub: Option<usize>,
+}
+
 /// What a layer entry needs of a member's `lstat`.
 #[derive(Clone, Copy, Debug)]
 pub struct Meta {
@@ -573,70 +542,165 @@ impl Meta {
     }
 }
 
-/// Below this many members one thread stats them all (threads cost more than they save).
-const PARALLEL_STAT: usize = 2048;
+/// A directory for `traverse` to read: its id, path, layer path and path below the mapping.
+struct Task {
+    id: usize,
+    dir: PathBuf,
+    to: Vec<u8>,
+    rel: PathBuf,
+}
 
-/// `lstat` of every item (relative to its directory, opened once) and, for regular files, the
-/// stat cache's hash; in item order. A large tree is shared among the cores by directory.
-fn stat_all(
-    items: &[Item],
-    dirs: &[(PathBuf, Vec<usize>)],
+/// Reads the tree at `root` (layer path `to`) on up to 4 threads: each directory listed, its
+/// members sorted by name, excluded ones dropped, each `lstat`ed relative to the open
+/// directory and, when a regular file, looked up in the stat cache. Returns each directory's
+/// members by id (0: `root`), subdirectories naming their own id.
+fn traverse(
+    root: &Path,
+    to: &[u8],
+    exclude: &GlobSet,
     stat: &StatCache,
-) -> Vec<(std::io::Result<Meta>, Option<String>)> {
-    let one_dir = |(dir, members): &(PathBuf, Vec<usize>)| {
-        let opened = fs::File::open(dir);
-        members
-            .iter()
-            .map(|&i| {
-                let item = &items[i];
-                let meta = match &opened {
-                    Ok(d) => Meta::at(d, item.src.file_name().unwrap_or_default()),
-                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                };
-                let known = match &meta {
-                    Ok(md) if md.is_file() => stat.lookup(&item.src, &md.id),
-                    _ => None,
-                };
-                (i, meta, known)
-            })
-            .collect::<Vec<_>>()
-    };
+) -> Vec<Option<Result<Vec<Member>>>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+    struct Queue {
+        tasks: Vec<Task>,
+        /// Tasks queued or being read.
+        pending: usize,
+    }
+    let queue = Mutex::new(Queue {
+        tasks: vec![Task {
+            id: 0,
+            dir: root.to_path_buf(),
+            to: to.to_vec(),
+            rel: PathBuf::new(),
+        }],
+        pending: 1,
+    });
+    let wake = Condvar::new();
+    let next_id = AtomicUsize::new(1);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(4);
-    let done: Vec<Vec<_>> = if items.len() < PARALLEL_STAT || threads < 2 {
-        dirs.iter().map(one_dir).collect()
-    } else {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let d = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(dir) = dirs.get(d) else { break };
-                            out.push(one_dir(dir));
-                        }
-                        out
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().expect("stat worker"))
-                .collect()
-        })
+        .clamp(1, 4);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let task = {
+                let mut q = queue.lock().unwrap();
+                loop {
+                    if let Some(t) = q.tasks.pop() {
+                        break Some(t);
+                    }
+                    if q.pending == 0 {
+                        break None;
+                    }
+                    q = wake.wait(q).unwrap();
+                }
+            };
+            let Some(task) = task else {
+                wake.notify_all();
+                return done;
+            };
+            let (members, subs) = read_dir(&task, exclude, stat, &next_id);
+            let mut q = queue.lock().unwrap();
+            q.pending += subs.len();
+            q.pending -= 1;
+            // Deepest first: the tasks of one subtree stay together, memory stays small.
+            q.tasks.extend(subs.into_iter().rev());
+            drop(q);
+            wake.notify_all();
+            done.push((task.id, members));
+        }
     };
-    let mut out: Vec<Option<(std::io::Result<Meta>, Option<String>)>> =
-        (0..items.len()).map(|_| None).collect();
-    for (i, meta, known) in done.into_iter().flatten() {
-        out[i] = Some((meta, known));
+    let done: Vec<(usize, Result<Vec<Member>>)> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut all = work();
+        for o in others {
+            all.extend(o.join().expect("walk worker"));
+        }
+        all
+    });
+    let mut out: Vec<Option<Result<Vec<Member>>>> =
+        (0..next_id.load(Ordering::SeqCst)).map(|_| None).collect();
+    for (id, members) in done {
+        out[id] = Some(members);
     }
-    out.into_iter()
-        .map(|r| r.expect("every item is in one directory"))
-        .collect()
+    out
+}
+
+/// One directory of `traverse`: its members, and a task for each subdirectory.
+fn read_dir(
+    task: &Task,
+    exclude: &GlobSet,
+    stat: &StatCache,
+    next_id: &std::sync::atomic::AtomicUsize,
+) -> (Result<Vec<Member>>, Vec<Task>) {
+    let dir = &task.dir;
+    let listed = fs::read_dir(dir)
+        .and_then(|rd| {
+            rd.map(|e| {
+                let e = e?;
+                Ok((e.file_name(), e.file_type()?.is_dir()))
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("listing {}", dir.display()));
+    let mut children = match listed {
+        Ok(c) => c,
+        Err(e) => return (Err(e), Vec::new()),
+    };
+    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let opened = fs::File::open(dir);
+    let mut members = Vec::with_capacity(children.len());
+    let mut subs = Vec::new();
+    for (name, is_dir) in children {
+        // Only exclude patterns need the path relative to the mapping.
+        let rel = if exclude.is_empty() {
+            PathBuf::new()
+        } else {
+            let rel = task.rel.join(&name);
+            if exclude.is_match(&rel) {
+                continue;
+            }
+            rel
+        };
+        let mut to = Vec::with_capacity(task.to.len() + 1 + name.len());
+        to.extend_from_slice(&task.to);
+        if !to.is_empty() {
+            to.push(b'/');
+        }
+        to.extend_from_slice(name.as_bytes());
+        let meta = match &opened {
+            Ok(d) => Meta::at(d, &name),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        let src = dir.join(&name);
+        let known = match &meta {
+            Ok(md) if md.is_file() => stat.lookup(&src, &md.id),
+            _ => None,
+        };
+        let sub = is_dir.then(|| {
+            let id = next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            subs.push(Task {
+                id,
+                dir: src.clone(),
+                to: to.clone(),
+                rel,
+            });
+            id
+        });
+        members.push(Member {
+            item: Item {
+                src,
+                to,
+                dir: is_dir,
+            },
+            meta,
+            known,
+            sub,
+        });
+    }
+    (Ok(members), subs)
 }
 
 /// `n` in decimal, in `buf`.

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Size of the pieces the tar stream is handed on in.
-const CHUNK: usize = 1 << 20;
-/// Pieces queued for each consumer before the tar writer waits.
+const CHUNK: usize = 256 << 10;
+/// Pieces queued for each consumer before the tar writer waits: with `CHUNK`, at most ~3 MiB in
+/// flight (the peak-memory bound holds for any layer size).
 const QUEUE: usize = 4;
 
 type Piece = Arc<Vec<u8>>;
