@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Size of the pieces the tar stream is handed on in.
-const CHUNK: usize = 256 << 10;
-/// Pieces queued for each consumer before the tar writer waits: with `CHUNK`, at most ~3 MiB in
+const CHUNK: usize = 128 << 10;
+/// Pieces queued for each consumer before the tar writer waits: with `CHUNK`, at most ~1.5 MiB in
 /// flight (the peak-memory bound holds for any layer size).
 const QUEUE: usize = 4;
 
