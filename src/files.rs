@@ -403,43 +403,53 @@ impl Collector {
         self.unhashed.iter().map(|(_, _, id)| id.size).sum()
     }
 
+    /// One summary row: the entry's displayed path, and what it is.
+    fn row(&self, e: &Entry) -> (String, String) {
+        use std::fmt::Write as _;
+        let mut what = String::with_capacity(96);
+        match &e.body {
+            Body::Dir => what.push_str("dir"),
+            Body::File { size, .. } => {
+                what.push_str("file ");
+                what.push_str(itoa(*size, &mut [0u8; 20]));
+                what.push(' ');
+                what.push_str(self.hashes.get(&e.path).map(|s| s.as_str()).unwrap_or(""));
+            }
+            Body::Symlink(t) => {
+                what.push_str("symlink ");
+                what.push_str(&String::from_utf8_lossy(t));
+            }
+            Body::Link(t) => {
+                what.push_str("link ");
+                what.push_str(&String::from_utf8_lossy(t));
+            }
+        }
+        let _ = write!(what, " {:o} ", e.mode);
+        what.push_str(itoa(e.uid as u64, &mut [0u8; 20]));
+        what.push(':');
+        what.push_str(itoa(e.gid as u64, &mut [0u8; 20]));
+        let mut path = String::with_capacity(e.path.len() + 1);
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(&e.path));
+        (path, what)
+    }
+
     /// Per-path input summary (kind, mode, owner, size, hash or link) for cache keys and `-v`.
     /// Each value is `KIND [SIZE HASH | TARGET] MODE UID:GID`; written without `format!`, since
     /// a no-op rebuild of a large tree makes one per file.
     pub fn summary(&self) -> BTreeMap<String, String> {
-        use std::fmt::Write as _;
-        let mut rows: Vec<(String, String)> = self
-            .entries
-            .iter()
-            .map(|e| {
-                let mut what = String::with_capacity(96);
-                match &e.body {
-                    Body::Dir => what.push_str("dir"),
-                    Body::File { size, .. } => {
-                        what.push_str("file ");
-                        what.push_str(itoa(*size, &mut [0u8; 20]));
-                        what.push(' ');
-                        what.push_str(self.hashes.get(&e.path).map(|s| s.as_str()).unwrap_or(""));
-                    }
-                    Body::Symlink(t) => {
-                        what.push_str("symlink ");
-                        what.push_str(&String::from_utf8_lossy(t));
-                    }
-                    Body::Link(t) => {
-                        what.push_str("link ");
-                        what.push_str(&String::from_utf8_lossy(t));
-                    }
-                }
-                let _ = write!(what, " {:o} ", e.mode);
-                what.push_str(itoa(e.uid as u64, &mut [0u8; 20]));
-                what.push(':');
-                what.push_str(itoa(e.gid as u64, &mut [0u8; 20]));
-                let mut path = String::with_capacity(e.path.len() + 1);
-                path.push('/');
-                path.push_str(&String::from_utf8_lossy(&e.path));
-                (path, what)
+        // A large layer's rows are made on two threads (a no-op rebuild makes one per file).
+        let mut rows: Vec<(String, String)> = if self.entries.len() >= 4096 {
+            let (a, b) = self.entries.split_at(self.entries.len() / 2);
+            std::thread::scope(|s| {
+                let second = s.spawn(|| b.iter().map(|e| self.row(e)).collect::<Vec<_>>());
+                let mut rows: Vec<_> = a.iter().map(|e| self.row(e)).collect();
+                rows.extend(second.join().expect("summary rows"));
+                rows
             })
-            .collect();
+        } else {
+            self.entries.iter().map(|e| self.row(e)).collect()
+        };
         // Walk order is nearly sorted: a cheap sort, then a bulk build of the map.
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         rows.into_iter().collect()
@@ -674,7 +684,11 @@ fn read_dir(
             Ok(d) => Meta::at(d, &name),
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
         };
-        let src = dir.join(&name);
+        // Exactly as long as the path (`Path::join` leaves up to its length again unused, and
+        // the entry keeps this buffer for the whole build).
+        let mut src = PathBuf::with_capacity(dir.as_os_str().len() + 1 + name.len());
+        src.push(dir);
+        src.push(&name);
         let known = match &meta {
             Ok(md) if md.is_file() => stat.lookup(&src, &md.id),
             _ => None,

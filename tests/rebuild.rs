@@ -37,9 +37,9 @@ fn a_no_op_rebuild_stats_unchanged_files_and_opens_none() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().canonicalize().unwrap();
     let src = root.join("src");
-    // Enough files for the walk to stat them on several threads (files::PARALLEL_STAT).
+    // Enough files for the summary to be made on two threads (more than 4096 entries).
     let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    for i in 0..3000 {
+    for i in 0..4500 {
         let d = src
             .join(format!("pkg{}", i % 7))
             .join(format!("m{}", i % 11));
