@@ -855,7 +855,8 @@ def section_layers(S, ctx):
         S.result(key, data)
         S.table(f"{label}: {size / 1e6:.0f} MB, {nfiles} files", ["what"] + TIME_HEADER + ["throughput", "CPU time"] + BOUND_HEADER
                 + ["output", "of input", "peak RSS", "imgbuild speed-up (pairs, same settings)"], rows,
-                "Cold layer cache, warm page cache. imgbuild: `imgbuild build --gzip-level N` of a one-layer image on scratch "
+                "Cold layer cache, warm page cache. imgbuild: `imgbuild build --gzip-level N` of a one-layer image on a base seen before "
+                "(the host's libc & co. and numpy's bundled libraries: the native-library check needs what the extension modules load) "
                 "(walk, hash every file, tar, compress, diff_id and digest, blob into its store, OCI layout written). Peers: "
                 "`tar -C DIR -cf - .` piped into the compressor, written to a file (no digest computed). Each ratio pairs "
                 f"equal settings: imgbuild at gzip level N against `pigz -p2 -N` and `gzip -N` (N = {eq}, the peers' default, and "
@@ -1304,7 +1305,7 @@ def section_scaling(S, ctx):
     S.table("No-op rebuild by number of files (gzip)",
             ["files", "bytes", "cold median", "cold peak RSS", "no-op median", "min", "max", "no-op `layers` phase",
              "no-op per file", "per extra file (vs 1k)", "no-op CPU time", "CPU per file", "no-op peak RSS"], rows,
-            f"Trees of small files (0.5–4 kB of text each, 100 to a directory), one files layer on scratch; {runs} cold builds "
+            f"Trees of small files (0.5–4 kB of text each, 100 to a directory), one files layer on the same base; {runs} cold builds "
             f"and {runs} no-op rebuilds each (whole `imgbuild build` processes, the first no-op not counted). An unchanged "
             "file is stat'ed, never opened: the stat cache knows its hash by size, mtime and inode. \"per file\" is the whole "
             "no-op wall time over the files; \"per extra file\" the growth from the 1k tree, the cost of one more file "
