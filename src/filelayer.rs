@@ -206,6 +206,11 @@ impl Recipe for FilesRecipe {
     fn name(&self) -> &str {
         &self.spec.name
     }
+    /// Files are the same bytes on every platform (what they depend on of the base, such as
+    /// owners' ids, is in the inputs).
+    fn platform_bound(&self) -> bool {
+        false
+    }
     fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {
         let c = self.collect(cx, base)?;
         let mut m = c.summary();

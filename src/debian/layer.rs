@@ -71,7 +71,7 @@ impl DebianLayer {
         }
         Ok(DebianLayer {
             name: l.name.clone(),
-            key: format!("{}/{}", cx.image_name, l.name),
+            key: cx.lock_key(&l.name),
             spec: d.clone(),
             layer_json: serde_json::to_string(l)?,
             keyring: keyring_path(&cx.root, d.keyring.as_deref()),
@@ -393,7 +393,7 @@ pub fn build_root_layer(
     let inputs = r
         .inputs(cx, base)
         .with_context(|| format!("layer `{layer}`: build.debian"))?;
-    let key = crate::key::layer(none, 1, 0, &cx.platform, &inputs);
+    let key = crate::key::layer(none, 1, 0, Some(&cx.platform), &inputs);
     let blob = crate::cache::layer_or(&cx.store, &key, || {
         let entries = crate::layer::normalise(r.entries(cx, base)?)?;
         crate::layer::write(&entries, 0, none, 1, &cx.store, &|_| {})
