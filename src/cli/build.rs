@@ -67,7 +67,7 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<i32> {
             &project.spec,
             &project.spec_path,
         )?,
-        platforms: super::platforms(&a.platforms)?,
+        platforms: super::global::platforms(&a.platforms)?,
     };
     build::build_all(&project, &names, &opts, &g.progress, |built, summary| {
         let name = &summary.image;

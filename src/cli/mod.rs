@@ -44,19 +44,6 @@ IMGBUILD_REGISTRY_USER/IMGBUILD_REGISTRY_PASSWORD (registry login; IMGBUILD_REGI
 them to one registry), REGISTRY_AUTH_FILE, DOCKER_CONFIG, IMGBUILD_REGISTRY_ATTEMPTS (tries per
 request, default 5), IMGBUILD_REGISTRY_CHUNK_SIZE (upload chunk bytes, default 4 MiB).";
 
-/// `--platform` values (repeatable), each checked, none twice.
-fn platforms(given: &[String]) -> Result<Vec<crate::image::Platform>> {
-    let mut out: Vec<crate::image::Platform> = Vec::new();
-    for p in given {
-        let parsed = crate::image::Platform::parse_named(p, &format!("--platform `{p}`"))?;
-        if out.contains(&parsed) {
-            return Err(crate::usage!("--platform `{p}` is given twice"));
-        }
-        out.push(parsed);
-    }
-    Ok(out)
-}
-
 #[derive(Parser, Debug)]
 #[command(name = "imgbuild", version, about = "Build reproducible, verified OCI images for Python and Node projects — no Docker engine needed.", after_help = AFTER_HELP)]
 pub struct Cli {
@@ -189,7 +176,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login(a) => login::login(&g, a),
         Command::Logout { host } => login::logout(&g, host),
         Command::Base(c) => base::run(&g, c),
-        Command::Test { image, platforms } => test::run(&g, image, &self::platforms(platforms)?),
+        Command::Test { image, platforms } => test::run(&g, image, &global::platforms(platforms)?),
         Command::Store(c) => store::run(&g, c),
         Command::Pin(a) => pin::run(&g, a),
         Command::Presets => presets::run(),

@@ -23,7 +23,7 @@ pub fn run(g: &Global, a: &VerifyArgs) -> Result<i32> {
         g.config.as_deref(),
         &g.insecure,
         &a.target,
-        &super::platforms(&a.platforms)?,
+        &super::global::platforms(&a.platforms)?,
     )?;
     for v in all {
         report(g, a, &v);
