@@ -152,8 +152,12 @@ fn build(
     let locked = crate::registry::lock::LockFile::load(&project.root)?.files;
     let mut planned = Vec::new();
     for platform in &platforms {
-        let p = plan_platform(project, name, opts, platform, &locked, built)
-            .with_context(|| format!("image `{name}`{}", on(platform)))?;
+        let p = plan_platform(project, name, opts, platform, &locked, built);
+        let p = if many {
+            p.with_context(|| format!("image `{name}`{}", on(platform)))?
+        } else {
+            p?
+        };
         planned.push(p);
     }
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
@@ -161,8 +165,12 @@ fn build(
     let mut done: Vec<(image::Platform, PlatformBuilt)> = Vec::new();
     let mut times: BTreeMap<String, f64> = BTreeMap::new();
     for (platform, p) in platforms.iter().zip(planned) {
-        let pb = build_platform(project, name, opts, shared, p, progress, &mut times)
-            .with_context(|| format!("image `{name}`{}", on(platform)))?;
+        let pb = build_platform(project, name, opts, shared, p, progress, &mut times);
+        let pb = if many {
+            pb.with_context(|| format!("image `{name}`{}", on(platform)))?
+        } else {
+            pb?
+        };
         done.push((platform.clone(), pb));
     }
     timings.extend(times);

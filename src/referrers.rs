@@ -282,8 +282,14 @@ pub fn find(
         Target::Image(name) => {
             let project = project?;
             project.image(&name)?;
-            let (rec, built) = record::last_build(&project, &name)?;
+            let (_, built) = record::last_build(&project, &name)?;
             let store = project.store()?;
+            // Of an index, the platform's image (each has its own SBOM and provenance).
+            let built = if built.is_index() {
+                built.for_platform(&platform, &store)?.clone()
+            } else {
+                built
+            };
             let mut referrers = Vec::new();
             for r in built.referrers {
                 let p = r.payload();
@@ -296,8 +302,8 @@ pub fn find(
                 referrers.push((r, bytes));
             }
             Ok(Found {
-                what: format!("{name} ({})", rec.digest),
-                subject: rec.digest,
+                what: format!("{name} ({})", built.digest),
+                subject: built.digest,
                 referrers,
             })
         }

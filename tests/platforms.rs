@@ -362,6 +362,41 @@ fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
         stdout(&out).trim()
     );
 
+    // Each platform's manifest has its own SBOM.
+    for arch in ["amd64", "arm64"] {
+        let out = ok(&mut cmd(
+            &p,
+            &store,
+            &["sbom", "t", "--platform", &format!("linux/{arch}")],
+        ));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let subject = &s["platforms"][if arch == "amd64" { 0 } else { 1 }]["digest"];
+        assert!(
+            doc.to_string().contains(subject.as_str().unwrap()),
+            "the {arch} SBOM names its manifest {subject}"
+        );
+    }
+
+    // The index base from a registry: each platform's manifest pulled and pinned in
+    // imgbuild.lock.
+    let reg = Registry::start(None);
+    let remote = format!("127.0.0.1:{}/bases/tiny:1", reg.port);
+    ok(Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:tiny", bases.display()))
+        .arg(format!("docker://{remote}")));
+    write_text(
+        &p.join("imgbuild.toml"),
+        &toml.replace(&format!("oci:{}:tiny", bases.display()), &remote),
+    );
+    ok(&mut cmd(&p, &store, &["build", "t"]));
+    let lock = std::fs::read_to_string(p.join("imgbuild.lock")).unwrap();
+    assert!(
+        lock.contains("\"linux/amd64\"") && lock.contains("\"linux/arm64\""),
+        "{lock}"
+    );
+    drop(reg);
+
     // A table of bases per platform.
     let toml = format!(
         "[images.t]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nbase = {{ \"linux/amd64\" = \"oci:{b}:tiny\", \"linux/arm64\" = \"oci:{b}:tiny\" }}\ncmd = [\"/app/hello.txt\"]\nstart_check = false\n[[images.t.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n",
