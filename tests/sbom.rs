@@ -622,3 +622,283 @@ fn a_tampered_layer_fails_verify_on_the_sbom_check_too() {
         "{err}"
     );
 }
+
+/// A real npm project: `npm install` (from the package registry npm is configured with) of a
+/// small package set writes `frontend/package-lock.json` (lockfileVersion 3) and
+/// `frontend/node_modules/.package-lock.json`; a Next.js standalone output stands beside it.
+fn npm_frontend(dir: &Path) -> PathBuf {
+    require_tool("npm");
+    let fe = dir.join("frontend");
+    write_text(
+        &fe.join("package.json"),
+        r#"{
+  "name": "web",
+  "version": "1.0.0",
+  "private": true,
+  "dependencies": { "debug": "4.3.4", "@isaacs/string-locale-compare": "1.1.0" },
+  "devDependencies": { "is-number": "7.0.0" }
+}
+"#,
+    );
+    ok(Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ])
+        .current_dir(&fe));
+    write_text(
+        &fe.join(".next/standalone/server.js"),
+        "require('http').createServer().listen(3000)\n",
+    );
+    write_text(
+        &fe.join(".next/standalone/package.json"),
+        "{\"name\":\"web\"}\n",
+    );
+    write_text(&fe.join(".next/static/chunks/main.js"), "console.log(1)\n");
+    fe
+}
+
+/// The npm entries of a lock (lockfileVersion 3): (name, version, integrity, dev).
+fn lock_entries(lock: &Path) -> Vec<(String, String, String, bool)> {
+    let v = json(&std::fs::read(lock).unwrap());
+    assert_eq!(v["lockfileVersion"], 3, "npm wrote lockfile version 3");
+    let mut out = Vec::new();
+    for (k, e) in v["packages"].as_object().unwrap() {
+        let Some(i) = k.rfind("node_modules/") else {
+            continue;
+        };
+        out.push((
+            k[i + "node_modules/".len()..].to_string(),
+            e["version"].as_str().unwrap().to_string(),
+            e["integrity"].as_str().unwrap_or("").to_string(),
+            e["dev"].as_bool() == Some(true),
+        ));
+    }
+    out
+}
+
+/// The hex digest of an SRI `integrity` value (`sha512-BASE64`), decoded here by Python.
+fn sri_hex(sri: &str) -> String {
+    let b64 = sri.split_once('-').unwrap().1;
+    let out = ok(Command::new("python3")
+        .arg("-c")
+        .arg("import base64,sys; print(base64.b64decode(sys.argv[1]).hex())")
+        .arg(b64));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_frontend_layer_lists_the_npm_packages_its_package_lock_states() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let fe = npm_frontend(t.path());
+    write_text(
+        &t.path().join("imgbuild.toml"),
+        &format!(
+            "[defaults]\nplatform = \"linux/amd64\"\n\n[images.web]\nbase = \"{}\"\nworkdir = \"/app\"\nstart_check = false\n\n[[images.web.layers]]\nname = \"frontend\"\npreset = \"nextjs-standalone\"\nroot = \"frontend\"\n\n[[images.web.layers]]\nname = \"modules\"\nfiles = [{{ from = \"frontend/node_modules\", to = \"/srv/node_modules\" }}]\n",
+            busybox_ref()
+        ),
+    );
+    ok(&mut run(t.path(), &store, &["build", "web"]));
+    let spdx = ok(&mut run(t.path(), &store, &["sbom", "web"])).stdout;
+    let spdx_file = t.path().join("web.spdx.json");
+    std::fs::write(&spdx_file, &spdx).unwrap();
+    pyspdxtools_validates(&spdx_file);
+    let cdx = ok(&mut run(
+        t.path(),
+        &store,
+        &["sbom", "web", "--format", "cyclonedx"],
+    ))
+    .stdout;
+    let cdx_file = t.path().join("web.cdx.json");
+    std::fs::write(&cdx_file, &cdx).unwrap();
+    cyclonedx_validates(&cdx_file);
+
+    let doc = json(&spdx);
+    let pkgs = doc["packages"].as_array().unwrap();
+    let rels = doc["relationships"].as_array().unwrap();
+    let id_of = |name: &str| -> String {
+        pkgs.iter()
+            .find(|p| p["name"] == name && p["primaryPackagePurpose"] == "ARCHIVE")
+            .unwrap_or_else(|| panic!("no layer {name}"))["SPDXID"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (frontend, modules) = (id_of("frontend"), id_of("modules"));
+    // npm package element → the layer that CONTAINS it.
+    let holder = |id: &str| -> String {
+        rels.iter()
+            .find(|r| r["relationshipType"] == "CONTAINS" && r["relatedSpdxElement"] == id)
+            .unwrap()["spdxElementId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let in_layer = |layer: &str| -> Vec<(String, String, serde_json::Value, String)> {
+        let mut v: Vec<_> = pkgs
+            .iter()
+            .filter(|p| p["SPDXID"].as_str().unwrap().starts_with("SPDXRef-Npm-"))
+            .filter(|p| holder(p["SPDXID"].as_str().unwrap()) == layer)
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["versionInfo"].as_str().unwrap().to_string(),
+                    p.clone(),
+                    p["SPDXID"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    };
+
+    // The frontend layer was built from frontend/package-lock.json: its production set.
+    let lock = lock_entries(&fe.join("package-lock.json"));
+    let mut want: Vec<(String, String)> = lock
+        .iter()
+        .filter(|e| !e.3)
+        .map(|e| (e.0.clone(), e.1.clone()))
+        .collect();
+    want.sort();
+    let got = in_layer(&frontend);
+    assert_eq!(
+        got.iter()
+            .map(|g| (g.0.clone(), g.1.clone()))
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert!(want.iter().any(|(n, v)| n == "debug" && v == "4.3.4"));
+    assert!(want.iter().any(|(n, _)| n == "ms"), "debug's dependency");
+    assert!(!want.iter().any(|(n, _)| n == "is-number"), "a dev package");
+    for (name, version, p, _) in &got {
+        let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+        let enc = name.replace('@', "%40");
+        assert_eq!(purl, format!("pkg:npm/{enc}@{version}"));
+        let sri = &lock.iter().find(|e| e.0 == *name).unwrap().2;
+        assert!(sri.starts_with("sha512-"), "{name}: {sri}");
+        assert_eq!(p["checksums"][0]["algorithm"], "SHA512", "{p}");
+        assert_eq!(p["checksums"][0]["checksumValue"], sri_hex(sri).as_str());
+    }
+    let scoped = got
+        .iter()
+        .find(|g| g.0 == "@isaacs/string-locale-compare")
+        .unwrap();
+    assert_eq!(
+        scoped.2["externalRefs"][0]["referenceLocator"],
+        "pkg:npm/%40isaacs/string-locale-compare@1.1.0"
+    );
+    assert_eq!(scoped.2["licenseDeclared"], "ISC");
+    // DEPENDS_ON as the lock states it: debug → ms, in the same layer.
+    let debug = &got.iter().find(|g| g.0 == "debug").unwrap().3;
+    let ms = &got.iter().find(|g| g.0 == "ms").unwrap().3;
+    assert!(
+        rels.iter().any(|r| r["spdxElementId"] == debug.as_str()
+            && r["relationshipType"] == "DEPENDS_ON"
+            && r["relatedSpdxElement"] == ms.as_str()),
+        "debug DEPENDS_ON ms"
+    );
+    // CycloneDX keeps the edge and the SHA-512.
+    let c = json(&cdx);
+    assert!(c["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["ref"] == debug.as_str()
+            && d["dependsOn"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == ms.as_str())));
+    let cdebug = c["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["bom-ref"] == debug.as_str())
+        .unwrap();
+    assert_eq!(cdebug["purl"], "pkg:npm/debug@4.3.4");
+    assert_eq!(cdebug["hashes"][0]["alg"], "SHA-512");
+
+    // The modules layer ships node_modules: every package npm installed there, dev ones too.
+    let hidden = lock_entries(&fe.join("node_modules/.package-lock.json"));
+    let mut all: Vec<(String, String)> =
+        hidden.iter().map(|e| (e.0.clone(), e.1.clone())).collect();
+    all.sort();
+    assert_eq!(
+        in_layer(&modules)
+            .iter()
+            .map(|g| (g.0.clone(), g.1.clone()))
+            .collect::<Vec<_>>(),
+        all
+    );
+    assert!(all.iter().any(|(n, _)| n == "is-number"));
+
+    // No registry host (the lock's `resolved` URLs name it unless npm is set to omit them).
+    let registry =
+        String::from_utf8(ok(Command::new("npm").args(["config", "get", "registry"])).stdout)
+            .unwrap();
+    let host = registry.trim().split('/').nth(2).unwrap().to_string();
+    let host = host.as_str();
+    assert!(
+        !String::from_utf8_lossy(&spdx).contains(host),
+        "the SBOM names {host}"
+    );
+
+    // The provenance: the lock by sha256, each package by its integrity.
+    let prov = json(
+        &ok(&mut run(
+            t.path(),
+            &store,
+            &["sbom", "web", "--format", "provenance"],
+        ))
+        .stdout,
+    );
+    let deps = prov["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let lock_sha = sha256_hex(std::fs::read(fe.join("package-lock.json")).unwrap());
+    assert!(deps
+        .iter()
+        .any(|d| d["uri"] == "file:frontend/package-lock.json"
+            && d["digest"]["sha256"] == lock_sha.as_str()));
+    let debug_sri = &lock.iter().find(|e| e.0 == "debug").unwrap().2;
+    assert!(deps.iter().any(|d| d["uri"] == "pkg:npm/debug@4.3.4"
+        && d["digest"]["sha512"] == sri_hex(debug_sri).as_str()));
+    assert!(!String::from_utf8_lossy(&serde_json::to_vec(&prov).unwrap()).contains(host));
+
+    // verify's SBOM check still agrees with the image (npm packages are not RECORDs or dpkg).
+    let v = ok(&mut run(
+        t.path(),
+        &store,
+        &["verify", "oci:.imgbuild/oci:web"],
+    ));
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("SBOM's"),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+
+    // A lock the SBOM cannot read fails the build, naming it and what to do; the layout keeps
+    // the image it had.
+    let index = std::fs::read(t.path().join(".imgbuild/oci/index.json")).unwrap();
+    std::fs::write(
+        fe.join("package-lock.json"),
+        "{\"name\": \"web\", \"lockfileVersion\": 1, \"dependencies\": {}}\n",
+    )
+    .unwrap();
+    let (code, err) = fails(&mut run(t.path(), &store, &["build", "web"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("frontend/package-lock.json is lockfileVersion 1")
+            && err.contains("npm install --package-lock-only"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(t.path().join(".imgbuild/oci/index.json")).unwrap(),
+        index,
+        "nothing written"
+    );
+}

@@ -21,9 +21,13 @@ pub const HIDDEN_LOCK: &str = "node_modules/.package-lock.json";
 pub const LOCKS: [&str; 2] = ["npm-shrinkwrap.json", "package-lock.json"];
 
 /// The lock files that say what a directory `dir` installs: its `node_modules`' own record
-/// when it ships one (`true`: every entry is installed), else its lock (`false`: the
-/// production set).
+/// when it ships one (`true`: every entry is installed; `dir` may be that `node_modules`),
+/// else its lock (`false`: the production set).
 pub fn lock_of(dir: &Path) -> Option<(std::path::PathBuf, bool)> {
+    if dir.file_name().is_some_and(|n| n == "node_modules") {
+        let own = dir.join(".package-lock.json");
+        return own.is_file().then_some((own, true));
+    }
     let hidden = dir.join(HIDDEN_LOCK);
     if hidden.is_file() {
         return Some((hidden, true));
