@@ -104,6 +104,28 @@ fn purls(doc: &serde_json::Value, prefix: &str) -> Vec<(String, String, String)>
     out
 }
 
+/// The DEPENDS_ON relationships of an SPDX document, by package name, in document order.
+fn depends_on(doc: &serde_json::Value) -> Vec<(String, String)> {
+    let name = |id: &serde_json::Value| -> String {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["SPDXID"] == *id)
+            .unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    doc["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["relationshipType"] == "DEPENDS_ON")
+        .map(|r| (name(&r["spdxElementId"]), name(&r["relatedSpdxElement"])))
+        .collect()
+}
+
 fn normalize(name: &str) -> String {
     let mut out = String::new();
     let mut dash = false;
@@ -280,9 +302,9 @@ fn small_project(dir: &Path, store: &Path, repository: Option<&str>) {
     let r = dir.join("rootfs");
     write_text(
         &r.join("var/lib/dpkg/status"),
-        "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n shared libraries\n\nPackage: removed\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n",
+        "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\nDepends: libgcc-s1 | base-files\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n shared libraries\n\nPackage: removed\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n",
     );
-    write_text(&r.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n");
+    write_text(&r.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n");
     fake_bookworm_python(dir, store);
     let a = py_wheel(
         &dir.join("wheels"),
@@ -298,7 +320,7 @@ fn small_project(dir: &Path, store: &Path, repository: Option<&str>) {
     );
     std::fs::write(
         dir.join("pylock.toml"),
-        format!("lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"alpha\"\nversion = \"1.0\"\nwheels = [{{ path = \"wheels/alpha-1.0-py3-none-any.whl\", hashes = {{ sha256 = \"{a}\" }} }}]\n\n[[packages]]\nname = \"beta\"\nversion = \"2.0\"\nwheels = [{{ path = \"wheels/beta-2.0-py3-none-any.whl\", hashes = {{ sha256 = \"{b}\" }} }}]\n"),
+        format!("lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"alpha\"\nversion = \"1.0\"\ndependencies = [{{ name = \"beta\" }}]\nwheels = [{{ path = \"wheels/alpha-1.0-py3-none-any.whl\", hashes = {{ sha256 = \"{a}\" }} }}]\n\n[[packages]]\nname = \"beta\"\nversion = \"2.0\"\nwheels = [{{ path = \"wheels/beta-2.0-py3-none-any.whl\", hashes = {{ sha256 = \"{b}\" }} }}]\n"),
     )
     .unwrap();
     write_text(&dir.join("app/main.py"), "print('hi')\n");
@@ -402,6 +424,14 @@ fn two_empty_stores_on_different_paths_give_the_same_sbom_and_provenance_bytes()
         .map(|p| p["licenseDeclared"].as_str().unwrap())
         .collect();
     assert_eq!(lic, ["MIT", "Apache-2.0"]);
+    // DEPENDS_ON as the lock (alpha → beta) and the dpkg status (libc6 → base-files) say.
+    assert_eq!(
+        depends_on(&doc),
+        [
+            ("alpha".to_string(), "beta".to_string()),
+            ("libc6".into(), "base-files".into())
+        ]
+    );
     let debs = purls(&doc, "pkg:deb/");
     assert_eq!(
         debs.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
@@ -901,4 +931,126 @@ fn a_frontend_layer_lists_the_npm_packages_its_package_lock_states() {
         index,
         "nothing written"
     );
+}
+
+#[test]
+fn depends_on_follows_the_lock_across_layers() {
+    // beta in one layer, alpha (which the lock says depends on beta) in the next.
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_project(t.path(), &store, None);
+    let toml = std::fs::read_to_string(t.path().join("imgbuild.toml")).unwrap();
+    let one = "[[images.t.layers]]\nname = \"python-deps\"\npython = { lock = \"pylock.toml\", require = [\"alpha\", \"beta\"] }\n";
+    assert!(toml.contains(one));
+    std::fs::write(
+        t.path().join("imgbuild.toml"),
+        toml.replace(one, "[[images.t.layers]]\nname = \"beta\"\npython = { lock = \"pylock.toml\", exclude = [\"alpha\"] }\n\n[[images.t.layers]]\nname = \"alpha\"\npython = { lock = \"pylock.toml\", exclude = [\"beta\"], require = [\"alpha\", \"beta\"] }\n"),
+    )
+    .unwrap();
+    ok(&mut run(t.path(), &store, &["build", "t"]));
+    let doc = json(&ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout);
+    let contains = |layer: &str, what: &str| {
+        let id = |n: &str, purpose: Option<&str>| -> String {
+            doc["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == n && purpose.is_none_or(|u| p["primaryPackagePurpose"] == u))
+                .unwrap()["SPDXID"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (l, w) = (id(layer, Some("ARCHIVE")), id(what, Some("LIBRARY")));
+        doc["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == l.as_str()
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == w.as_str()
+        })
+    };
+    assert!(contains("beta", "beta") && contains("alpha", "alpha"));
+    assert!(!contains("alpha", "beta"));
+    assert!(depends_on(&doc).contains(&("alpha".to_string(), "beta".to_string())));
+}
+
+#[test]
+fn a_debian_layers_packages_are_its_own_with_the_debs_sha256() {
+    // netbase (no dependencies) from the Debian archive onto the small project's base.
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_project(t.path(), &store, None);
+    let toml = std::fs::read_to_string(t.path().join("imgbuild.toml")).unwrap();
+    std::fs::write(
+        t.path().join("imgbuild.toml"),
+        format!("{toml}\n[[images.t.layers]]\nname = \"system\"\ndebian = {{ packages = [\"netbase\"] }}\n"),
+    )
+    .unwrap();
+    ok(&mut run(t.path(), &store, &["build", "t"]));
+    let lock: toml::Table = std::fs::read_to_string(t.path().join("imgbuild.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pin = lock["debian"]["t/system"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some("netbase"))
+        .unwrap()
+        .clone();
+    let (version, sha) = (
+        pin["version"].as_str().unwrap().to_string(),
+        pin["sha256"].as_str().unwrap().to_string(),
+    );
+    let doc = json(&ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout);
+    let pkgs = doc["packages"].as_array().unwrap();
+    let netbase = pkgs
+        .iter()
+        .find(|p| p["name"] == "netbase")
+        .expect("netbase in the SBOM");
+    assert_eq!(netbase["versionInfo"], version.as_str());
+    assert_eq!(netbase["checksums"][0]["algorithm"], "SHA256");
+    assert_eq!(netbase["checksums"][0]["checksumValue"], sha.as_str());
+    assert!(netbase["sourceInfo"]
+        .as_str()
+        .unwrap()
+        .contains("from the Debian archive"));
+    let system = pkgs
+        .iter()
+        .find(|p| p["name"] == "system" && p["primaryPackagePurpose"] == "ARCHIVE")
+        .unwrap();
+    assert!(
+        doc["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["spdxElementId"] == system["SPDXID"]
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == netbase["SPDXID"]),
+        "the layer that added netbase CONTAINS it"
+    );
+    // The base's own packages stay the base's, without a hash the image cannot know.
+    let libc = pkgs.iter().find(|p| p["name"] == "libc6").unwrap();
+    assert!(libc["checksums"].as_array().is_none_or(|c| c.is_empty()));
+    let prov = json(
+        &ok(&mut run(
+            t.path(),
+            &store,
+            &["sbom", "t", "--format", "provenance"],
+        ))
+        .stdout,
+    );
+    assert!(prov["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("pkg:deb/debian/netbase@")
+            && d["digest"]["sha256"] == sha.as_str()));
+    ok(&mut run(
+        t.path(),
+        &store,
+        &["verify", "oci:.imgbuild/oci:t"],
+    ));
 }
