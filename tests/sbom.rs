@@ -304,7 +304,10 @@ fn small_project(dir: &Path, store: &Path, repository: Option<&str>) {
         &r.join("var/lib/dpkg/status"),
         "Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\nDepends: libgcc-s1 | base-files\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n shared libraries\n\nPackage: removed\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n",
     );
-    write_text(&r.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n");
+    write_text(
+        &r.join("etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n",
+    );
     fake_bookworm_python(dir, store);
     let a = py_wheel(
         &dir.join("wheels"),
