@@ -169,6 +169,7 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
             config_sha256: Digest::of(&config).hex().to_string(),
             revision: cx.revision.clone(),
             inputs: supply.values().flat_map(|s| s.inputs.clone()).collect(),
+            finished_on: provenance::wall_clock(),
         };
         let bytes = provenance::to_bytes(&provenance::statement(&b));
         out.push(image::artifact(&subject, MT_IN_TOTO, &bytes, ann, store)?);

@@ -1057,3 +1057,44 @@ fn a_debian_layers_packages_are_its_own_with_the_debs_sha256() {
         &["verify", "oci:.imgbuild/oci:t"],
     ));
 }
+
+#[test]
+fn the_provenance_has_wall_clock_time_only_when_asked() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_project(t.path(), &store, None);
+    let build = |asked: bool| {
+        let mut c = run(t.path(), &store, &["build", "t", "--json"]);
+        if asked {
+            c.env("IMGBUILD_PROVENANCE_TIMESTAMPS", "1");
+        } else {
+            c.env_remove("IMGBUILD_PROVENANCE_TIMESTAMPS");
+        }
+        let digest = json(&ok(&mut c).stdout)["digest"].clone();
+        let prov = json(
+            &ok(&mut run(
+                t.path(),
+                &store,
+                &["sbom", "t", "--format", "provenance"],
+            ))
+            .stdout,
+        );
+        (digest, prov["predicate"]["runDetails"]["metadata"].clone())
+    };
+    let (d1, plain) = build(false);
+    assert_eq!(
+        plain,
+        serde_json::json!({}),
+        "no wall-clock field by default"
+    );
+    let (d2, timed) = build(true);
+    assert_eq!(d1, d2, "the image is the same");
+    let finished = timed["finishedOn"].as_str().unwrap();
+    assert_eq!(finished.len(), "2026-01-01T00:00:00Z".len(), "{finished}");
+    assert!(
+        finished.ends_with('Z') && finished.as_bytes()[10] == b'T',
+        "{finished}"
+    );
+    // Now, not the source date (2023-11-14).
+    assert!(finished > "2024", "{finished}");
+}
