@@ -1,7 +1,9 @@
 //! Supply chain: the SPDX SBOM and SLSA provenance every build attaches to its manifest as OCI
 //! referrers — validated by the SPDX project's own validator (`pyspdxtools`) and
 //! cyclonedx-python-lib's JSON validator, the same bytes from two empty stores, pushed to a
-//! real docker-registry (tag schema) and pulled back, and a tampered image caught by `verify`.
+//! real docker-registry (tag schema) and to ferro-oci-server (the referrers API) and pulled
+//! back, a frontend's npm packages from a real `npm install`, and a tampered image caught by
+//! `verify`.
 
 mod common;
 
@@ -1097,4 +1099,177 @@ fn the_provenance_has_wall_clock_time_only_when_asked() {
     );
     // Now, not the source date (2023-11-14).
     assert!(finished > "2024", "{finished}");
+}
+
+/// A registry with the OCI 1.1 referrers API: ferro-oci-server (crates.io), on 127.0.0.1 with
+/// its blobs in a temp dir; stopped by PID on drop. The binary: `IMGBUILD_REFERRERS_REGISTRY`,
+/// else `ferro-oci-server` on PATH.
+struct ApiRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ApiRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ApiRegistry {
+    fn start() -> ApiRegistry {
+        require_tool("curl");
+        let bin = std::env::var("IMGBUILD_REFERRERS_REGISTRY")
+            .unwrap_or_else(|_| "ferro-oci-server".into());
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v '{bin}'"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "this test needs a registry with the referrers API: `{bin}` is not there; install it with `cargo install ferro-oci-server --version 1.0.0 --locked` (.ci/install-deps does) or set IMGBUILD_REFERRERS_REGISTRY to its path"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(&bin)
+            .env("FERRO_OCI_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FERRO_OCI_STORAGE_DIR", dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .spawn()
+            .expect("starting the referrers registry");
+        let r = ApiRegistry {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://{}/v2/", r.host()))
+                .output();
+            if out.is_ok_and(|o| o.stdout == b"200") {
+                return r;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{bin} on port {port} did not come up");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// GET of a registry path: (HTTP status, body).
+    fn get(&self, path: &str, accept: &str) -> (String, Vec<u8>) {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let out = ok(Command::new("curl")
+            .args(["-s", "-o"])
+            .arg(t.path())
+            .args(["-w", "%{http_code}", "-H", &format!("Accept: {accept}")])
+            .arg(format!("http://{}{path}", self.host())));
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            std::fs::read(t.path()).unwrap(),
+        )
+    }
+}
+
+#[test]
+fn pushed_referrers_go_through_the_referrers_api_where_the_registry_has_it() {
+    let reg = ApiRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let repo = format!("{}/acme/t", reg.host());
+    small_project(t.path(), &store, Some(&repo));
+    let home = t.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let first = json(
+        &ok(without_credentials(
+            &mut run(t.path(), &store, &["build", "t", "--push", "--json"]),
+            &home,
+        ))
+        .stdout,
+    );
+    let digest = first["digest"].as_str().unwrap().to_string();
+    let layout = t.path().join(".imgbuild/oci");
+    let blob = |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let index = "application/vnd.oci.image.index.v1+json";
+    let manifest = "application/vnd.oci.image.manifest.v1+json";
+    // The image is what it was.
+    let (code, body) = reg.get("/v2/acme/t/manifests/latest", manifest);
+    assert_eq!(code, "200");
+    assert_eq!(body, blob(&digest));
+
+    // The referrers API lists both; no fallback tag was written.
+    let (code, body) = reg.get(&format!("/v2/acme/t/referrers/{digest}"), index);
+    assert_eq!(code, "200", "{}", String::from_utf8_lossy(&body));
+    let listed = json(&body);
+    let mut types: Vec<&str> = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        ["application/spdx+json", "application/vnd.in-toto+json"]
+    );
+    let tag = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+    let (code, _) = reg.get(&format!("/v2/acme/t/manifests/{tag}"), index);
+    assert_eq!(
+        code, "404",
+        "the tag schema index is not written where the API is"
+    );
+    // Each referrer and its payload pull back byte-identical.
+    for m in listed["manifests"].as_array().unwrap() {
+        let d = m["digest"].as_str().unwrap();
+        let (code, remote) = reg.get(&format!("/v2/acme/t/manifests/{d}"), manifest);
+        assert_eq!(code, "200");
+        assert_eq!(remote, blob(d), "referrer manifest {d}");
+        let rm = json(&remote);
+        assert_eq!(rm["subject"]["digest"], digest.as_str());
+        let payload = rm["layers"][0]["digest"].as_str().unwrap();
+        let (code, bytes) = reg.get(&format!("/v2/acme/t/blobs/{payload}"), "*/*");
+        assert_eq!(code, "200");
+        assert_eq!(bytes, blob(payload), "payload {payload}");
+    }
+    // `imgbuild sbom` and `verify` read them through the API.
+    let remote_sbom = ok(without_credentials(
+        &mut run(t.path(), &store, &["sbom", &format!("{repo}:latest")]),
+        &home,
+    ))
+    .stdout;
+    assert_eq!(
+        remote_sbom,
+        ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout
+    );
+    let v = ok(without_credentials(
+        &mut run(t.path(), &store, &["verify", &format!("{repo}@{digest}")]),
+        &home,
+    ));
+    assert!(String::from_utf8_lossy(&v.stderr).contains("SBOM's"));
+    // Pushing again uploads nothing.
+    let again = json(
+        &ok(without_credentials(
+            &mut run(t.path(), &store, &["push", "t", "--json"]),
+            &home,
+        ))
+        .stdout,
+    );
+    assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    assert_eq!(again["referrer_bytes"], 0, "{again}");
+    let (_, body) = reg.get(&format!("/v2/acme/t/referrers/{digest}"), index);
+    assert_eq!(json(&body)["manifests"], listed["manifests"]);
 }
