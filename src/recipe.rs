@@ -166,8 +166,10 @@ pub trait Recipe {
     fn created_by(&self) -> String;
     /// What the layer installs and what it resolved, for the SBOM and the provenance
     /// (`inputs` has run): packages with their hashes and origins, lock files, sources.
-    fn supply(&self, _cx: &Ctx) -> crate::sbom::Supply {
-        crate::sbom::Supply::default()
+    /// Called only when the image gets an SBOM or a provenance; an error (a lock the SBOM
+    /// reads that cannot be read) fails the build before the image is written.
+    fn supply(&self, _cx: &Ctx) -> Result<crate::sbom::Supply> {
+        Ok(crate::sbom::Supply::default())
     }
     /// When `inputs` could not fingerprint everything cheaply (it then has the key `UNHASHED`),
     /// completes `inputs` from the written layer's listing; true when it did.

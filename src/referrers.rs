@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Bumped when the SBOM of the same inputs would change (cache key of stored SBOMs).
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Whether image `name` gets an SBOM and a provenance (`sbom`/`provenance` in the image
 /// table, else `[defaults]`, else yes).
@@ -82,12 +82,13 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
     let cx = m.cx;
     let store = &cx.store;
     let offset = m.base.layers.len();
-    let supply: BTreeMap<usize, Supply> = m
-        .recipes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (offset + i, r.supply(cx)))
-        .collect();
+    let mut supply: BTreeMap<usize, Supply> = BTreeMap::new();
+    for (i, r) in m.recipes.iter().enumerate() {
+        let s = r
+            .supply(cx)
+            .with_context(|| format!("layer `{}`: its SBOM and provenance", r.name()))?;
+        supply.insert(offset + i, s);
+    }
     let subject = m.built.descriptor();
     let mut ann = BTreeMap::new();
     ann.insert(ANN_CREATED.to_string(), image::rfc3339(cx.source_date));
@@ -168,6 +169,7 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
             config_sha256: Digest::of(&config).hex().to_string(),
             revision: cx.revision.clone(),
             inputs: supply.values().flat_map(|s| s.inputs.clone()).collect(),
+            finished_on: provenance::wall_clock(),
         };
         let bytes = provenance::to_bytes(&provenance::statement(&b));
         out.push(image::artifact(&subject, MT_IN_TOTO, &bytes, ann, store)?);

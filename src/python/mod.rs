@@ -959,11 +959,11 @@ impl Recipe for PythonRecipe {
         }
     }
 
-    fn supply(&self, cx: &Ctx) -> crate::sbom::Supply {
-        match &self.state {
+    fn supply(&self, cx: &Ctx) -> Result<crate::sbom::Supply> {
+        Ok(match &self.state {
             Some(st) => supply::supply(&cx.root, &self.lock, &st.picks),
             None => crate::sbom::Supply::default(),
-        }
+        })
     }
 
     fn created_by(&self) -> String {
