@@ -332,6 +332,21 @@ fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
             arch
         );
     }
+    // Each platform's manifest has its own SBOM.
+    for arch in ["amd64", "arm64"] {
+        let out = ok(&mut cmd(
+            &p,
+            &store,
+            &["sbom", "t", "--platform", &format!("linux/{arch}")],
+        ));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let subject = &s["platforms"][if arch == "amd64" { 0 } else { 1 }]["digest"];
+        assert!(
+            doc.to_string().contains(subject.as_str().unwrap()),
+            "the {arch} SBOM names its manifest {subject}"
+        );
+    }
+
     // `--platform` builds one of them: a plain image manifest.
     let out = ok(&mut cmd(
         &p,
@@ -361,21 +376,6 @@ fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
         ))),
         stdout(&out).trim()
     );
-
-    // Each platform's manifest has its own SBOM.
-    for arch in ["amd64", "arm64"] {
-        let out = ok(&mut cmd(
-            &p,
-            &store,
-            &["sbom", "t", "--platform", &format!("linux/{arch}")],
-        ));
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let subject = &s["platforms"][if arch == "amd64" { 0 } else { 1 }]["digest"];
-        assert!(
-            doc.to_string().contains(subject.as_str().unwrap()),
-            "the {arch} SBOM names its manifest {subject}"
-        );
-    }
 
     // The index base from a registry: each platform's manifest pulled and pinned in
     // imgbuild.lock.
