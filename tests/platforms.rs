@@ -242,6 +242,18 @@ fn the_job_agent_api_is_one_index_for_amd64_and_arm64_each_with_its_own_wheels()
     );
     let second = push(&p);
     assert_eq!(second["uploaded_bytes"], 0, "{second}");
+    // `pin` pins the index digest: a server pulls its own platform's image from it.
+    let compose = p.join("docker-compose.prod.yml");
+    let text = std::fs::read_to_string(&compose)
+        .unwrap()
+        .replace("registry.example.com/acme/job-agent-api", &repo);
+    std::fs::write(&compose, text).unwrap();
+    ok(&mut cmd(&p, &store_a, &["pin", "docker-compose.prod.yml"]));
+    let pinned = std::fs::read_to_string(&compose).unwrap();
+    assert!(
+        pinned.contains(&format!("{repo}@{index_digest}")),
+        "{pinned}"
+    );
     // verify REFERENCE checks every platform, pulled by digest.
     let out = ok(&mut cmd(
         &p,
