@@ -46,3 +46,9 @@ fuzz seconds="60":
 # of reach, IMGBUILD_CORPUS_GIT_MIRROR=DIR serves the locks' git sources from DIR/<owner>+<name>/repo
 corpus:
     cargo test --locked --test corpus -- --ignored --nocapture --test-threads=1
+
+# Two-platform builds (issue 14): the job-agent api as a linux/amd64 + linux/arm64 index on
+# Debian-archive bases, each platform checked, the arm64 one smoke-tested under qemu-user-static
+# (register it first: .ci/install-deps does, where the kernel allows)
+platforms:
+    cargo test --locked --test platforms -- --include-ignored --nocapture

@@ -307,7 +307,8 @@ DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo"
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
          "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"], "debian": ["debootstrap", "skopeo", "buildah"],
-         "bytecode": ["runc", "umoci", "debootstrap"], "sharedcache": ["docker-registry", "debootstrap"]}
+         "bytecode": ["runc", "umoci", "debootstrap"], "sharedcache": ["docker-registry", "debootstrap"],
+         "platforms": ["debootstrap", "skopeo", "buildah"]}
 
 
 def apt_install(pkgs):
@@ -1607,6 +1608,126 @@ def section_sbom(S, ctx):
     S.target("SBOM + provenance add ≤ 5 % to a cold api build", f"{added:+.1f} % (median of per-round ratios {ratio['median']:.3f})", added <= 5.0)
 
 
+
+class PlatformBuildah(Buildah):
+    """The api section's buildah, on one platform's python3 base from the two-platform layout
+    (`--platform`, the base copied for that architecture)."""
+
+    def __init__(self, ctx, fx, layout, arch):
+        self.layout, self.arch = layout, arch
+        self.BASE = f"localhost/bench-base-{arch}:bookworm"
+        self.TAG = f"localhost/bench-api-{arch}:latest"
+        super().__init__(ctx, fx)
+        self.cmd = self.cmd[:2] + ["--platform", f"linux/{arch}"] + self.cmd[2:]
+
+    def storage(self, driver):
+        (self.dir / "storage.conf").write_text(
+            f'[storage]\ndriver = "{driver}"\ngraphroot = "{self.dir / "root"}"\nrunroot = "{self.dir / "run"}"\n')
+        sh(["skopeo", "copy", "-q", "--override-arch", self.arch, f"oci:{self.layout}:py",
+            f"containers-storage:{self.BASE}"], env=self.env)
+
+
+def section_platforms(S, ctx):
+    runs = ctx.runs
+    fx = ctx.fixture()
+    work = ctx.work / "platforms"
+    rmtree(work)
+    work.mkdir(parents=True)
+    # The bases: python3 for both architectures from the Debian archive, one index, built once.
+    bp = work / "bases-project"
+    bp.mkdir()
+    (bp / "imgbuild.toml").write_text('[images.py]\nplatforms = ["linux/amd64", "linux/arm64"]\n'
+                                      'base = { debian = "bookworm", packages = ["python3"] }\ncmd = ["python3"]\n')
+    layout = work / "bases"
+    log("platforms: python3 bases for amd64 and arm64 from the Debian archive (one index)")
+    sh([IMGBUILD, "-q", "build", "py", "--output", f"oci:{layout}:py"], cwd=bp,
+       env=dict(os.environ, IMGBUILD_CACHE=str(work / "bases-store"), SOURCE_DATE_EPOCH=EPOCH))
+    toml = fx.project / "imgbuild.toml"
+    orig = toml.read_text()
+    based = orig.replace('base = "oci:../.bases/debian-python3:bookworm"', f'base = "oci:{layout}:py"')
+    one = based
+    two = based.replace('platform = "linux/amd64"', 'platforms = ["linux/amd64", "linux/arm64"]')
+    if based == orig or two == based:
+        raise BenchError("the fixture's imgbuild.toml no longer has the base or platform line this section replaces")
+
+    def cold(text):
+        def step(i):
+            toml.write_text(text)
+            fx.cold()
+            return fx.build()
+        return step
+
+    def noop(text):
+        def step(i):
+            toml.write_text(text)
+            return fx.build()
+        return step
+
+    try:
+        log(f"platforms: {runs} rounds + a warm-up (one platform cold, two platforms cold, two platforms no-op)")
+        res = rounds([("one platform (linux/amd64), cold", cold(one)), ("two platforms (linux/amd64 + linux/arm64), cold", cold(two)),
+                      ("two platforms, no-op", noop(two))], runs)
+        last = res["two platforms (linux/amd64 + linux/arm64), cold"][-1].json
+    finally:
+        toml.write_text(orig)
+        fx.restore()
+    two_r, one_r = res["two platforms (linux/amd64 + linux/arm64), cold"], res["one platform (linux/amd64), cold"]
+    ratio = stats(ratios(two_r, one_r))
+    rows = []
+    for what, how in [("one platform (linux/amd64), cold", "`platform = \"linux/amd64\"`: one image manifest"),
+                      ("two platforms (linux/amd64 + linux/arm64), cold", "`platforms = [...]`: an index of two manifests; the app layer one blob for both"),
+                      ("two platforms, no-op", "nothing changed: every layer of both platforms from the cache")]:
+        st = secs(res[what])
+        rows.append([what] + time_cells(st) + [how])
+        S.result(what, {"seconds": st})
+    S.table(f"The api image ({fx.packages} locked packages), warm wheel cache", ["what"] + TIME_HEADER + [""], rows,
+            "Cold: empty layer cache and output layout, the wheels of both platforms in the wheel cache (the warm-up "
+            "round fetched them), the same two-platform base layout for both settings. Rounds alternate the settings.")
+    S.result("two_over_one", ratio)
+    S.result("platforms_of_last", [p.get("platform") for p in last.get("platforms", [])])
+    S.target("two-platform cold build ≤ 1.6× the one-platform build", f"{ratio['median']:.2f}× (median of per-round ratios)",
+             ratio["median"] <= 1.6)
+
+    # buildah: the same Dockerfile, once per platform (the arm64 RUN steps under qemu).
+    notes = []
+    bh_rows = []
+    try:
+        times = {}
+        for arch in ["amd64", "arm64"]:
+            log(f"platforms: buildah bud --platform linux/{arch} ({runs} cold runs)")
+            bh = PlatformBuildah(ctx, fx, layout, arch)
+            try:
+                toml.write_text(orig)
+                bh.cold()
+                bh.build()  # warm-up: fills the pip/uv caches for this platform
+                rs = []
+                for _ in range(runs):
+                    bh.cold()
+                    rs.append(bh.build())
+                times[arch] = rs
+            finally:
+                bh.close()
+        both = [a.seconds + b.seconds for a, b in zip(times["amd64"], times["arm64"])]
+        ib_two = [r.seconds for r in two_r]
+        for arch in ["amd64", "arm64"]:
+            st = secs(times[arch])
+            bh_rows.append([f"buildah bud --platform linux/{arch}, cold"] + time_cells(st))
+            S.result(f"buildah {arch} cold", {"seconds": st})
+        st = stats(both)
+        bh_rows.append(["buildah, both platforms (sum of the two builds)"] + time_cells(st))
+        S.result("buildah both cold", {"seconds": st})
+        S.result("buildah_both_over_imgbuild_two", stats([b / a for a, b in zip(ib_two, both)]))
+        S.table("buildah, the same multi-stage Dockerfile per platform (warm pip/uv caches)", ["what"] + TIME_HEADER, bh_rows,
+                f"buildah both / imgbuild two-platform cold: {statistics.median([b / a for a, b in zip(ib_two, both)]):.2f}× "
+                "(median over rounds paired by index). buildah's arm64 RUN steps (pip, uv) run under qemu-user-static; "
+                "imgbuild runs nothing of the arm64 image to build it.")
+    except Exception as e:  # noqa: BLE001 — a peer that cannot run here is reported, not fatal
+        notes.append(f"buildah could not build the arm64 stage here: {str(e).splitlines()[-1][:400]}")
+        S.note("**buildah:** " + notes[-1])
+    finally:
+        toml.write_text(orig)
+
+
 def host_debian_mirror():
     """The Debian mirror apt uses here (make-debian-python.sh's find_mirror), or DEBIAN_MIRROR."""
     if os.environ.get("DEBIAN_MIRROR"):
@@ -2043,7 +2164,8 @@ def section_sharedcache(S, ctx):
              b["over_a_cold"]["median"] <= 0.2 and max(b["uploaded_bytes"]) == 0)
 
 
-SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian", "bytecode", "sharedcache"]
+SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian", "bytecode", "sharedcache",
+                 "platforms"]
 SECTIONS = {
     "layers": (section_layers, "Layer throughput: imgbuild vs tar | pigz, gzip, zstd",
                "imgbuild's gzip (parallel, deterministic) and zstd layers against the usual command lines, on identical inputs, with output sizes."),
@@ -2063,6 +2185,10 @@ SECTIONS = {
     "sbom": (section_sbom, "SBOM and provenance: what they cost",
              "The api image built cold with its SPDX SBOM and SLSA provenance (the default) against the same build with both "
              "opted out; the documents' sizes."),
+    "platforms": (section_platforms, "Two platforms: linux/amd64 + linux/arm64 in one index",
+                  "Issue 14: the api image built for two platforms (one index) vs one platform, on python3 bases built from "
+                  "the Debian archive for each architecture; and buildah building the same Dockerfile once per platform "
+                  "(the arm64 RUN steps under qemu-user-static)."),
     "debian": (section_debian, "Debian packages: a base from the archive, a libpq5 layer",
                "A bookworm python3 base built from the archive vs debootstrap + `imgbuild base import`; adding libpq5 vs a "
                "`RUN apt-get install` layer in buildah."),

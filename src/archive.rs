@@ -28,6 +28,9 @@ impl Destination for ArchiveDest {
     }
 
     fn write(&self, img: &Built, store: &Store) -> Result<Written> {
+        if img.is_index() {
+            return Err(one_platform(img));
+        }
         let dir = self
             .file
             .parent()
@@ -47,6 +50,16 @@ impl Destination for ArchiveDest {
             ..Default::default()
         })
     }
+}
+
+/// docker's archive format (`docker save`) holds one platform's image.
+pub fn one_platform(img: &Built) -> anyhow::Error {
+    crate::usage!(
+        "image `{}` is built for {} platforms, but a docker-archive holds one",
+        img.name,
+        img.platforms.len()
+    )
+    .context("pass --platform OS/ARCH for one of them, or write an OCI layout (--output oci:DIR:TAG), which holds the index")
 }
 
 fn write_archive(img: &Built, store: &Store, path: &std::path::Path) -> Result<()> {

@@ -157,8 +157,95 @@ pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Built, String
     } else {
         format!("skipped {} device nodes, FIFOs or sockets", skipped.len())
     };
+    if let Output::Layout { dir, tag } = &out {
+        if let Some(b) = add_platform(dir, tag, &built, &imp.platform, store)? {
+            return Ok((b, note));
+        }
+    }
     crate::publish::destination(out).write(&built, store)?;
     Ok((built, note))
+}
+
+/// `base import --platform P --output oci:DIR:TAG` where TAG already names an image for
+/// other platforms (an index, or one manifest): `built` joins them in an index under TAG,
+/// replacing the entry for `platform`, entries ordered by platform so the import order does
+/// not change the digest. `None` when TAG is new or names an image for `platform` alone.
+fn add_platform(
+    dir: &Path,
+    tag: &str,
+    built: &Built,
+    platform: &Platform,
+    store: &Store,
+) -> Result<Option<Built>> {
+    let Ok(l) = crate::layout::Layout::open(dir) else {
+        return Ok(None);
+    };
+    let Some(old) = l
+        .index()?
+        .manifests
+        .into_iter()
+        .find(|m| m.annotations.get(image::ANN_REF_NAME).map(String::as_str) == Some(tag))
+    else {
+        return Ok(None);
+    };
+    let mut others: Vec<Descriptor> = Vec::new();
+    if old.media_type == image::MT_INDEX {
+        let idx: image::Index = serde_json::from_slice(&l.read_blob(&old.digest, Some(old.size))?)?;
+        others.extend(
+            idx.manifests
+                .into_iter()
+                .filter(|m| m.platform.as_ref().is_some_and(|p| !p.matches(platform))),
+        );
+    } else {
+        let m: image::Manifest =
+            serde_json::from_slice(&l.read_blob(&old.digest, Some(old.size))?)?;
+        let c: ImageConfig =
+            serde_json::from_slice(&l.read_blob(&m.config.digest, Some(m.config.size))?)?;
+        let p = Platform {
+            architecture: c.architecture,
+            os: c.os,
+            variant: c.variant,
+        };
+        if !p.matches(platform) {
+            others.push(Descriptor {
+                platform: Some(p),
+                annotations: BTreeMap::new(),
+                ..old
+            });
+        }
+    }
+    if others.is_empty() {
+        return Ok(None);
+    }
+    let l = crate::layout::Layout::create(dir)?;
+    for d in built.blobs() {
+        l.put_from_store(store, &d.digest, d.size)?;
+    }
+    l.put_from_store(store, &built.digest, built.manifest_bytes.len() as u64)?;
+    let mut manifests = others;
+    manifests.push(Descriptor {
+        platform: Some(platform.clone()),
+        ..built.descriptor()
+    });
+    manifests.sort_by_key(|d| d.platform.as_ref().map(|p| p.to_string()));
+    let index = image::Index {
+        schema_version: 2,
+        media_type: Some(image::MT_INDEX.into()),
+        manifests,
+        annotations: BTreeMap::new(),
+    };
+    let bytes = image::to_bytes(&index);
+    let digest = store.put(&bytes)?;
+    l.put_from_store(store, &digest, bytes.len() as u64)?;
+    let b = Built::index("base", None, bytes, digest, vec![]);
+    l.tag(
+        tag,
+        &Descriptor {
+            media_type: image::MT_INDEX.into(),
+            ..b.descriptor()
+        },
+    )?;
+    Ok(Some(b))
 }
 
 /// Lists a rootfs tar's entries for re-writing. Compressed tars are unpacked to a temp file first.
@@ -276,19 +363,21 @@ pub fn lock(
     let mut done = std::collections::HashSet::new();
     for name in &names {
         let img = project.image(name)?;
-        let Some(b) = img.base.as_ref().and_then(|b| b.name()).map(String::from) else {
-            continue;
-        };
-        if registry_reference(&b)?.is_none() {
-            continue;
+        for platform in project.platforms(img)? {
+            let written = project.base_for(img, &platform)?;
+            let Some(b) = written.as_ref().and_then(|b| b.name()).map(String::from) else {
+                continue;
+            };
+            if registry_reference(&b)?.is_none() {
+                continue;
+            }
+            if !done.insert((b.clone(), platform.to_string())) {
+                continue;
+            }
+            let base = resolve_with(&b, &project.root, &platform, &store, opts)
+                .with_context(|| format!("image `{name}` ({platform})"))?;
+            resolved(&b, &platform, &base);
         }
-        let platform = project.platform(img)?;
-        if !done.insert((b.clone(), platform.to_string())) {
-            continue;
-        }
-        let base = resolve_with(&b, &project.root, &platform, &store, opts)
-            .with_context(|| format!("image `{name}`"))?;
-        resolved(&b, &platform, &base);
     }
     if opts.update_lock {
         // Local files' pins go: the next build hashes and pins them again.
@@ -304,8 +393,12 @@ pub fn lock(
             .spec
             .images
             .values()
-            .filter_map(|i| i.base.as_ref().and_then(|b| b.name()))
-            .filter_map(|b| registry_reference(b).ok().flatten())
+            .flat_map(|i| match &i.base {
+                Some(crate::spec::BaseSpec::PerPlatform(m)) => m.values().cloned().collect(),
+                Some(b) => b.name().map(String::from).into_iter().collect(),
+                None => vec![],
+            })
+            .filter_map(|b| registry_reference(&b).ok().flatten())
             .collect();
         let mut l = registry::lock::LockFile::load(&project.root)?;
         let before = l.base.len();

@@ -18,6 +18,7 @@ use crate::rootfs::{Listing, Rootfs};
 use crate::sharedcache::{self, SharedCache};
 use crate::start;
 use crate::target::{Destination, Output};
+use crate::usage;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -35,6 +36,8 @@ pub struct Options {
     pub registry: registry::Options,
     /// The shared cache (`cache = "REPO"`, `--cache`), when there is one.
     pub shared: Option<sharedcache::Settings>,
+    /// `--platform` (repeatable): build for these instead of the image's `platforms`.
+    pub platforms: Vec<image::Platform>,
 }
 
 impl Options {
@@ -85,8 +88,30 @@ pub fn build_all(
     Ok(())
 }
 
-/// Builds image `name` of `project` and writes it to its destination. `built` holds the
-/// images of this project built before it (an `image:OTHER` base is taken from there).
+/// One platform's plan: its context, base and recipes, with every layer's inputs resolved.
+struct Planned {
+    cx: Ctx,
+    recipes: Vec<Box<dyn Recipe>>,
+    base: BaseImage,
+    build_bases: BTreeMap<String, BaseImage>,
+    inputs: Vec<BTreeMap<String, String>>,
+}
+
+/// One platform's image, built: its manifest (with referrers), layers and where they came from.
+struct PlatformBuilt {
+    built: Built,
+    layers: Vec<(LayerBlob, Option<Listing>)>,
+    sources: Vec<(Source, String)>,
+    names: Vec<String>,
+    store_has_all: bool,
+}
+
+/// Builds image `name` of `project` and writes it to its destination: one image manifest for
+/// one platform, an image index of one manifest per platform for several. Every platform is
+/// planned — base resolved, every layer's inputs (wheel selection) checked — before any
+/// layer is written, so a platform a lock cannot serve fails before work is done for the
+/// others. `built` holds the images of this project built before it (an `image:OTHER` base
+/// is taken from there, the entry for the same platform).
 fn build(
     project: &Project,
     name: &str,
@@ -97,22 +122,262 @@ fn build(
 ) -> Result<(Built, Summary)> {
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
-    let (mut cx, mut recipes) = plan::plan(project, name, opts.overrides())?;
-    cx.pins.locked = crate::registry::lock::LockFile::load(&project.root)?.files;
-    let base = resolve_base(project, &cx, &opts.registry, |other| {
-        built.get(other).cloned().ok_or_else(|| {
-            anyhow::anyhow!("image `{other}` must be built before `{name}` (build_order)")
-        })
-    })?;
-    let img = cx.image.clone();
+    let spec = project.image(name)?;
+    let platforms = if opts.platforms.is_empty() {
+        project.platforms(spec)?
+    } else {
+        opts.platforms.clone()
+    };
+    let many = platforms.len() > 1;
+    let on = |p: &image::Platform| {
+        if many {
+            format!(" for {p}")
+        } else {
+            String::new()
+        }
+    };
+    if many {
+        if let Some(o) = &opts.output {
+            if let Output::DockerArchive { .. } = Output::parse(o, name, &std::env::current_dir()?)?
+            {
+                return Err(usage!(
+                    "image `{name}` is built for {} platforms ({}), but a docker-archive holds one",
+                    platforms.len(),
+                    platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                )
+                .context("pass --platform OS/ARCH for one of them, or write an OCI layout (--output oci:DIR:TAG), which holds the index"));
+            }
+        }
+    }
+    let locked = crate::registry::lock::LockFile::load(&project.root)?.files;
+    let mut planned = Vec::new();
+    for platform in &platforms {
+        let p = plan_platform(project, name, opts, platform, &locked, built);
+        let p = if many {
+            p.with_context(|| format!("image `{name}`{}", on(platform)))?
+        } else {
+            p?
+        };
+        planned.push(p);
+    }
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
-    let t1 = Instant::now();
-    let build_bases = resolve_build_bases(project, &cx, &recipes, &opts.registry, |other| {
-        built.get(other).cloned().ok_or_else(|| {
+    // The platforms' layers are written side by side: much of a layer (unpacking wheels,
+    // hashing, checks) is one thread's work, and an index of two fills the second core.
+    let mut times: BTreeMap<String, f64> = BTreeMap::new();
+    // (With a shared cache, one after another: its client is one per build.)
+    let one = |p: Planned, shared: Option<&SharedCache>| {
+        let mut t = BTreeMap::new();
+        build_platform(project, name, opts, shared, p, progress, &mut t).map(|b| (b, t))
+    };
+    let results: Vec<Result<(PlatformBuilt, BTreeMap<String, f64>)>> = match shared {
+        Some(_) => planned.into_iter().map(|p| one(p, shared)).collect(),
+        None => std::thread::scope(|sc| {
+            let handles: Vec<_> = planned
+                .into_iter()
+                .map(|p| sc.spawn(move || one(p, None)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        }),
+    };
+    let mut done: Vec<(image::Platform, PlatformBuilt)> = Vec::new();
+    for (platform, r) in platforms.iter().zip(results) {
+        let (pb, t) = if many {
+            r.with_context(|| format!("image `{name}`{}", on(platform)))?
+        } else {
+            r?
+        };
+        for (k, v) in t {
+            // Side by side: the phases' longest platform, not their sum.
+            let e = times.entry(k).or_default();
+            *e = e.max(v);
+        }
+        done.push((platform.clone(), pb));
+    }
+    timings.extend(times);
+
+    let t3 = Instant::now();
+    let img = spec;
+    let mut built = if many {
+        let mut ann = BTreeMap::new();
+        ann.insert(
+            image::ANN_CREATED.to_string(),
+            done[0].1.built.manifest.annotations[image::ANN_CREATED].clone(),
+        );
+        if let Some(r) = done[0]
+            .1
+            .built
+            .manifest
+            .annotations
+            .get(image::ANN_REVISION)
+        {
+            ann.insert(image::ANN_REVISION.to_string(), r.clone());
+        }
+        image::assemble_index(
+            name,
+            img.repository.clone(),
+            done.iter()
+                .map(|(p, b)| (p.clone(), b.built.clone()))
+                .collect(),
+            ann,
+            &project.store()?,
+        )?
+    } else {
+        done[0].1.built.clone()
+    };
+    let store = project.store()?;
+    let dest: Box<dyn Destination> = publish::destination(match &opts.output {
+        Some(o) => Output::parse(o, name, &std::env::current_dir()?)?,
+        None => Output::Layout {
+            dir: project.state_dir().join("oci"),
+            tag: name.to_string(),
+        },
+    });
+    // A pushed build whose layers stayed in the shared cache (no `--output`): the default
+    // layout would need their bytes, so it is not written; the registry gets the image.
+    let remote = done.iter().filter(|(_, b)| !b.store_has_all).count();
+    let mut written = if remote > 0 && opts.output.is_none() && opts.push {
+        progress.note(&format!(
+            "image `{name}`: layers are in the shared cache only, so the default layout {} is not written (pass --output oci:DIR to download them)",
+            project.state_dir().join("oci").display()
+        ));
+        crate::target::Written::default()
+    } else {
+        dest.write(&built, &store)?
+    };
+    record::record_build(project, &built, &store)?;
+    timings.insert("write".into(), t3.elapsed().as_secs_f64());
+    if opts.push {
+        let t4 = Instant::now();
+        written = publish::push(project, &built, &opts.tags, &opts.registry, &store)?;
+        timings.insert("push".into(), t4.elapsed().as_secs_f64());
+    }
+    let mut shared_report = None;
+    if let Some(cache) = shared {
+        // After the push, so that layer blobs just pushed to the same registry are mounted.
+        let t5 = Instant::now();
+        let mut new: Vec<(String, LayerBlob)> = Vec::new();
+        for (_, b) in &done {
+            for ((source, key), (blob, _)) in b.sources.iter().zip(&b.layers) {
+                if *source != Source::Shared
+                    && !key.is_empty()
+                    && !new.iter().any(|(k, _)| k == key)
+                {
+                    new.push((key.clone(), blob.clone()));
+                }
+            }
+        }
+        cache.publish(&new, &store);
+        timings.insert("shared_cache".into(), t5.elapsed().as_secs_f64());
+        shared_report = Some(cache.take_report());
+    }
+    timings.insert("total".into(), t0.elapsed().as_secs_f64());
+
+    let reports = |b: &PlatformBuilt| -> Vec<LayerReport> {
+        b.names
+            .iter()
+            .zip(&b.layers)
+            .zip(&b.sources)
+            .map(|((n, (blob, cached)), (source, _))| LayerReport {
+                name: n.clone(),
+                digest: blob.digest.clone(),
+                diff_id: blob.diff_id.clone(),
+                size: blob.size,
+                cached: cached.is_none(),
+                source: Some(source.as_str().to_string()),
+            })
+            .collect()
+    };
+    let summary = Summary {
+        image: name.to_string(),
+        digest: Some(built.digest.clone()),
+        repository: img.repository.clone(),
+        reference: written.reference,
+        layers: if many { vec![] } else { reports(&done[0].1) },
+        platforms: if many {
+            done.iter()
+                .map(|(p, b)| record::PlatformReport {
+                    platform: p.to_string(),
+                    digest: b.built.digest.clone(),
+                    layers: reports(b),
+                })
+                .collect()
+        } else {
+            vec![]
+        },
+        uploaded_bytes: written.uploaded_bytes,
+        skipped_blobs: written.skipped_blobs,
+        mounted_blobs: written.mounted_blobs,
+        referrer_bytes: written.referrer_bytes,
+        timings,
+        shared_cache: shared_report,
+    };
+    if !many {
+        built = done.pop().unwrap().1.built;
+    }
+    Ok((built, summary))
+}
+
+/// Plans image `name` on `platform`: context, base (an `image:OTHER` base is OTHER's image
+/// for this platform), the builds' bases, and every layer's inputs.
+fn plan_platform(
+    project: &Project,
+    name: &str,
+    opts: &Options,
+    platform: &image::Platform,
+    locked: &BTreeMap<String, String>,
+    built: &BTreeMap<String, Built>,
+) -> Result<Planned> {
+    let (mut cx, mut recipes) = plan::plan(project, name, opts.overrides(), platform)?;
+    cx.pins.locked = locked.clone();
+    let other = |other: &str| -> Result<Built> {
+        let b = built.get(other).ok_or_else(|| {
             anyhow::anyhow!("image `{other}` must be built before `{name}` (build_order)")
-        })
-    })?;
+        })?;
+        Ok(b.for_platform(platform, &cx.store)?.clone())
+    };
+    let base = resolve_base(project, &cx, &opts.registry, other)?;
+    let build_bases = resolve_build_bases(project, &cx, &recipes, &opts.registry, other)?;
+    let view = BaseView::new(&base, &cx.store).with_build_bases(build_bases.clone());
+    let mut inputs = Vec::new();
+    for r in recipes.iter_mut() {
+        inputs.push(
+            r.inputs(&cx, &view)
+                .with_context(|| format!("layer `{}`", r.name()))?,
+        );
+    }
+    drop(view);
+    Ok(Planned {
+        cx,
+        recipes,
+        base,
+        build_bases,
+        inputs,
+    })
+}
+
+/// One platform's layers (cached), verification, manifest and referrers.
+fn build_platform(
+    project: &Project,
+    name: &str,
+    opts: &Options,
+    shared: Option<&SharedCache>,
+    p: Planned,
+    progress: &Progress,
+    timings: &mut BTreeMap<String, f64>,
+) -> Result<PlatformBuilt> {
+    let Planned {
+        cx,
+        mut recipes,
+        base,
+        build_bases,
+        inputs,
+    } = p;
+    let img = cx.image.clone();
+    let t1 = Instant::now();
     let view = BaseView::new(&base, &cx.store).with_build_bases(build_bases);
     let shared = shared.map(|cache| Shared {
         needs_bytes: needs_bytes(opts, &img, cache),
@@ -122,9 +387,16 @@ fn build(
     // it came from and its key.
     let mut layers: Vec<(LayerBlob, Option<Listing>)> = Vec::new();
     let mut sources: Vec<(Source, String)> = Vec::new();
-    for r in recipes.iter_mut() {
-        let (blob, listing, source, key) =
-            build_layer(&cx, r.as_mut(), &view, opts, shared.as_ref(), progress)?;
+    for (r, inputs) in recipes.iter_mut().zip(inputs) {
+        let (blob, listing, source, key) = build_layer(
+            &cx,
+            r.as_mut(),
+            inputs,
+            &view,
+            opts,
+            shared.as_ref(),
+            progress,
+        )?;
         layers.push((blob, listing));
         sources.push((source, key));
     }
@@ -132,12 +404,12 @@ fn build(
     for n in std::mem::take(&mut *cx.notes.lock().unwrap()) {
         progress.note(&format!("image `{name}`: {n}"));
     }
-    timings.insert("layers".into(), t1.elapsed().as_secs_f64());
+    *timings.entry("layers".into()).or_default() += t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
     let config = image_config(&cx, &base, &recipes, &layers)?;
     let fs = verify(&cx, &view, &recipes, &layers, &config)?;
-    timings.insert("verify".into(), t2.elapsed().as_secs_f64());
+    *timings.entry("verify".into()).or_default() += t2.elapsed().as_secs_f64();
 
     let t3 = Instant::now();
     let mut descs = base.layers.clone();
@@ -162,7 +434,7 @@ fn build(
         ann.insert(image::ANN_BASE_NAME.to_string(), name);
     }
     let mut built = image::assemble(name, img.repository.clone(), &config, descs, ann, &cx.store)?;
-    timings.insert("image".into(), t3.elapsed().as_secs_f64());
+    *timings.entry("image".into()).or_default() += t3.elapsed().as_secs_f64();
     let t_sbom = Instant::now();
     built.referrers = referrers::make(&referrers::Made {
         project,
@@ -178,84 +450,19 @@ fn build(
         fs: &fs,
     })?;
     drop(fs);
-    timings.insert("sbom".into(), t_sbom.elapsed().as_secs_f64());
-    let dest: Box<dyn Destination> = publish::destination(match &opts.output {
-        Some(o) => Output::parse(o, name, &std::env::current_dir()?)?,
-        None => Output::Layout {
-            dir: project.state_dir().join("oci"),
-            tag: name.to_string(),
-        },
-    });
-    // A pushed build whose layers stayed in the shared cache (no `--output`): the default
-    // layout would need their bytes, so it is not written; the registry gets the image.
-    let remote = layers
-        .iter()
-        .filter(|(b, _)| !cx.store.has(&b.digest))
-        .count();
-    let mut written = if remote > 0 && opts.output.is_none() && opts.push {
-        progress.note(&format!(
-            "image `{name}`: {remote} layer(s) are in the shared cache only, so the default              layout {} is not written (pass --output oci:DIR to download them)",
-            project.state_dir().join("oci").display()
-        ));
-        crate::target::Written::default()
-    } else {
-        dest.write(&built, &cx.store)?
-    };
-    record::record_build(project, &built, &cx.store)?;
+    *timings.entry("sbom".into()).or_default() += t_sbom.elapsed().as_secs_f64();
     let new_pins = std::mem::take(&mut *cx.pins.new.lock().unwrap());
     if !new_pins.is_empty() {
-        let mut l = crate::registry::lock::LockFile::load(&project.root)?;
-        l.files.extend(new_pins);
-        l.save(&project.root)?;
+        crate::registry::lock::LockFile::update(&project.root, |l| l.files.extend(new_pins))?;
     }
-    timings.insert("write".into(), t3.elapsed().as_secs_f64());
-    if opts.push {
-        let t4 = Instant::now();
-        written = publish::push(project, &built, &opts.tags, &opts.registry, &cx.store)?;
-        timings.insert("push".into(), t4.elapsed().as_secs_f64());
-    }
-    let mut shared_report = None;
-    if let Some(sh) = &shared {
-        // After the push, so that layer blobs just pushed to the same registry are mounted.
-        let t5 = Instant::now();
-        let new: Vec<(String, LayerBlob)> = sources
-            .iter()
-            .zip(&layers)
-            .filter(|((source, key), _)| *source != Source::Shared && !key.is_empty())
-            .map(|((_, key), (b, _))| (key.clone(), b.clone()))
-            .collect();
-        sh.cache.publish(&new, &cx.store);
-        timings.insert("shared_cache".into(), t5.elapsed().as_secs_f64());
-        shared_report = Some(sh.cache.take_report());
-    }
-    timings.insert("total".into(), t0.elapsed().as_secs_f64());
-
-    let summary = Summary {
-        image: name.to_string(),
-        digest: Some(built.digest.clone()),
-        repository: img.repository.clone(),
-        reference: written.reference,
-        layers: recipes
-            .iter()
-            .zip(&layers)
-            .zip(&sources)
-            .map(|((r, (b, cached)), (source, _))| LayerReport {
-                name: r.name().to_string(),
-                digest: b.digest.clone(),
-                diff_id: b.diff_id.clone(),
-                size: b.size,
-                cached: cached.is_none(),
-                source: Some(source.as_str().to_string()),
-            })
-            .collect(),
-        uploaded_bytes: written.uploaded_bytes,
-        skipped_blobs: written.skipped_blobs,
-        mounted_blobs: written.mounted_blobs,
-        referrer_bytes: written.referrer_bytes,
-        timings,
-        shared_cache: shared_report,
-    };
-    Ok((built, summary))
+    let store_has_all = layers.iter().all(|(b, _)| cx.store.has(&b.digest));
+    Ok(PlatformBuilt {
+        built,
+        layers,
+        sources,
+        names: recipes.iter().map(|r| r.name().to_string()).collect(),
+        store_has_all,
+    })
 }
 
 /// The base of the image planned in `cx`: `image:OTHER` from `other` (an image of this project
@@ -269,6 +476,10 @@ fn resolve_base(
     let written = match &cx.image.base {
         Some(crate::spec::BaseSpec::Debian(d)) => return crate::debian::bootstrap::base(cx, d),
         Some(crate::spec::BaseSpec::Name(n)) => n.clone(),
+        // `plan` put the platform's entry in its place.
+        Some(crate::spec::BaseSpec::PerPlatform(_)) => {
+            unreachable!("plan resolves a per-platform base")
+        }
         None => "scratch".into(),
     };
     resolve_written(&written, project, cx, reg, other)
@@ -339,17 +550,21 @@ pub fn recheck(
     fs: &Rootfs,
     config: &ImageConfig,
 ) -> Result<Vec<Problem>> {
-    let (cx, mut recipes) = plan::plan(project, name, Overrides::default())?;
-    let base = resolve_base(project, &cx, &registry::Options::default(), |other| {
-        Ok(record::last_build(project, other)?.1)
-    })?;
-    let build_bases = resolve_build_bases(
-        project,
-        &cx,
-        &recipes,
-        &registry::Options::default(),
-        |other| Ok(record::last_build(project, other)?.1),
-    )?;
+    let platform = image::Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        variant: config.variant.clone(),
+    };
+    let (cx, mut recipes) = plan::plan(project, name, Overrides::default(), &platform)?;
+    let last = |other: &str| -> Result<Built> {
+        Ok(record::last_build(project, other)?
+            .1
+            .for_platform(&platform, &cx.store)?
+            .clone())
+    };
+    let base = resolve_base(project, &cx, &registry::Options::default(), last)?;
+    let build_bases =
+        resolve_build_bases(project, &cx, &recipes, &registry::Options::default(), last)?;
     let view = BaseView::new(&base, &cx.store).with_build_bases(build_bases);
     let mut problems = Vec::new();
     for (i, r) in recipes.iter_mut().enumerate() {
@@ -418,22 +633,21 @@ fn needs_bytes(opts: &Options, img: &crate::spec::ImageSpec, cache: &SharedCache
 fn build_layer(
     cx: &Ctx,
     r: &mut dyn Recipe,
+    inputs: BTreeMap<String, String>,
     base: &BaseView,
     opts: &Options,
     shared: Option<&Shared>,
     progress: &Progress,
 ) -> Result<(LayerBlob, Option<Listing>, Source, String)> {
     let name = r.name().to_string();
-    let inputs = r
-        .inputs(cx, base)
-        .with_context(|| format!("layer `{name}`"))?;
     let mut inputs = inputs;
+    let platform = r.platform_bound().then_some(&cx.platform);
     let material = |inputs: &BTreeMap<String, String>| {
         key::layer(
             cx.compression,
             cx.gzip_level,
             cx.source_date,
-            &cx.platform,
+            platform,
             inputs,
         )
     };

@@ -206,6 +206,11 @@ impl Recipe for FilesRecipe {
     fn name(&self) -> &str {
         &self.spec.name
     }
+    /// Files are the same bytes on every platform (what they depend on of the base, such as
+    /// owners' ids, is in the inputs).
+    fn platform_bound(&self) -> bool {
+        false
+    }
     fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {
         let c = self.collect(cx, base)?;
         let mut m = c.summary();
@@ -266,6 +271,58 @@ impl Recipe for FilesRecipe {
                 });
             }
         }
+    }
+    /// The npm packages the layer ships or was built from, as their lock states them: a
+    /// `node_modules/.package-lock.json`, `npm-shrinkwrap.json` or `package-lock.json` at the
+    /// top of a directory the layer copies; else, for a preset's layer or one with a `root`,
+    /// the lock of that directory (the build's production set).
+    fn supply(&self, cx: &Ctx) -> Result<crate::sbom::Supply> {
+        use crate::sbom::npm;
+        let mut locks: Vec<(std::path::PathBuf, bool)> = Vec::new();
+        for m in &self.mappings {
+            let found = if m.from.is_dir() {
+                npm::lock_of(&m.from)
+            } else {
+                m.from
+                    .file_name()
+                    .filter(|n| npm::LOCKS.iter().any(|l| std::ffi::OsStr::new(l) == *n))
+                    .map(|_| (m.from.clone(), false))
+            };
+            if let Some(l) = found.filter(|l| !locks.contains(l)) {
+                locks.push(l);
+            }
+        }
+        if locks.is_empty() && (self.spec.preset.is_some() || self.spec.root.is_some()) {
+            let dir = match &self.spec.root {
+                Some(r) => cx.root.join(r),
+                None => cx.root.clone(),
+            };
+            locks.extend(
+                npm::LOCKS
+                    .iter()
+                    .map(|l| dir.join(l))
+                    .find(|p| p.is_file())
+                    .map(|p| (p, false)),
+            );
+        }
+        let root = cx.root.canonicalize().unwrap_or_else(|_| cx.root.clone());
+        let mut out = crate::sbom::Supply::default();
+        for (lock, all) in locks {
+            let rel = lock
+                .strip_prefix(&root)
+                .or_else(|_| lock.strip_prefix(&cx.root))
+                .unwrap_or(&lock)
+                .display()
+                .to_string();
+            let s = npm::supply(&lock, &rel, all, &cx.platform)?;
+            for p in s.packages {
+                if !out.packages.contains(&p) {
+                    out.packages.push(p);
+                }
+            }
+            out.inputs.extend(s.inputs);
+        }
+        Ok(out)
     }
     fn created_by(&self) -> String {
         let what: Vec<String> = self

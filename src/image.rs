@@ -71,9 +71,41 @@ impl Platform {
     }
     /// The one platform parser for every place a platform is written (imgbuild.toml,
     /// `--platform`): `what` names where it came from, e.g. "--platform `x`".
+    /// Only Linux platforms Go and the OCI image spec name (`GOARCH` values; `arm` with
+    /// `v5`–`v7`, `arm64` with `v8`): a typo such as `linux/amd46` is an error here, not a
+    /// base that matches nothing later.
     pub fn parse_named(s: &str, what: &str) -> anyhow::Result<Platform> {
-        Platform::parse(s)
-            .ok_or_else(|| crate::usage!("{what}: expected os/arch, e.g. linux/amd64"))
+        let p = Platform::parse(s)
+            .ok_or_else(|| crate::usage!("{what}: expected os/arch, e.g. linux/amd64"))?;
+        if p.os != "linux" {
+            bail!(usage!(
+                "{what}: imgbuild builds Linux images; use linux/ARCH, e.g. linux/{}",
+                p.architecture
+            ));
+        }
+        let variants: &[&str] = match p.architecture.as_str() {
+            "amd64" => &["v1", "v2", "v3", "v4"],
+            "arm64" => &["v8"],
+            "arm" => &["v5", "v6", "v7"],
+            "386" | "ppc64le" | "s390x" | "riscv64" | "mips64le" | "loong64" => &[],
+            other => bail!(usage!(
+                "{what}: unknown architecture `{other}`; use one of amd64, arm64, arm, 386, ppc64le, s390x, riscv64, mips64le, loong64"
+            )),
+        };
+        if let Some(v) = &p.variant {
+            if !variants.contains(&v.as_str()) {
+                bail!(usage!(
+                    "{what}: unknown variant `{v}` of {}{}",
+                    p.architecture,
+                    if variants.is_empty() {
+                        " (it has none)".to_string()
+                    } else {
+                        format!(" (known: {})", variants.join(", "))
+                    }
+                ));
+            }
+        }
+        Ok(p)
     }
 
     /// This machine's platform in OCI terms.
@@ -312,7 +344,10 @@ impl BaseImage {
     }
 }
 
-/// A built image whose blobs are all in the store.
+/// A built image whose blobs are all in the store: one image manifest, or — when `platforms`
+/// is not empty — an image index of one built manifest per platform. For an index,
+/// `manifest_bytes` and `digest` are the index's, `manifest` has no layers and `referrers` is
+/// empty (each platform's manifest has its own).
 #[derive(Clone, Debug)]
 pub struct Built {
     pub name: String,
@@ -323,12 +358,24 @@ pub struct Built {
     /// Artifacts that refer to this manifest (its SBOM, its provenance), written and pushed
     /// with it.
     pub referrers: Vec<Referrer>,
+    /// The images of an index, in the index's order, each with its platform.
+    pub platforms: Vec<(Platform, Built)>,
 }
 
 impl Built {
+    pub fn is_index(&self) -> bool {
+        !self.platforms.is_empty()
+    }
+    pub fn media_type(&self) -> &'static str {
+        if self.is_index() {
+            MT_INDEX
+        } else {
+            MT_MANIFEST
+        }
+    }
     pub fn descriptor(&self) -> Descriptor {
         Descriptor {
-            media_type: MT_MANIFEST.into(),
+            media_type: self.media_type().into(),
             digest: self.digest.clone(),
             size: self.manifest_bytes.len() as u64,
             platform: None,
@@ -336,11 +383,117 @@ impl Built {
             annotations: BTreeMap::new(),
         }
     }
-    /// Every blob the manifest names: config first, then layers.
+    /// Every blob the manifest names: config first, then layers (none for an index).
     pub fn blobs(&self) -> Vec<&Descriptor> {
+        if self.is_index() {
+            return vec![];
+        }
         std::iter::once(&self.manifest.config)
             .chain(self.manifest.layers.iter())
             .collect()
+    }
+    /// The single-platform images: itself, or an index's images.
+    pub fn images(&self) -> Vec<&Built> {
+        if self.is_index() {
+            self.platforms.iter().map(|(_, b)| b).collect()
+        } else {
+            vec![self]
+        }
+    }
+    /// The image for `platform`: an index's entry, or itself when its config says that
+    /// platform (or it is not an index and `platform` is `None`).
+    pub fn for_platform(&self, platform: &Platform, store: &Store) -> anyhow::Result<&Built> {
+        if self.is_index() {
+            return self
+                .platforms
+                .iter()
+                .find(|(p, _)| p.matches(platform))
+                .map(|(_, b)| b)
+                .ok_or_else(|| {
+                    let have: Vec<String> =
+                        self.platforms.iter().map(|(p, _)| p.to_string()).collect();
+                    usage!(
+                        "image `{}` was built for {}, not {platform}",
+                        self.name,
+                        have.join(", ")
+                    )
+                });
+        }
+        let config: ImageConfig =
+            serde_json::from_slice(&store.read(&self.manifest.config.digest)?)?;
+        if !config.architecture.is_empty()
+            && (config.architecture != platform.architecture || config.os != platform.os)
+        {
+            bail!(usage!(
+                "image `{}` was built for {}/{}, not {platform}",
+                self.name,
+                config.os,
+                config.architecture
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Stores an image index of `images` (one per platform, in the order given); returns it.
+/// Each entry's descriptor carries its platform (image-spec "Image Index": `platform`).
+pub fn assemble_index(
+    name: &str,
+    repository: Option<String>,
+    images: Vec<(Platform, Built)>,
+    annotations: BTreeMap<String, String>,
+    store: &Store,
+) -> anyhow::Result<Built> {
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MT_INDEX.into()),
+        manifests: images
+            .iter()
+            .map(|(p, b)| Descriptor {
+                platform: Some(p.clone()),
+                ..b.descriptor()
+            })
+            .collect(),
+        annotations,
+    };
+    let bytes = to_bytes(&index);
+    let digest = store.put(&bytes)?;
+    Ok(Built::index(name, repository, bytes, digest, images))
+}
+
+impl Built {
+    /// An index (already stored as `bytes`, digest `digest`) of `images`.
+    pub fn index(
+        name: &str,
+        repository: Option<String>,
+        bytes: Vec<u8>,
+        digest: Digest,
+        images: Vec<(Platform, Built)>,
+    ) -> Built {
+        Built {
+            name: name.to_string(),
+            repository,
+            manifest: Manifest {
+                schema_version: 2,
+                media_type: Some(MT_INDEX.into()),
+                artifact_type: None,
+                config: Descriptor {
+                    media_type: String::new(),
+                    digest: digest.clone(),
+                    size: 0,
+                    platform: None,
+                    artifact_type: None,
+                    annotations: BTreeMap::new(),
+                },
+                layers: vec![],
+                subject: None,
+                annotations: BTreeMap::new(),
+            },
+            manifest_bytes: bytes,
+            digest,
+            referrers: vec![],
+            platforms: images,
+        }
     }
 }
 
@@ -380,6 +533,7 @@ pub fn assemble(
         manifest_bytes,
         digest,
         referrers: vec![],
+        platforms: vec![],
     })
 }
 

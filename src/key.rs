@@ -35,7 +35,7 @@ pub fn layer(
     compression: Compression,
     gzip_level: u32,
     mtime: u64,
-    platform: &Platform,
+    platform: Option<&Platform>,
     inputs: &BTreeMap<String, String>,
 ) -> String {
     of(&LayerMaterial {
@@ -47,7 +47,8 @@ pub fn layer(
             0
         },
         mtime,
-        platform: platform.to_string(),
+        // A layer whose bytes do not depend on the platform (`None`) has one key for all.
+        platform: platform.map(|p| p.to_string()).unwrap_or_default(),
         inputs,
     })
 }

@@ -251,12 +251,19 @@ impl Layout {
             )?;
         }
         let index = self.index()?;
-        let tagged: Vec<String> = index
-            .manifests
-            .iter()
-            .filter(|m| !is_referrers_tag(m))
-            .map(|m| referrers_tag(&m.digest))
-            .collect();
+        // The images tags name, and the platforms' images of a tagged index.
+        let mut tagged: Vec<String> = Vec::new();
+        for m in index.manifests.iter().filter(|m| !is_referrers_tag(m)) {
+            tagged.push(referrers_tag(&m.digest));
+            if m.media_type == MT_INDEX {
+                if let Ok(inner) = self
+                    .read_blob(&m.digest, Some(m.size))
+                    .and_then(|b| Ok(serde_json::from_slice::<Index>(&b)?))
+                {
+                    tagged.extend(inner.manifests.iter().map(|d| referrers_tag(&d.digest)));
+                }
+            }
+        }
         let stale: Vec<String> = index
             .manifests
             .iter()
@@ -341,28 +348,36 @@ impl Destination for LayoutDest {
             reference: self.describe(),
             ..Default::default()
         };
-        for d in img.blobs() {
-            if l.blob_path(&d.digest).is_file() {
-                w.skipped_blobs += 1;
-            } else {
-                w.uploaded_bytes += d.size;
-            }
-            l.put_from_store(store, &d.digest, d.size)?;
-        }
-        l.put_from_store(store, &img.digest, img.manifest_bytes.len() as u64)?;
-        // The image's referrers (SBOM, provenance): blobs, manifests.
-        for r in &img.referrers {
-            for d in r.blobs() {
-                if !l.blob_path(&d.digest).is_file() {
-                    w.referrer_bytes += d.size;
+        // Each image (an index's every platform): blobs, manifest, then its referrers (SBOM,
+        // provenance): blobs, manifests.
+        for one in img.images() {
+            for d in one.blobs() {
+                if l.blob_path(&d.digest).is_file() {
+                    w.skipped_blobs += 1;
+                } else {
+                    w.uploaded_bytes += d.size;
                 }
                 l.put_from_store(store, &d.digest, d.size)?;
             }
-            l.put_from_store(store, &r.digest, r.manifest_bytes.len() as u64)?;
+            l.put_from_store(store, &one.digest, one.manifest_bytes.len() as u64)?;
+            for r in &one.referrers {
+                for d in r.blobs() {
+                    if !l.blob_path(&d.digest).is_file() {
+                        w.referrer_bytes += d.size;
+                    }
+                    l.put_from_store(store, &d.digest, d.size)?;
+                }
+                l.put_from_store(store, &r.digest, r.manifest_bytes.len() as u64)?;
+            }
+        }
+        if img.is_index() {
+            l.put_from_store(store, &img.digest, img.manifest_bytes.len() as u64)?;
         }
         // The index is updated last, so a failure above leaves the old tag intact.
         l.tag(&self.tag, &img.descriptor())?;
-        l.attach(&img.digest, &img.referrers)?;
+        for one in img.images() {
+            l.attach(&one.digest, &one.referrers)?;
+        }
         Ok(w)
     }
 }

@@ -4,6 +4,7 @@
 use crate::cache::StatCache;
 use crate::compress::{self, Compression};
 use crate::filelayer::FilesRecipe;
+use crate::image::Platform;
 use crate::project::{self, Project};
 use crate::recipe::{Ctx, Recipe};
 use crate::usage;
@@ -43,15 +44,23 @@ pub struct Overrides {
 
 /// The build context of image `name` (every setting resolved once) and its layers' recipes.
 /// The layers' inputs are checked here (a missing build output or lock file fails now), so a
-/// bad project fails before a base is pulled or anything is written.
-pub fn plan(project: &Project, name: &str, o: Overrides) -> Result<(Ctx, Vec<Box<dyn Recipe>>)> {
-    let cx = context(project, name, o)?;
+/// bad project fails before a base is pulled or anything is written. `platform` is one of
+/// `project.platforms(image)` (or one `--platform` asked for): the image's base on it is
+/// the one planned.
+pub fn plan(
+    project: &Project,
+    name: &str,
+    o: Overrides,
+    platform: &Platform,
+) -> Result<(Ctx, Vec<Box<dyn Recipe>>)> {
+    let cx = context(project, name, o, platform)?;
     let recipes = recipes(&cx)?;
     Ok((cx, recipes))
 }
 
-fn context(project: &Project, name: &str, o: Overrides) -> Result<Ctx> {
-    let img = project.image(name)?.clone();
+fn context(project: &Project, name: &str, o: Overrides, platform: &Platform) -> Result<Ctx> {
+    let mut img = project.image(name)?.clone();
+    img.base = project.base_for(&img, platform)?;
     let store = project.store()?;
     let compression = match o.compression {
         Some(c) => c,
@@ -80,7 +89,7 @@ fn context(project: &Project, name: &str, o: Overrides) -> Result<Ctx> {
             project.spec_path.display()
         ));
     }
-    let platform = project.platform(&img)?;
+    let platform = platform.clone();
     if let Some(h) = &img.healthcheck {
         h.to_config()
             .map_err(|e| usage!("image `{name}` in {}: {e}", project.spec_path.display()))?;
@@ -107,5 +116,6 @@ fn context(project: &Project, name: &str, o: Overrides) -> Result<Ctx> {
         pins: Default::default(),
         notes: Default::default(),
         debian_mirror: project.spec.defaults.debian_mirror.clone(),
+        multi_platform: project.platforms(project.image(name)?)?.len() > 1,
     })
 }

@@ -59,19 +59,85 @@ impl Project {
         Ok(self.spec.image(name, &self.spec_path)?)
     }
 
-    /// The platform an image is built for: its own, the defaults', or this machine's.
-    pub fn platform(&self, img: &ImageSpec) -> Result<Platform> {
-        let written = img
-            .platform
-            .as_deref()
-            .or(self.spec.defaults.platform.as_deref());
+    /// The platforms an image is built for, in order: its own `platforms` (or `platform`),
+    /// else the defaults', else this machine's. Several give an image index.
+    pub fn platforms(&self, img: &ImageSpec) -> Result<Vec<Platform>> {
+        let both = |one: &Option<String>, many: &Option<Vec<String>>, table: &str| {
+            if one.is_some() && many.is_some() {
+                bail!(usage!(
+                    "{}: {table} sets both `platform` and `platforms`; keep one (`platform = \"P\"` is `platforms = [\"P\"]`)",
+                    self.spec_path.display()
+                ));
+            }
+            Ok(many.clone().or_else(|| one.clone().map(|p| vec![p])))
+        };
+        let written = match both(&img.platform, &img.platforms, "an image")? {
+            Some(w) => Some(w),
+            None => both(
+                &self.spec.defaults.platform,
+                &self.spec.defaults.platforms,
+                "[defaults]",
+            )?,
+        };
         match written {
-            Some(p) => Platform::parse_named(
-                p,
-                &format!("platform `{p}` in {}", self.spec_path.display()),
-            ),
-            None => Ok(Platform::host()),
+            Some(list) => self.parse_platforms(&list, "in"),
+            None => Ok(vec![Platform::host()]),
         }
+    }
+
+    /// The base of `img` on `platform`: a per-platform table's entry for it, else the base as
+    /// written (`None`: scratch).
+    pub fn base_for(
+        &self,
+        img: &ImageSpec,
+        platform: &Platform,
+    ) -> Result<Option<crate::spec::BaseSpec>> {
+        let Some(crate::spec::BaseSpec::PerPlatform(m)) = &img.base else {
+            return Ok(img.base.clone());
+        };
+        for (k, name) in m {
+            let p = Platform::parse_named(
+                k,
+                &format!("the base for `{k}` in {}", self.spec_path.display()),
+            )?;
+            if p.matches(platform) {
+                return Ok(Some(crate::spec::BaseSpec::Name(name.clone())));
+            }
+        }
+        bail!(usage!(
+            "{}: the image's base table names no base for {platform} (it has: {})",
+            self.spec_path.display(),
+            m.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+        .context(format!(
+            "add `\"{platform}\" = \"BASE\"` to the image's `base`, or leave {platform} out of `platforms`"
+        )))
+    }
+
+    /// `list` parsed (each with `Platform::parse_named`), none twice and not empty; `how`
+    /// says where they were written in messages.
+    pub fn parse_platforms(&self, list: &[String], how: &str) -> Result<Vec<Platform>> {
+        if list.is_empty() {
+            bail!(usage!(
+                "{}: `platforms` is empty; list at least one, e.g. [\"linux/amd64\"]",
+                self.spec_path.display()
+            ));
+        }
+        let mut out: Vec<Platform> = Vec::new();
+        for p in list {
+            let parsed = Platform::parse_named(
+                p,
+                &format!("platform `{p}` {how} {}", self.spec_path.display()),
+            )?;
+            if out.contains(&parsed) {
+                bail!(usage!(
+                    "platform `{p}` {how} {} is listed twice",
+                    self.spec_path.display()
+                ));
+            }
+            out.push(parsed);
+        }
+        Ok(out)
     }
 
     /// `given` (every image when empty), each checked to be an image of the project.

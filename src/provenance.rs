@@ -1,7 +1,8 @@
 //! SLSA v1 provenance of an image manifest as an in-toto Statement v1: subject = the manifest
 //! digest; resolved dependencies = the base digest, the lock files, each wheel, sdist and
 //! package by hash, the project's git commit; the builder id and imgbuild's version. No
-//! wall-clock field: the same inputs give the same bytes.
+//! wall-clock field unless the user asks for one (`IMGBUILD_PROVENANCE_TIMESTAMPS=1`: SLSA's
+//! `finishedOn`): the same inputs give the same bytes.
 
 use crate::digest::Digest;
 use crate::sbom::Input;
@@ -34,6 +35,24 @@ pub struct Build<'a> {
     pub revision: Option<String>,
     /// Everything the layers resolved.
     pub inputs: Vec<Input>,
+    /// Seconds since the epoch when the build finished (`runDetails.metadata.finishedOn`),
+    /// only when the user asked for wall-clock time (`wall_clock`).
+    pub finished_on: Option<u64>,
+}
+
+/// The variable that asks for wall-clock time in the provenance.
+pub const TIMESTAMPS_ENV: &str = "IMGBUILD_PROVENANCE_TIMESTAMPS";
+
+/// Now, when `IMGBUILD_PROVENANCE_TIMESTAMPS` is `1` or `true` (the provenance then says when
+/// the build finished, and differs from build to build); else `None`.
+pub fn wall_clock() -> Option<u64> {
+    let v = std::env::var(TIMESTAMPS_ENV).ok()?;
+    matches!(v.trim(), "1" | "true" | "yes").then(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
 }
 
 /// The builder id: `IMGBUILD_BUILDER_ID` (a CI system says who ran the build), else
@@ -60,6 +79,10 @@ pub fn statement(b: &Build) -> Value {
     for i in inputs {
         deps.push(json!({"uri": i.uri, "digest": i.digest}));
     }
+    let mut metadata = serde_json::Map::new();
+    if let Some(t) = b.finished_on {
+        metadata.insert("finishedOn".into(), json!(crate::image::rfc3339(t)));
+    }
     json!({
         "_type": STATEMENT_TYPE,
         "subject": [{"name": b.name, "digest": {"sha256": b.digest.hex()}}],
@@ -80,7 +103,7 @@ pub fn statement(b: &Build) -> Value {
                     "id": builder_id(),
                     "version": {"imgbuild": env!("CARGO_PKG_VERSION")},
                 },
-                "metadata": {},
+                "metadata": metadata,
             },
         },
     })

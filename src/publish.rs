@@ -68,7 +68,20 @@ pub fn push_last(
         digest: Some(built.digest.clone()),
         repository: built.repository.clone(),
         reference: written.reference.clone(),
-        layers: record::layer_reports(project, name, &built, store),
+        layers: if built.is_index() {
+            vec![]
+        } else {
+            record::layer_reports(project, name, &built, store)
+        },
+        platforms: built
+            .platforms
+            .iter()
+            .map(|(p, b)| record::PlatformReport {
+                platform: p.to_string(),
+                digest: b.digest.clone(),
+                layers: record::layer_reports(project, name, b, store),
+            })
+            .collect(),
         uploaded_bytes: written.uploaded_bytes,
         skipped_blobs: written.skipped_blobs,
         mounted_blobs: written.mounted_blobs,

@@ -56,6 +56,22 @@ pub struct Ctx {
     pub notes: std::sync::Mutex<Vec<String>>,
     /// `debian_mirror` of imgbuild.toml's [defaults].
     pub debian_mirror: Option<String>,
+    /// Whether imgbuild.toml builds this image for several platforms: then what a layer pins
+    /// in imgbuild.lock is kept per platform (`lock_key`).
+    pub multi_platform: bool,
+}
+
+impl Ctx {
+    /// The key of what layer `what` of this image pins in imgbuild.lock: `IMAGE/LAYER`, with
+    /// ` PLATFORM` after it when the image is built for several platforms (each resolves its
+    /// own packages).
+    pub fn lock_key(&self, what: &str) -> String {
+        if self.multi_platform {
+            format!("{}/{what} {}", self.image_name, self.platform)
+        } else {
+            format!("{}/{what}", self.image_name)
+        }
+    }
 }
 
 /// The base as layers see it: its config and (computed on demand) its merged filesystem.
@@ -128,7 +144,7 @@ pub struct Problem {
 }
 
 /// How a layer is made. The key of a layer is a hash of what `inputs` returns.
-pub trait Recipe {
+pub trait Recipe: Send {
     fn name(&self) -> &str;
     /// Images (written like `base`) this recipe's builds run in; the build resolves them into
     /// [`BaseView::build_bases`] before `inputs`.
@@ -137,6 +153,11 @@ pub trait Recipe {
     }
     /// Everything that determines the layer's bytes, as `what → fingerprint` pairs.
     fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>>;
+    /// Whether the layer's bytes depend on the platform beyond what its inputs say (`false`:
+    /// one layer, one key, for every platform of an image index — e.g. the app's files).
+    fn platform_bound(&self) -> bool {
+        true
+    }
     /// The layer's entries (not yet normalised).
     fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>>;
     /// Checks on the final merged filesystem; `me` is this layer's index in it.
@@ -145,8 +166,10 @@ pub trait Recipe {
     fn created_by(&self) -> String;
     /// What the layer installs and what it resolved, for the SBOM and the provenance
     /// (`inputs` has run): packages with their hashes and origins, lock files, sources.
-    fn supply(&self, _cx: &Ctx) -> crate::sbom::Supply {
-        crate::sbom::Supply::default()
+    /// Called only when the image gets an SBOM or a provenance; an error (a lock the SBOM
+    /// reads that cannot be read) fails the build before the image is written.
+    fn supply(&self, _cx: &Ctx) -> Result<crate::sbom::Supply> {
+        Ok(crate::sbom::Supply::default())
     }
     /// When `inputs` could not fingerprint everything cheaply (it then has the key `UNHASHED`),
     /// completes `inputs` from the written layer's listing; true when it did.

@@ -3,7 +3,7 @@
 //! the `--json` summary of a build or push.
 
 use crate::digest::Digest;
-use crate::image::{Built, ImageConfig, Manifest, Referrer};
+use crate::image::{Built, ImageConfig, Index, Manifest, Referrer};
 use crate::project::Project;
 use crate::store::{write_atomic, Store};
 use crate::usage;
@@ -49,7 +49,7 @@ fn update(project: &Project, built: &Built, f: impl FnOnce(&mut BuildRecord)) ->
             referrers: vec![],
         });
     rec.repository = built.repository.clone();
-    rec.referrers = built.referrers.iter().map(|r| r.digest.clone()).collect();
+    rec.referrers = all_referrers(built);
     f(&mut rec);
     write_atomic(&p, &serde_json::to_vec_pretty(&rec)?)
 }
@@ -63,10 +63,19 @@ pub fn record_build(project: &Project, built: &Built, store: &Store) -> Result<(
             "image": built.name,
             "project": project.root,
             "digest": built.digest,
-            "referrers": built.referrers.iter().map(|r| &r.digest).collect::<Vec<_>>(),
+            "referrers": all_referrers(built),
         }),
     )?;
     update(project, built, |_| {})
+}
+
+/// The referrers of every image of `built` (its own, or each platform's of an index).
+fn all_referrers(built: &Built) -> Vec<Digest> {
+    built
+        .images()
+        .iter()
+        .flat_map(|b| b.referrers.iter().map(|r| r.digest.clone()))
+        .collect()
 }
 
 /// Records that `built` was pushed as `reference` (for `pin`).
@@ -94,7 +103,6 @@ pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)>
     let manifest_bytes = store.read(&rec.digest).with_context(|| {
         format!("the last build of `{name}` is no longer in the store; rebuild it")
     })?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)?;
     let mut referrers = Vec::new();
     for d in &rec.referrers {
         let bytes = store.read(d).with_context(|| {
@@ -102,15 +110,74 @@ pub fn last_build(project: &Project, name: &str) -> Result<(BuildRecord, Built)>
         })?;
         referrers.extend(Referrer::parse(&bytes));
     }
-    let built = Built {
-        name: name.into(),
-        repository: rec.repository.clone(),
-        manifest,
+    let built = read_built(
+        &store,
+        name,
+        rec.repository.clone(),
+        &rec.digest,
         manifest_bytes,
-        digest: rec.digest.clone(),
-        referrers,
-    };
+        &referrers,
+    )?;
     Ok((rec, built))
+}
+
+/// An image (or an index and its images) read back from the store; `referrers` are given to
+/// the manifest they refer to.
+fn read_built(
+    store: &Store,
+    name: &str,
+    repository: Option<String>,
+    digest: &Digest,
+    bytes: Vec<u8>,
+    referrers: &[Referrer],
+) -> Result<Built> {
+    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    if v.get("manifests").is_some() {
+        let index: Index = serde_json::from_value(v)?;
+        let mut images = Vec::new();
+        for d in &index.manifests {
+            let platform = d.platform.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the index of the last build of `{name}` has an entry without a platform"
+                )
+            })?;
+            let b = store.read(&d.digest).with_context(|| {
+                format!(
+                    "the last build of `{name}` ({platform}) is no longer in the store; rebuild it"
+                )
+            })?;
+            images.push((
+                platform,
+                read_built(store, name, repository.clone(), &d.digest, b, referrers)?,
+            ));
+        }
+        return Ok(Built::index(
+            name,
+            repository,
+            bytes,
+            digest.clone(),
+            images,
+        ));
+    }
+    let manifest: Manifest = serde_json::from_value(v)?;
+    Ok(Built {
+        name: name.into(),
+        repository,
+        manifest,
+        manifest_bytes: bytes,
+        digest: digest.clone(),
+        referrers: referrers
+            .iter()
+            .filter(|r| {
+                r.manifest
+                    .subject
+                    .as_ref()
+                    .is_some_and(|s| &s.digest == digest)
+            })
+            .cloned()
+            .collect(),
+        platforms: vec![],
+    })
 }
 
 /// One layer in the summary.
@@ -149,6 +216,15 @@ pub struct SharedCacheReport {
     pub reachable: bool,
 }
 
+/// One platform of an image index in the summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlatformReport {
+    pub platform: String,
+    /// Its image manifest's digest.
+    pub digest: Digest,
+    pub layers: Vec<LayerReport>,
+}
+
 /// The `--json` summary (DESIGN.md).
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 pub struct Summary {
@@ -156,7 +232,11 @@ pub struct Summary {
     pub digest: Option<Digest>,
     pub repository: Option<String>,
     pub reference: String,
+    /// The layers of a one-platform image (empty for an index: see `platforms`).
     pub layers: Vec<LayerReport>,
+    /// An image index's platforms, in its order, each with its manifest and layers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformReport>,
     pub uploaded_bytes: u64,
     pub skipped_blobs: usize,
     /// Of the skipped blobs, those mounted from another repository of the registry.

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Bumped when the SBOM of the same inputs would change (cache key of stored SBOMs).
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Whether image `name` gets an SBOM and a provenance (`sbom`/`provenance` in the image
 /// table, else `[defaults]`, else yes).
@@ -82,12 +82,13 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
     let cx = m.cx;
     let store = &cx.store;
     let offset = m.base.layers.len();
-    let supply: BTreeMap<usize, Supply> = m
-        .recipes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (offset + i, r.supply(cx)))
-        .collect();
+    let mut supply: BTreeMap<usize, Supply> = BTreeMap::new();
+    for (i, r) in m.recipes.iter().enumerate() {
+        let s = r
+            .supply(cx)
+            .with_context(|| format!("layer `{}`: its SBOM and provenance", r.name()))?;
+        supply.insert(offset + i, s);
+    }
     let subject = m.built.descriptor();
     let mut ann = BTreeMap::new();
     ann.insert(ANN_CREATED.to_string(), image::rfc3339(cx.source_date));
@@ -168,6 +169,7 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
             config_sha256: Digest::of(&config).hex().to_string(),
             revision: cx.revision.clone(),
             inputs: supply.values().flat_map(|s| s.inputs.clone()).collect(),
+            finished_on: provenance::wall_clock(),
         };
         let bytes = provenance::to_bytes(&provenance::statement(&b));
         out.push(image::artifact(&subject, MT_IN_TOTO, &bytes, ann, store)?);
@@ -282,8 +284,14 @@ pub fn find(
         Target::Image(name) => {
             let project = project?;
             project.image(&name)?;
-            let (rec, built) = record::last_build(&project, &name)?;
+            let (_, built) = record::last_build(&project, &name)?;
             let store = project.store()?;
+            // Of an index, the platform's image (each has its own SBOM and provenance).
+            let built = if built.is_index() {
+                built.for_platform(&platform, &store)?.clone()
+            } else {
+                built
+            };
             let mut referrers = Vec::new();
             for r in built.referrers {
                 let p = r.payload();
@@ -296,8 +304,8 @@ pub fn find(
                 referrers.push((r, bytes));
             }
             Ok(Found {
-                what: format!("{name} ({})", rec.digest),
-                subject: rec.digest,
+                what: format!("{name} ({})", built.digest),
+                subject: built.digest,
                 referrers,
             })
         }

@@ -88,3 +88,66 @@ pub fn run(runc: &Path, bundle: &Path, id: &str) -> Result<Output> {
     let _ = Command::new(runc).args(["delete", "-f", id]).output();
     res.with_context(|| format!("running {}", runc.display()))
 }
+
+/// Whether this machine runs programs of the OCI architecture `arch` (`amd64`, `arm64`, …):
+/// natively, or through a registered, enabled binfmt_misc handler (qemu-user-static) with the
+/// `F` flag, which opens the emulator when it is registered so that it works inside a
+/// container's root filesystem. `Err` says why not and how to fix it.
+pub fn can_run(arch: &str) -> Result<(), String> {
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    if arch == host || (host == "amd64" && arch == "386") {
+        return Ok(());
+    }
+    let qemu = match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "arm" => "arm",
+        "386" => "i386",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        "mips64le" => "mips64el",
+        "loong64" => "loongarch64",
+        other => return Err(format!("no emulator is known for {other}")),
+    };
+    let dir = Path::new("/proc/sys/fs/binfmt_misc");
+    let how = String::from(
+        "register qemu-user-static: `apt-get install qemu-user-static binfmt-support` (Debian/Ubuntu; \
+         mount binfmt_misc first if /proc/sys/fs/binfmt_misc is empty: \
+         `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`), or in GitHub Actions \
+         `docker/setup-qemu-action`",
+    );
+    if !dir.join("status").is_file() {
+        return Err(format!(
+            "binfmt_misc is not mounted, so {arch} programs cannot run on this {host} machine; {how}"
+        ));
+    }
+    let entry = dir.join(format!("qemu-{qemu}"));
+    let text = std::fs::read_to_string(&entry).map_err(|_| {
+        format!(
+            "no binfmt_misc handler for {arch} ({}) is registered on this {host} machine; {how}",
+            entry.display()
+        )
+    })?;
+    if text.lines().next().is_none_or(|l| l.trim() != "enabled") {
+        return Err(format!("the binfmt_misc handler {} is disabled; enable it with `update-binfmts --enable qemu-{qemu}`", entry.display()));
+    }
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .unwrap_or("")
+        .trim();
+    if !flags.contains('F') {
+        return Err(format!(
+            "the binfmt_misc handler {} lacks the F (fix binary) flag, so its emulator is not found inside a container; register qemu-user-static's handlers (they set F)",
+            entry.display()
+        ));
+    }
+    Ok(())
+}

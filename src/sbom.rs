@@ -11,6 +11,8 @@
 
 pub mod cyclonedx;
 pub mod dpkg;
+pub mod npm;
+pub mod pylock;
 pub mod spdx;
 
 use crate::digest::Digest;
@@ -50,6 +52,9 @@ pub struct Package {
     /// sha256 (hex) of the file installed: the wheel, the `.deb`, the npm tarball.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Other digests of that file by algorithm (`sha512`, `sha1`: an npm lock's `integrity`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
     /// Where it came from, in words without hosts or credentials ("wheel X from a package
     /// index", "built from sdist X (sha256 …)", "built from git commit C of URL").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +62,8 @@ pub struct Package {
     /// An SPDX license expression, when the package declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
-    /// Names (of the same ecosystem) it depends on, as the lock states them.
+    /// What (of the same ecosystem) it depends on, as the lock states it: names for Python
+    /// and Debian, `name@version` for npm (a tree may hold several versions of a name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
 }
@@ -298,15 +304,24 @@ fn classifier_license(c: &str) -> Option<&'static str> {
     })
 }
 
-/// An expression made of license identifiers, `AND`, `OR`, `WITH` and parentheses.
-fn plausible_expression(e: &str) -> bool {
-    !e.is_empty()
-        && e.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-            .filter(|t| !t.is_empty())
-            .all(|t| {
-                t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | ':'))
-            })
+/// An expression made of license identifiers joined by `AND`, `OR`, `WITH`, with
+/// parentheses (`Apache 2.0` or `SEE LICENSE IN x` is not one).
+pub fn plausible_expression(e: &str) -> bool {
+    let tokens: Vec<&str> = e
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|t| !t.is_empty())
+        .collect();
+    let op = |t: &str| matches!(t, "AND" | "OR" | "WITH");
+    tokens.len() % 2 == 1
+        && tokens.iter().enumerate().all(|(i, t)| {
+            if i % 2 == 1 {
+                op(t)
+            } else {
+                !op(t)
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | ':'))
+            }
+        })
 }
 
 /// `ID-VERSION_ID` of os-release (`debian-12`), when it names one.

@@ -20,10 +20,73 @@ use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::Path;
 
-/// Result of running the smoke commands.
+/// Result of running the smoke commands (on one platform of an index: `platform`).
 pub struct Outcome {
     pub passed: usize,
     pub failed: Vec<(String, String)>,
+    pub platform: Option<crate::image::Platform>,
+}
+
+/// Platforms not run here, each with why.
+pub type Skipped = Vec<(crate::image::Platform, String)>;
+
+/// The smoke commands on every platform of the last build that this machine can run
+/// (natively or through a binfmt_misc emulator), those `asked` for when given. Returns the
+/// outcomes and the platforms skipped with why; no platform run is `NoRuntime`.
+pub fn run_platforms(
+    project: &Project,
+    name: &str,
+    asked: &[crate::image::Platform],
+    progress: &Progress,
+) -> Result<(Vec<Outcome>, Skipped)> {
+    require_smoke(project, name)?;
+    let (_, built) = crate::record::last_build(project, name)?;
+    let store = project.store()?;
+    let mut images: Vec<(Option<crate::image::Platform>, crate::image::Built)> = Vec::new();
+    if built.is_index() {
+        for a in asked {
+            built.for_platform(a, &store)?;
+        }
+        for (p, b) in &built.platforms {
+            if asked.is_empty() || asked.iter().any(|a| p.matches(a)) {
+                images.push((Some(p.clone()), b.clone()));
+            }
+        }
+    } else {
+        for a in asked {
+            built.for_platform(a, &store)?;
+        }
+        images.push((None, built));
+    }
+    let mut outs = Vec::new();
+    let mut skipped = Vec::new();
+    for (p, b) in images {
+        let config: ImageConfig = serde_json::from_slice(&store.read(&b.manifest.config.digest)?)?;
+        if let Err(why) = crate::runtime::can_run(&config.architecture) {
+            let p = p.unwrap_or_else(|| crate::image::Platform {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+                variant: config.variant.clone(),
+            });
+            progress.note(&format!("{name} ({p}): skipped: {why}"));
+            skipped.push((p, why));
+            continue;
+        }
+        if let Some(p) = &p {
+            progress.note(&format!("{name} ({p}):"));
+        }
+        let mut o = run_image(project, name, &b, &store, progress)?;
+        o.platform = p;
+        outs.push(o);
+    }
+    if outs.is_empty() {
+        let why: Vec<String> = skipped.iter().map(|(p, w)| format!("{p}: {w}")).collect();
+        bail!(NoRuntime(format!(
+            "no platform of `{name}` can run here ({})",
+            why.join("; ")
+        )));
+    }
+    Ok((outs, skipped))
 }
 
 /// Why the commands could not run here at all (exit 2, never a pass).
@@ -32,6 +95,21 @@ pub struct Outcome {
 pub struct NoRuntime(pub String);
 
 pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome> {
+    require_smoke(project, name)?;
+    let (_, built) = crate::record::last_build(project, name)?;
+    let store = project.store()?;
+    let built = if built.is_index() {
+        built
+            .for_platform(&crate::image::Platform::host(), &store)?
+            .clone()
+    } else {
+        built
+    };
+    run_image(project, name, &built, &store, progress)
+}
+
+/// A usage error when image `name` has no smoke commands.
+fn require_smoke(project: &Project, name: &str) -> Result<()> {
     let spec = project.spec.image(name, &project.spec_path)?;
     if spec.smoke.is_empty() {
         bail!(usage!(
@@ -40,22 +118,33 @@ pub fn run(project: &Project, name: &str, progress: &Progress) -> Result<Outcome
         )
         .hint("add command lines to the image section, e.g. smoke = [\"python3 -c 'import app'\"] or smoke = [\"test -f /app/server.js\"]"));
     }
+    Ok(())
+}
+
+/// The smoke commands of image `name` run in `built` (one platform's image).
+fn run_image(
+    project: &Project,
+    name: &str,
+    built: &crate::image::Built,
+    store: &Store,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let spec = project.spec.image(name, &project.spec_path)?;
     let runc = crate::runtime::runc().ok_or_else(|| {
         anyhow::Error::new(NoRuntime(
             "runc is not on PATH (install the `runc` package)".into(),
         ))
     })?;
-    let (_, built) = crate::record::last_build(project, name)?;
-    let store = project.store()?;
     let config: ImageConfig = serde_json::from_slice(&store.read(&built.manifest.config.digest)?)?;
     let tmp = tempfile::Builder::new()
         .prefix("imgbuild-test-")
         .tempdir()?;
     let rootfs = tmp.path().join("rootfs");
-    unpack(&store, &built.manifest, &rootfs).context("unpacking the image")?;
+    unpack(store, &built.manifest, &rootfs).context("unpacking the image")?;
     let mut out = Outcome {
         passed: 0,
         failed: Vec::new(),
+        platform: None,
     };
     let limits = Limits::docker();
     if let Some(note) = &limits.note {

@@ -28,6 +28,9 @@ pub struct Defaults {
     /// 1 (fastest) to 9 (smallest); default 5.
     pub gzip_level: Option<u32>,
     pub platform: Option<String>,
+    /// The platforms every image is built for (an image index when there are several);
+    /// `platform` is the one-platform form.
+    pub platforms: Option<Vec<String>>,
     /// Write an SPDX SBOM referrer for each image (default true).
     pub sbom: Option<bool>,
     /// Write a SLSA provenance referrer for each image (default true).
@@ -101,17 +104,21 @@ pub struct ImageSpec {
     pub compression: Option<String>,
     pub gzip_level: Option<u32>,
     pub platform: Option<String>,
+    /// Overrides `[defaults] platforms` (and `platform`) for this image.
+    pub platforms: Option<Vec<String>>,
     #[serde(default)]
     pub layers: Vec<LayerSpec>,
 }
 
-/// `base = "NAME"` (scratch, `oci:`, `image:`, a catalog name or a registry reference) or
-/// `base = { debian = "bookworm", packages = [...] }` (built from the Debian archive).
+/// `base = "NAME"` (scratch, `oci:`, `image:`, a catalog name or a registry reference),
+/// `base = { debian = "bookworm", packages = [...] }` (built from the Debian archive), or
+/// `base = { "linux/amd64" = "NAME", "linux/arm64" = "NAME" }` (a base per platform).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum BaseSpec {
     Name(String),
     Debian(DebianBase),
+    PerPlatform(BTreeMap<String, String>),
 }
 
 /// A base built from the Debian archive: the release's essential and required packages plus
@@ -132,7 +139,7 @@ impl BaseSpec {
     pub fn name(&self) -> Option<&str> {
         match self {
             BaseSpec::Name(n) => Some(n),
-            BaseSpec::Debian(_) => None,
+            BaseSpec::Debian(_) | BaseSpec::PerPlatform(_) => None,
         }
     }
     /// How errors and the image's history name the base.
@@ -140,6 +147,11 @@ impl BaseSpec {
         match self {
             BaseSpec::Name(n) => n.clone(),
             BaseSpec::Debian(d) => format!("debian:{}", d.debian),
+            BaseSpec::PerPlatform(m) => m
+                .iter()
+                .map(|(p, n)| format!("{p}={n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 }
@@ -152,14 +164,40 @@ impl<'de> Deserialize<'de> for BaseSpec {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = BaseSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a base name or a table `{ debian = \"RELEASE\", packages = [...] }`")
+                f.write_str("a base name, a table `{ debian = \"RELEASE\", packages = [...] }`, or a base per platform `{ \"linux/amd64\" = \"NAME\", \"linux/arm64\" = \"NAME\" }`")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BaseSpec, E> {
                 Ok(BaseSpec::Name(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<BaseSpec, A::Error> {
-                DebianBase::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<BaseSpec, A::Error> {
+                use serde::de::Error;
+                let mut t = toml::Table::new();
+                while let Some((k, v)) = m.next_entry::<String, toml::Value>()? {
+                    t.insert(k, v);
+                }
+                // Keys with a `/` are platforms: each names that platform's base.
+                if t.keys().any(|k| k.contains('/')) {
+                    let mut out = BTreeMap::new();
+                    for (k, v) in t {
+                        match v {
+                            toml::Value::String(n) => {
+                                out.insert(k, n);
+                            }
+                            _ => {
+                                return Err(A::Error::custom(format!(
+                                    "the base for `{k}` must be a base name (a string), e.g. \"oci:bases/arm64:tag\""
+                                )))
+                            }
+                        }
+                    }
+                    return Ok(BaseSpec::PerPlatform(out));
+                }
+                DebianBase::deserialize(toml::Value::Table(t))
                     .map(BaseSpec::Debian)
+                    .map_err(|e| A::Error::custom(e.message()))
             }
         }
         d.deserialize_any(V)

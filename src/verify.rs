@@ -251,16 +251,127 @@ pub struct Verified {
     pub distributions: usize,
     /// Packages of the image's SBOM that matched the image (`None`: it has no SBOM).
     pub sbom: Option<usize>,
+    /// The platform of an image index this is (`None`: not an index).
+    pub platform: Option<Platform>,
+}
+
+/// `imgbuild verify TARGET [--platform P]...`: every platform of an image index (those
+/// `asked` for, when given; each must be in the index), or the one image. See `target`.
+pub fn targets(
+    cwd: &Path,
+    config: Option<&Path>,
+    cli_insecure: &[String],
+    written: &str,
+    asked: &[Platform],
+) -> Result<Vec<Verified>> {
+    let project = Project::load(cwd, config);
+    let is_image = |n: &str| {
+        project
+            .as_ref()
+            .is_ok_and(|p| p.spec.images.contains_key(n))
+    };
+    // The platforms of the target when it is an index, and the target pinned to what was
+    // listed (a tag read once).
+    let (pinned, platforms): (String, Vec<Platform>) = match Target::parse(written, cwd, is_image) {
+        Target::Layout { dir, tag } => {
+            let l = Layout::open(&dir)?;
+            let index = l.index()?;
+            let top = index.manifests.iter().find(|m| {
+                !crate::layout::is_referrers_tag(m)
+                    && (tag.is_none()
+                        || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref())
+            });
+            let platforms = match top {
+                Some(d) if d.media_type == crate::image::MT_INDEX => {
+                    let inner: crate::image::Index =
+                        serde_json::from_slice(&l.read_blob(&d.digest, Some(d.size))?)?;
+                    inner
+                        .manifests
+                        .iter()
+                        .filter_map(|m| m.platform.clone())
+                        .collect()
+                }
+                _ => vec![],
+            };
+            (written.to_string(), platforms)
+        }
+        Target::Archive { .. } => (written.to_string(), vec![]),
+        Target::Reference(r) => {
+            let project = project.as_ref().ok();
+            let spec_insecure = project
+                .map(|p| p.spec.insecure_registries.clone())
+                .unwrap_or_default();
+            let opts = registry::options_for(&spec_insecure, cli_insecure);
+            let store = Store::open(store_dir(project, cwd))?;
+            let (top, platforms) = registry::platforms_of(&r, &store, &opts)?;
+            let mut rf =
+                registry::reference::Reference::parse(&r).map_err(|e| usage!("`{r}`: {e}"))?;
+            rf.digest = Some(top);
+            rf.tag = None;
+            (rf.to_string(), platforms)
+        }
+        Target::Image(name) => {
+            let p = project.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let (_, built) = record::last_build(p, &name)?;
+            (
+                written.to_string(),
+                built.platforms.iter().map(|(p, _)| p.clone()).collect(),
+            )
+        }
+    };
+    if platforms.is_empty() {
+        if let Some(p) = asked.first() {
+            let one = target_on(cwd, config, cli_insecure, &pinned, Some(p))?;
+            return Ok(vec![one]);
+        }
+        return Ok(vec![target_on(cwd, config, cli_insecure, &pinned, None)?]);
+    }
+    for a in asked {
+        if !platforms.iter().any(|p| p.matches(a)) {
+            bail!(usage!(
+                "{written} is an image index for {}, which has no {a}",
+                platforms
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for p in &platforms {
+        if !asked.is_empty() && !asked.iter().any(|a| p.matches(a)) {
+            continue;
+        }
+        let mut v = target_on(cwd, config, cli_insecure, &pinned, Some(p))
+            .with_context(|| format!("{written} ({p})"))?;
+        v.platform = Some(p.clone());
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// `imgbuild verify TARGET`: an image name of the project (its last build, with its layers'
 /// own checks), `oci:DIR[:TAG]`, `docker-archive:FILE` or a registry reference (pulled by
-/// digest into the store). Every problem found is one error listing them all.
+/// digest into the store). Every problem found is one error listing them all. Of an image
+/// index, this machine's platform (the project's first); `targets` checks every platform.
 pub fn target(
     cwd: &Path,
     config: Option<&Path>,
     cli_insecure: &[String],
     written: &str,
+) -> Result<Verified> {
+    target_on(cwd, config, cli_insecure, written, None)
+}
+
+/// `target` for the image of `platform` in an index (`None`: this machine's, or the project's
+/// `platform`).
+fn target_on(
+    cwd: &Path,
+    config: Option<&Path>,
+    cli_insecure: &[String],
+    written: &str,
+    platform: Option<&Platform>,
 ) -> Result<Verified> {
     let project = Project::load(cwd, config);
     let is_image = |n: &str| {
@@ -278,20 +389,22 @@ pub fn target(
         Target::Layout { dir, tag } => {
             let l = Layout::open(&dir)?;
             let index = l.index()?;
-            let (desc, manifest) = l.resolve(tag.as_deref(), &Platform::host()).or_else(|e| {
-                // A single-platform image for another architecture is still verifiable.
-                match index.manifests.iter().find(|m| {
-                    !crate::layout::is_referrers_tag(m)
-                        && (tag.is_none()
-                            || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref())
-                }) {
-                    Some(d) if d.media_type == crate::image::MT_MANIFEST => Ok((
-                        d.clone(),
-                        serde_json::from_slice(&l.read_blob(&d.digest, Some(d.size))?)?,
-                    )),
-                    _ => Err(e),
-                }
-            })?;
+            let (desc, manifest) = l
+                .resolve(tag.as_deref(), platform.unwrap_or(&Platform::host()))
+                .or_else(|e| {
+                    // A single-platform image for another architecture is still verifiable.
+                    match index.manifests.iter().find(|m| {
+                        !crate::layout::is_referrers_tag(m)
+                            && (tag.is_none()
+                                || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref())
+                    }) {
+                        Some(d) if d.media_type == crate::image::MT_MANIFEST => Ok((
+                            d.clone(),
+                            serde_json::from_slice(&l.read_blob(&d.digest, Some(d.size))?)?,
+                        )),
+                        _ => Err(e),
+                    }
+                })?;
             let checked = check_image(&l, &manifest, None)?;
             let found = l.referrers(&desc.digest)?;
             let payload = match found.iter().find(|r| r.artifact_type == MT_SPDX) {
@@ -315,12 +428,15 @@ pub fn target(
                 .unwrap_or_default();
             let opts = registry::options_for(&spec_insecure, cli_insecure);
             let store = Store::open(store_dir(project.as_ref(), cwd))?;
-            let platform = match project
-                .as_ref()
-                .and_then(|p| p.spec.defaults.platform.clone())
-            {
-                Some(p) => Platform::parse_named(&p, &format!("platform `{p}`"))?,
-                None => Platform::host(),
+            let platform = match (
+                platform,
+                project
+                    .as_ref()
+                    .and_then(|p| p.spec.defaults.platform.clone()),
+            ) {
+                (Some(p), _) => p.clone(),
+                (None, Some(p)) => Platform::parse_named(&p, &format!("platform `{p}`"))?,
+                (None, None) => Platform::host(),
             };
             let (r, digest, manifest) = registry::pull_image(&r, &platform, &store, &opts)?;
             let checked = check_image(&store, &manifest, None)?;
@@ -338,6 +454,18 @@ pub fn target(
             project.image(&name)?;
             let (rec, built) = record::last_build(&project, &name)?;
             let store = project.store()?;
+            let built = match platform {
+                Some(p) => built.for_platform(p, &store)?.clone(),
+                None if built.is_index() => built
+                    .for_platform(&Platform::host(), &store)
+                    .unwrap_or(&built.platforms[0].1)
+                    .clone(),
+                None => built,
+            };
+            let rec = record::BuildRecord {
+                digest: built.digest.clone(),
+                ..rec
+            };
             let checked = check_image(&store, &built.manifest, None).context("the last build")?;
             // An image of this project: its layers' own checks too (expect, require, scripts).
             let mut problems = build::recheck(&project, &name, &checked.fs, &checked.config)?;
@@ -398,6 +526,7 @@ pub fn target(
         checked,
         distributions,
         sbom,
+        platform: None,
     })
 }
 

@@ -35,6 +35,10 @@ pub struct BuildArgs {
     /// IMGBUILD_CACHE_REPO; "" turns the shared cache off)
     #[arg(long = "cache", value_name = "REPO")]
     cache: Option<String>,
+    /// Build for this platform instead of imgbuild.toml's `platforms` (repeatable; several
+    /// give an image index), e.g. linux/arm64
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    platforms: Vec<String>,
     /// `read`: look layers up in the shared cache but never write to it (untrusted jobs)
     #[arg(long, value_name = "MODE", value_parser = ["read", "read-write"])]
     cache_mode: Option<String>,
@@ -63,15 +67,33 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<i32> {
             &project.spec,
             &project.spec_path,
         )?,
+        platforms: super::global::platforms(&a.platforms)?,
     };
     build::build_all(&project, &names, &opts, &g.progress, |built, summary| {
         let name = &summary.image;
         if a.json {
             println!("{}", serde_json::to_string(summary)?);
         } else {
-            let cached = summary.layers.iter().filter(|l| l.cached).count();
-            let shared = summary
+            let platforms = if summary.platforms.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " for {}",
+                    summary
+                        .platforms
+                        .iter()
+                        .map(|p| p.platform.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let all: Vec<&crate::record::LayerReport> = summary
                 .layers
+                .iter()
+                .chain(summary.platforms.iter().flat_map(|p| &p.layers))
+                .collect();
+            let cached = all.iter().filter(|l| l.cached).count();
+            let shared = all
                 .iter()
                 .filter(|l| l.source.as_deref() == Some("shared cache"))
                 .count();
@@ -81,8 +103,8 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<i32> {
                 format!("{cached} cached")
             };
             g.progress.note(&format!(
-                "built {name}: {} layers ({from}) → {} in {:.2}s",
-                summary.layers.len(),
+                "built {name}{platforms}: {} layers ({from}) → {} in {:.2}s",
+                all.len(),
                 if summary.reference.is_empty() {
                     "the registry"
                 } else {

@@ -89,6 +89,10 @@ enum Command {
     Test {
         /// An image name from imgbuild.toml (its last build is tested)
         image: String,
+        /// Only this platform of an image index (repeatable; default: every platform this
+        /// machine can run, natively or through a registered qemu-user-static handler)
+        #[arg(long = "platform", value_name = "OS/ARCH")]
+        platforms: Vec<String>,
     },
     /// The blob store and caches: check, repair, collect garbage
     #[command(subcommand)]
@@ -172,7 +176,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login(a) => login::login(&g, a),
         Command::Logout { host } => login::logout(&g, host),
         Command::Base(c) => base::run(&g, c),
-        Command::Test { image } => test::run(&g, image),
+        Command::Test { image, platforms } => test::run(&g, image, &global::platforms(platforms)?),
         Command::Store(c) => store::run(&g, c),
         Command::Pin(a) => pin::run(&g, a),
         Command::Presets => presets::run(),

@@ -12,14 +12,30 @@ pub struct VerifyArgs {
     target: String,
     #[arg(long)]
     json: bool,
+    /// Only this platform of an image index (repeatable; default: every platform)
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    platforms: Vec<String>,
 }
 
 pub fn run(g: &Global, a: &VerifyArgs) -> Result<i32> {
-    let v = verify::target(&g.cwd, g.config.as_deref(), &g.insecure, &a.target)?;
+    let all = verify::targets(
+        &g.cwd,
+        g.config.as_deref(),
+        &g.insecure,
+        &a.target,
+        &super::global::platforms(&a.platforms)?,
+    )?;
+    for v in all {
+        report(g, a, &v);
+    }
+    Ok(0)
+}
+
+fn report(g: &Global, a: &VerifyArgs, v: &verify::Verified) {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"image": v.what, "ok": true, "layers": v.checked.layers, "bytes": v.checked.bytes, "sbom_packages": v.sbom})
+            serde_json::json!({"image": v.what, "platform": v.platform.as_ref().map(|p| p.to_string()), "ok": true, "layers": v.checked.layers, "bytes": v.checked.bytes, "sbom_packages": v.sbom})
         );
     } else {
         let python = if v.distributions > 0 {
@@ -34,10 +50,13 @@ pub fn run(g: &Global, a: &VerifyArgs) -> Result<i32> {
             Some(n) => format!("; its SBOM's {n} packages are the image's"),
             None => "; it has no SBOM".into(),
         };
+        let on = match &v.platform {
+            Some(p) => format!(" ({p})"),
+            None => String::new(),
+        };
         g.progress.note(&format!(
-            "verified {}: {} layers, {} bytes, every digest and diff_id checks{python}{sbom}",
+            "verified {}{on}: {} layers, {} bytes, every digest and diff_id checks{python}{sbom}",
             v.what, v.checked.layers, v.checked.bytes
         ));
     }
-    Ok(0)
 }

@@ -62,7 +62,7 @@ pub fn base(cx: &Ctx, spec: &DebianBase) -> Result<BaseImage> {
     }
     let arch = super::architecture(&cx.platform)?;
     let keyring = keyring_path(&cx.root, spec.keyring.as_deref());
-    let key = format!("{}/[base]", cx.image_name);
+    let key = cx.lock_key("[base]");
     let want = Want {
         key: &key,
         release: &spec.debian,
@@ -90,7 +90,13 @@ pub fn base(cx: &Ctx, spec: &DebianBase) -> Result<BaseImage> {
             format!("{} {} {}", p.version, p.architecture, p.sha256),
         );
     }
-    let k = crate::key::layer(cx.compression, cx.gzip_level, 0, &cx.platform, &inputs);
+    let k = crate::key::layer(
+        cx.compression,
+        cx.gzip_level,
+        0,
+        Some(&cx.platform),
+        &inputs,
+    );
     let blob = crate::cache::layer_or(&cx.store, &k, || {
         let mut debs = fetch_all(cx, &pins, &keyring).with_context(|| what.clone())?;
         let fs = merged_usr(&arch);

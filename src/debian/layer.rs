@@ -71,7 +71,7 @@ impl DebianLayer {
         }
         Ok(DebianLayer {
             name: l.name.clone(),
-            key: format!("{}/{}", cx.image_name, l.name),
+            key: cx.lock_key(&l.name),
             spec: d.clone(),
             layer_json: serde_json::to_string(l)?,
             keyring: keyring_path(&cx.root, d.keyring.as_deref()),
@@ -353,6 +353,32 @@ impl Recipe for DebianLayer {
     }
     fn check(&self, _fs: &Rootfs, _config: &ImageConfig, _me: usize, _problems: &mut Vec<Problem>) {
     }
+    /// Each package the layer added, by the sha256 of its `.deb` (from the signed index,
+    /// pinned in imgbuild.lock).
+    fn supply(&self, _cx: &Ctx) -> Result<crate::sbom::Supply> {
+        let mut s = crate::sbom::Supply::default();
+        for p in self.resolved.iter().flat_map(|(pins, _)| &pins.packages) {
+            let file = p.filename.rsplit('/').next().unwrap_or(&p.filename);
+            s.packages.push(crate::sbom::Package {
+                ecosystem: crate::sbom::Ecosystem::Debian,
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: Some(p.architecture.clone()),
+                sha256: Some(p.sha256.clone()),
+                digests: BTreeMap::new(),
+                source: Some(format!("{file} from the Debian archive")),
+                license: None,
+                depends_on: vec![],
+            });
+            let mut digest = BTreeMap::new();
+            digest.insert("sha256".to_string(), p.sha256.clone());
+            s.inputs.push(crate::sbom::Input {
+                uri: crate::sbom::deb_purl(&p.name, &p.version, &p.architecture, None),
+                digest,
+            });
+        }
+        Ok(s)
+    }
     fn created_by(&self) -> String {
         let n = self
             .resolved
@@ -393,7 +419,7 @@ pub fn build_root_layer(
     let inputs = r
         .inputs(cx, base)
         .with_context(|| format!("layer `{layer}`: build.debian"))?;
-    let key = crate::key::layer(none, 1, 0, &cx.platform, &inputs);
+    let key = crate::key::layer(none, 1, 0, Some(&cx.platform), &inputs);
     let blob = crate::cache::layer_or(&cx.store, &key, || {
         let entries = crate::layer::normalise(r.entries(cx, base)?)?;
         crate::layer::write(&entries, 0, none, 1, &cx.store, &|_| {})

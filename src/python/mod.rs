@@ -123,6 +123,16 @@ struct State {
     registries: BTreeSet<String>,
 }
 
+/// Whether every pick is a wheel for any platform (`…-none-any.whl`) taken as it is (none
+/// built from an sdist or a source tree).
+fn pure(st: &State) -> bool {
+    !st.picks.is_empty()
+        && st.picks.iter().all(|p| {
+            !matches!(p.origin, Origin::Sdist(_) | Origin::Source(_))
+                && p.filename.ends_with("-none-any.whl")
+        })
+}
+
 /// The target of `py` in `base`, remembered in the store by the base's layers and settings.
 pub fn target_of(cx: &Ctx, base: &BaseView, py: &PythonSpec) -> Result<Target> {
     let cfg = base.config();
@@ -780,6 +790,11 @@ impl PythonRecipe {
         };
         let mut t = st.target.clone();
         t.found.clear();
+        if pure(st) {
+            // Only `none-any` wheels: the layer's bytes are the same on every platform (the
+            // interpreter path, site directory and Python version still count).
+            t.arch = "any".into();
+        }
         let mut m = BTreeMap::new();
         m.insert(
             "[python]".into(),
@@ -854,6 +869,12 @@ impl PythonRecipe {
 impl Recipe for PythonRecipe {
     fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// A layer of pure-Python wheels (`*-none-any.whl`, nothing built from source) is one
+    /// layer for every platform of an index.
+    fn platform_bound(&self) -> bool {
+        !self.state.as_ref().is_some_and(pure)
     }
 
     fn build_bases(&self) -> Vec<String> {
@@ -959,11 +980,11 @@ impl Recipe for PythonRecipe {
         }
     }
 
-    fn supply(&self, cx: &Ctx) -> crate::sbom::Supply {
-        match &self.state {
+    fn supply(&self, cx: &Ctx) -> Result<crate::sbom::Supply> {
+        Ok(match &self.state {
             Some(st) => supply::supply(&cx.root, &self.lock, &st.picks),
             None => crate::sbom::Supply::default(),
-        }
+        })
     }
 
     fn created_by(&self) -> String {

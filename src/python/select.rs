@@ -390,7 +390,13 @@ pub fn select_with(
                 }
             }
             Artifacts::Hashes(hashes) => {
-                let exact = local.iter().find(|l| hashes.contains(&l.sha256));
+                // A find_links wheel with a locked hash counts only when it installs on the
+                // target: an x86_64 wheel is not an arm64 image's, whatever its hash.
+                let exact = local.iter().find(|l| {
+                    hashes.contains(&l.sha256)
+                        && WheelName::parse(&l.filename)
+                            .is_some_and(|w| tags.best(&w.tags).is_some())
+                });
                 let (filename, sha256, origin) = match exact {
                     Some(l) => (
                         l.filename.clone(),

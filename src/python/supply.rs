@@ -16,7 +16,9 @@ pub fn supply(root: &Path, lock: &Path, picks: &[Pick]) -> Supply {
         .unwrap_or(lock)
         .display()
         .to_string();
+    let mut deps = BTreeMap::new();
     if let Ok(bytes) = std::fs::read(lock) {
+        deps = crate::sbom::pylock::dependencies(&String::from_utf8_lossy(&bytes));
         s.inputs.push(input(
             format!("file:{rel}"),
             "sha256",
@@ -92,9 +94,10 @@ pub fn supply(root: &Path, lock: &Path, picks: &[Pick]) -> Supply {
             version: p.version.clone(),
             arch: None,
             sha256,
+            digests: BTreeMap::new(),
             source: Some(source),
             license: None,
-            depends_on: vec![],
+            depends_on: crate::sbom::pylock::of(&deps, &p.name, &p.version),
         });
     }
     s

@@ -363,6 +363,48 @@ pub fn pull_image(
     Ok((r, f.digest, manifest))
 }
 
+/// The platforms of the image `written` names, when it is an index (its top digest, and each
+/// platform in the index's order, attestation entries such as `unknown/unknown` left out);
+/// an empty list for a single image.
+pub fn platforms_of(
+    written: &str,
+    store: &Store,
+    opts: &Options,
+) -> Result<(Digest, Vec<Platform>)> {
+    let what = format!("`{written}`");
+    let r = parse(written, &what)?;
+    let mut lazy = Lazy {
+        r: &r,
+        opts,
+        client: None,
+    };
+    let top = match &r.digest {
+        Some(d) => by_digest(&mut lazy, store, d)?
+            .ok_or_else(|| usage!("{} does not have manifest {d}", r.name()))?,
+        None => {
+            let tag = r.target();
+            let c = lazy.get()?;
+            let f = Repo::pull(c, &r.repository)
+                .get_manifest(&tag)?
+                .ok_or_else(|| not_found(c, &r, &tag, &what))?;
+            store.put(&f.bytes)?;
+            f
+        }
+    };
+    if !is_index(&top) {
+        return Ok((top.digest, vec![]));
+    }
+    let idx: Index = serde_json::from_slice(&top.bytes)
+        .with_context(|| format!("{what}: index {} is malformed", top.digest))?;
+    let platforms = idx
+        .manifests
+        .iter()
+        .filter_map(|m| m.platform.clone())
+        .filter(|p| p.os != "unknown" && p.architecture != "unknown")
+        .collect();
+    Ok((top.digest, platforms))
+}
+
 /// Registry settings for a project: its `insecure_registries` plus `--insecure` hosts, and
 /// environment credentials limited to the registries its images are pushed to.
 pub fn options_for_project(spec: &crate::spec::Spec, cli_insecure: &[String]) -> Options {

@@ -9,7 +9,7 @@ use super::known::{known_repositories, remember};
 use super::options::Options;
 use super::reference::Reference;
 use crate::image::Built;
-use crate::image::{ANN_BASE_NAME, MT_MANIFEST};
+use crate::image::ANN_BASE_NAME;
 use crate::store::Store;
 use crate::target::{Destination, Written};
 use crate::usage;
@@ -69,20 +69,31 @@ impl Destination for RegistryDest {
         let t = &self.target;
         let client = Client::new(&t.registry, &self.opts)?
             .with_repository_credentials(&t.repository, &self.opts);
-        // The image's blobs, then its referrers' (SBOM, provenance).
-        let mut blobs = img.blobs();
-        // Blobs from here on are the referrers' (counted apart in `referrer_bytes`).
-        let own = blobs.len();
-        for r in &img.referrers {
-            for d in r.blobs() {
+        // The image's blobs (each platform's of an index, a shared layer once), then its
+        // referrers' (SBOM, provenance).
+        let images = img.images();
+        let mut blobs: Vec<&crate::image::Descriptor> = Vec::new();
+        for one in &images {
+            for d in one.blobs() {
                 if !blobs.iter().any(|b| b.digest == d.digest) {
                     blobs.push(d);
                 }
             }
         }
+        // Blobs from here on are the referrers' (counted apart in `referrer_bytes`).
+        let own = blobs.len();
+        for one in &images {
+            for r in &one.referrers {
+                for d in r.blobs() {
+                    if !blobs.iter().any(|b| b.digest == d.digest) {
+                        blobs.push(d);
+                    }
+                }
+            }
+        }
         // Where each blob might be mounted from: repositories of this registry known to have
         // it, and the base image's repository when it lives here.
-        let base_repo = img
+        let base_repo = images[0]
             .manifest
             .annotations
             .get(ANN_BASE_NAME)
@@ -154,23 +165,32 @@ impl Destination for RegistryDest {
         if let Some(e) = first_error.into_inner().unwrap() {
             return Err(e.context(format!("pushing {} to {}", img.name, t.name())));
         }
-        // Every blob is confirmed present (HEAD 200, mount 201 or upload 201): the manifest.
-        let digest = img.digest.as_str();
-        if repo.head_manifest(digest)?.is_none() {
-            repo.put_manifest(digest, &img.manifest_bytes, MT_MANIFEST)
-                .with_context(|| format!("pushing {} to {}", img.name, t.name()))?;
+        // Every blob is confirmed present (HEAD 200, mount 201 or upload 201): the manifests
+        // (an index's after each platform's), by digest.
+        let mut manifests: Vec<&Built> = images.clone();
+        if img.is_index() {
+            manifests.push(img);
+        }
+        for m in manifests {
+            let digest = m.digest.as_str();
+            if repo.head_manifest(digest)?.is_none() {
+                repo.put_manifest(digest, &m.manifest_bytes, m.media_type())
+                    .with_context(|| format!("pushing {} to {}", img.name, t.name()))?;
+            }
         }
         for tag in &self.tags {
             let current = repo.head_manifest(tag)?;
             if current.flatten().as_ref() != Some(&img.digest) {
-                repo.put_manifest(tag, &img.manifest_bytes, MT_MANIFEST)
+                repo.put_manifest(tag, &img.manifest_bytes, img.media_type())
                     .with_context(|| format!("tagging {}:{tag}", t.name()))?;
             }
         }
-        // Then the artifacts that refer to it (their blobs went up with the image's).
-        if !img.referrers.is_empty() {
-            super::referrers::push(&repo, &img.digest, &img.referrers)
-                .with_context(|| format!("pushing the SBOM and provenance of {}", img.name))?;
+        // Then the artifacts that refer to each manifest (their blobs went up with the image's).
+        for one in &images {
+            if !one.referrers.is_empty() {
+                super::referrers::push(&repo, &one.digest, &one.referrers)
+                    .with_context(|| format!("pushing the SBOM and provenance of {}", img.name))?;
+            }
         }
         remember(
             store,

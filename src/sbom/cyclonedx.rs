@@ -78,8 +78,16 @@ fn component(p: &SpdxPackage) -> Value {
         let hashes: Vec<Value> = p
             .checksums
             .iter()
-            .filter(|h| h.algorithm == "SHA256")
-            .map(|h| json!({"alg": "SHA-256", "content": h.checksum_value}))
+            .filter_map(|h| {
+                let alg = match h.algorithm.as_str() {
+                    "SHA1" => "SHA-1",
+                    "SHA256" => "SHA-256",
+                    "SHA384" => "SHA-384",
+                    "SHA512" => "SHA-512",
+                    _ => return None,
+                };
+                Some(json!({"alg": alg, "content": h.checksum_value}))
+            })
             .collect();
         c.insert("hashes".into(), json!(hashes));
     }

@@ -110,6 +110,19 @@ impl SpdxPackage {
         }
         self
     }
+    /// Checksums other than sha256 (`sha512`, `sha1`, …: SPDX's `SHA512`, `SHA1`).
+    fn digests(mut self, digests: &BTreeMap<String, String>) -> SpdxPackage {
+        for (alg, hex) in digests {
+            let alg = alg.to_ascii_uppercase();
+            if alg != "SHA256" && matches!(alg.as_str(), "SHA1" | "SHA384" | "SHA512") {
+                self.checksums.push(Checksum {
+                    algorithm: alg,
+                    checksum_value: hex.clone(),
+                });
+            }
+        }
+        self
+    }
     fn purl(mut self, purl: String) -> SpdxPackage {
         self.external_refs.push(ExternalRef {
             reference_category: "PACKAGE-MANAGER".into(),
@@ -292,12 +305,15 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
         ));
         packages.push(p);
     }
-    // DEPENDS_ON as the lock states it, between distributions of the same layer.
+    // DEPENDS_ON as the lock states it: the distribution of that name in the same layer,
+    // else the one another layer (or the base) installed.
     for (id, h, _, deps) in &py {
         for dep in deps {
+            let dep = normalize(dep);
             if let Some((other, ..)) = py
                 .iter()
-                .find(|(_, h2, n, _)| h2 == h && *n == normalize(dep))
+                .find(|(_, h2, n, _)| h2 == h && *n == dep)
+                .or_else(|| py.iter().find(|(_, _, n, _)| *n == dep))
             {
                 relate(&mut rels, id, "DEPENDS_ON", other);
             }
@@ -310,7 +326,9 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
             .iter()
             .find_map(|p| files.get(*p))
             .and_then(|b| distro(&String::from_utf8_lossy(b)));
-        for d in dpkg::installed(&String::from_utf8_lossy(status)) {
+        let installed = dpkg::installed(&String::from_utf8_lossy(status));
+        let mut deb_ids: Vec<String> = Vec::new();
+        for d in &installed {
             let rec = reported(Ecosystem::Debian, &|p| {
                 p.name == d.name && p.version == d.version && p.arch.as_deref() == Some(&d.arch)
             });
@@ -330,11 +348,18 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
                 .map(|(l, _)| held_by(l))
                 .unwrap_or_else(|| BASE_ID.into());
             relate(&mut rels, &h, "CONTAINS", &p.spdx_id);
+            deb_ids.push(p.spdx_id.clone());
             packages.push(p);
+        }
+        // DEPENDS_ON as dpkg's database states it (Depends, Pre-Depends).
+        for (i, to) in dpkg::dependencies(&installed) {
+            relate(&mut rels, &deb_ids[i], "DEPENDS_ON", &deb_ids[to]);
         }
     }
 
-    // npm packages, as the layers report them from their locks.
+    // npm packages, as the layers report them from their locks; DEPENDS_ON to the package
+    // of that name and version, in the same layer first.
+    let mut npm: Vec<(String, String, String, &Vec<String>)> = Vec::new(); // (id, holder, name@version, deps)
     for (l, sup) in &s.supply {
         for r in sup
             .packages
@@ -348,21 +373,32 @@ pub fn document(s: &Subject, fs: &Rootfs, files: &Files) -> Document {
                 "LIBRARY",
             )
             .sha256(r.sha256.as_deref())
-            .purl(format!(
-                "pkg:npm/{}@{}",
-                r.name
-                    .split('/')
-                    .map(purl_encode)
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                purl_encode(&r.version)
-            ));
+            .digests(&r.digests)
+            .purl(super::npm::purl(&r.name, &r.version));
             p.source_info = r.source.clone();
             if let Some(lic) = &r.license {
                 p.license_declared = lic.clone();
             }
-            relate(&mut rels, &held_by(*l), "CONTAINS", &p.spdx_id);
+            let h = held_by(*l);
+            relate(&mut rels, &h, "CONTAINS", &p.spdx_id);
+            npm.push((
+                p.spdx_id.clone(),
+                h,
+                format!("{}@{}", r.name, r.version),
+                &r.depends_on,
+            ));
             packages.push(p);
+        }
+    }
+    for (id, h, _, deps) in &npm {
+        for dep in deps.iter() {
+            if let Some((other, ..)) = npm
+                .iter()
+                .find(|(_, h2, n, _)| h2 == h && n == dep)
+                .or_else(|| npm.iter().find(|(_, _, n, _)| n == dep))
+            {
+                relate(&mut rels, id, "DEPENDS_ON", other);
+            }
         }
     }
 
