@@ -208,7 +208,8 @@ pub struct SharedCacheReport {
     /// Other records taken from it: python targets, wheels built from sdists.
     #[serde(default)]
     pub record_hits: usize,
-    /// Layer blob bytes downloaded from the cache repository (only for outputs that need them).
+    /// Blob bytes downloaded from the cache repository: layers (only for outputs that need
+    /// them) and wheels built from sdists.
     pub downloaded_bytes: u64,
     /// Bytes of the small records and listings read from the cache repository.
     pub record_bytes: u64,
