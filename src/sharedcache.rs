@@ -535,7 +535,8 @@ impl SharedCache {
             let have_facts = store
                 .get_record::<crate::sbom::LayerFacts>(crate::sbom::FACTS, diff.hex())
                 .is_some();
-            if cache::get_listing(store, diff).is_some() && (have_facts || needs_bytes) {
+            let local = cache::get_listing(store, diff);
+            if local.is_some() && (have_facts || needs_bytes) {
                 continue;
             }
             let Some(client) = self.client() else { return };
@@ -551,6 +552,21 @@ impl SharedCache {
             let why = match found {
                 BaseFound::Miss => continue,
                 BaseFound::Ignored(why) => why,
+                // The listing this store read from the bytes before (only its facts were
+                // missing) is the one to keep: the shared one must be the same.
+                BaseFound::Hit(listing, facts) if local.is_some() => {
+                    if local.as_ref() == Some(&listing) {
+                        if let Some(f) = facts {
+                            let _ = store.put_record(crate::sbom::FACTS, diff.hex(), &f);
+                        }
+                        self.state.lock().unwrap().report.base_hits += 1;
+                        continue;
+                    }
+                    format!(
+                        "its listing does not match the layer blob {} read here",
+                        d.digest
+                    )
+                }
                 BaseFound::Hit(listing, facts) if !needs_bytes => {
                     let _ = cache::put_listing(store, diff, &listing);
                     if let Some(f) = facts {
@@ -1129,6 +1145,17 @@ mod tests {
             e.contains("--cache-mode `write`: use `read` or `read-write`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_record_tag_is_a_valid_tag() {
+        let key = "ab".repeat(32);
+        let diff = Digest::parse(&format!("sha256:{key}")).unwrap();
+        assert!(valid_tag(&layer_tag(&key)));
+        assert!(valid_tag(&base_tag(&diff)));
+        for kind in KINDS {
+            assert!(valid_tag(&kind_tag(kind, &key)), "{kind}");
+        }
     }
 
     #[test]
