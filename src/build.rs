@@ -165,23 +165,39 @@ fn build(
     }
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
-    let mut done: Vec<(image::Platform, PlatformBuilt)> = Vec::new();
+    // The platforms' layers are written side by side: much of a layer (unpacking wheels,
+    // hashing, checks) is one thread's work, and an index of two fills the second core.
     let mut times: BTreeMap<String, f64> = BTreeMap::new();
-    for (platform, p) in platforms.iter().zip(planned) {
-        let pb = build_platform(
-            project,
-            name,
-            opts,
-            shared.map(|c| &**c),
-            p,
-            progress,
-            &mut times,
-        );
-        let pb = if many {
-            pb.with_context(|| format!("image `{name}`{}", on(platform)))?
+    // (With a shared cache, one after another: its client is one per build.)
+    let one = |p: Planned, shared: Option<&SharedCache>| {
+        let mut t = BTreeMap::new();
+        build_platform(project, name, opts, shared, p, progress, &mut t).map(|b| (b, t))
+    };
+    let results: Vec<Result<(PlatformBuilt, BTreeMap<String, f64>)>> = match shared {
+        Some(c) => planned.into_iter().map(|p| one(p, Some(&**c))).collect(),
+        None => std::thread::scope(|sc| {
+            let handles: Vec<_> = planned
+                .into_iter()
+                .map(|p| sc.spawn(move || one(p, None)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        }),
+    };
+    let mut done: Vec<(image::Platform, PlatformBuilt)> = Vec::new();
+    for (platform, r) in platforms.iter().zip(results) {
+        let (pb, t) = if many {
+            r.with_context(|| format!("image `{name}`{}", on(platform)))?
         } else {
-            pb?
+            r?
         };
+        for (k, v) in t {
+            // Side by side: the phases' longest platform, not their sum.
+            let e = times.entry(k).or_default();
+            *e = e.max(v);
+        }
         done.push((platform.clone(), pb));
     }
     timings.extend(times);
@@ -446,9 +462,7 @@ fn build_platform(
     *timings.entry("sbom".into()).or_default() += t_sbom.elapsed().as_secs_f64();
     let new_pins = std::mem::take(&mut *cx.pins.new.lock().unwrap());
     if !new_pins.is_empty() {
-        let mut l = crate::registry::lock::LockFile::load(&project.root)?;
-        l.files.extend(new_pins);
-        l.save(&project.root)?;
+        crate::registry::lock::LockFile::update(&project.root, |l| l.files.extend(new_pins))?;
     }
     let store_has_all = layers.iter().all(|(b, _)| cx.store.has(&b.digest));
     Ok(PlatformBuilt {

@@ -146,7 +146,7 @@ pub struct Problem {
 }
 
 /// How a layer is made. The key of a layer is a hash of what `inputs` returns.
-pub trait Recipe {
+pub trait Recipe: Send {
     fn name(&self) -> &str;
     /// Images (written like `base`) this recipe's builds run in; the build resolves them into
     /// [`BaseView::build_bases`] before `inputs`.

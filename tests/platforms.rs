@@ -242,6 +242,18 @@ fn the_job_agent_api_is_one_index_for_amd64_and_arm64_each_with_its_own_wheels()
     );
     let second = push(&p);
     assert_eq!(second["uploaded_bytes"], 0, "{second}");
+    // `pin` pins the index digest: a server pulls its own platform's image from it.
+    let compose = p.join("docker-compose.prod.yml");
+    let text = std::fs::read_to_string(&compose)
+        .unwrap()
+        .replace("registry.example.com/acme/job-agent-api", &repo);
+    std::fs::write(&compose, text).unwrap();
+    ok(&mut cmd(&p, &store_a, &["pin", "docker-compose.prod.yml"]));
+    let pinned = std::fs::read_to_string(&compose).unwrap();
+    assert!(
+        pinned.contains(&format!("{repo}@{index_digest}")),
+        "{pinned}"
+    );
     // verify REFERENCE checks every platform, pulled by digest.
     let out = ok(&mut cmd(
         &p,
@@ -332,6 +344,21 @@ fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
             arch
         );
     }
+    // Each platform's manifest has its own SBOM.
+    for arch in ["amd64", "arm64"] {
+        let out = ok(&mut cmd(
+            &p,
+            &store,
+            &["sbom", "t", "--platform", &format!("linux/{arch}")],
+        ));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let subject = &s["platforms"][if arch == "amd64" { 0 } else { 1 }]["digest"];
+        assert!(
+            doc.to_string().contains(subject.as_str().unwrap()),
+            "the {arch} SBOM names its manifest {subject}"
+        );
+    }
+
     // `--platform` builds one of them: a plain image manifest.
     let out = ok(&mut cmd(
         &p,
@@ -361,21 +388,6 @@ fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
         ))),
         stdout(&out).trim()
     );
-
-    // Each platform's manifest has its own SBOM.
-    for arch in ["amd64", "arm64"] {
-        let out = ok(&mut cmd(
-            &p,
-            &store,
-            &["sbom", "t", "--platform", &format!("linux/{arch}")],
-        ));
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let subject = &s["platforms"][if arch == "amd64" { 0 } else { 1 }]["digest"];
-        assert!(
-            doc.to_string().contains(subject.as_str().unwrap()),
-            "the {arch} SBOM names its manifest {subject}"
-        );
-    }
 
     // The index base from a registry: each platform's manifest pulled and pinned in
     // imgbuild.lock.

@@ -27,6 +27,10 @@ const HEADER: &str = "# imgbuild.lock: base images pinned by digest. Written by 
 impl LockFile {
     /// Reads the lock, changes it with `f` and writes it back (only when `f` changed it).
     pub fn update(root: &Path, f: impl FnOnce(&mut LockFile)) -> Result<()> {
+        // One read-modify-write at a time in this process (the platforms of an index build
+        // side by side, and each may pin what it resolved).
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
         let mut l = LockFile::load(root)?;
         let before = l.clone();
         f(&mut l);
