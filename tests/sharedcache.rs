@@ -880,3 +880,60 @@ fn built_wheels_and_the_python_target_are_shared_and_a_bad_target_record_is_igno
         good
     );
 }
+
+#[test]
+fn a_two_platform_image_takes_each_platforms_base_facts_and_layers_from_the_shared_cache() {
+    let reg = Registry::start(Some((USER, PASS)));
+    let t = tempfile::tempdir().unwrap();
+    let cache_repo = "acme/cache";
+    let cache = format!("{}/{cache_repo}", reg.host());
+    // A base of two platforms: two imports of a one-file root filesystem into one index.
+    let bases = t.path().join("bases");
+    for arch in ["amd64", "arm64"] {
+        let r = t.path().join(format!("rootfs-{arch}"));
+        write_text(&r.join("etc/arch"), arch);
+        ok(runner(t.path(), &t.path().join("import"), None).args([
+            "base",
+            "import",
+            r.to_str().unwrap(),
+            "--platform",
+            &format!("linux/{arch}"),
+            "--output",
+            &format!("oci:{}:tiny", bases.display()),
+        ]));
+    }
+    let p = t.path().join("proj");
+    write_text(&p.join("app/hello.txt"), "hi\n");
+    write_text(
+        &p.join("imgbuild.toml"),
+        &format!(
+            "[defaults]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\ncache = \"{cache}\"\n[images.t]\nrepository = \"{}/acme/t\"\nbase = \"oci:{}:tiny\"\ncmd = [\"/app/hello.txt\"]\nstart_check = false\n[[images.t.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n",
+            reg.host(),
+            bases.display()
+        ),
+    );
+    let sources_of = |s: &Value| -> Vec<String> {
+        s["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["layers"].as_array().unwrap().clone())
+            .map(|l| l["source"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sa = json(&ok(
+        runner(&p, &t.path().join("sa"), None).args(["build", "t", "--push", "--json"])
+    ));
+    assert_eq!(sources_of(&sa), ["built", "local cache"], "{sa}");
+    // One record for the files layer (keyed without the platform), one per platform's base layer.
+    assert_eq!(tags_with(&reg, cache_repo, "layer-").len(), 1);
+    assert_eq!(tags_with(&reg, cache_repo, "base-").len(), 2);
+
+    let out = ok(runner(&p, &t.path().join("sb"), None).args(["build", "t", "--push", "--json"]));
+    let sb = json(&out);
+    assert_eq!(sb["digest"], sa["digest"], "{}", err(&out));
+    assert_eq!(sources_of(&sb), ["shared cache", "shared cache"], "{sb}");
+    assert_eq!(sb["shared_cache"]["base_hits"], 2, "{sb}");
+    assert_eq!(sb["shared_cache"]["warnings"], 0, "{}", err(&out));
+    assert_eq!(sb["uploaded_bytes"], 0, "{sb}");
+}
