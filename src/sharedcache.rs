@@ -322,7 +322,8 @@ impl SharedCache {
             .filter(|s| *s > 0.0)
             .map(Duration::from_secs_f64)
             .unwrap_or(Duration::from_secs(5));
-        let http = crate::http::client()?;
+        // The process's one client: building another would load the certificate store again.
+        let http = crate::http::shared()?;
         let url = client.url("v2/");
         let mut last = None;
         // A refused connection is retried (it costs nothing); a timeout is not.
