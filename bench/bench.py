@@ -1502,7 +1502,7 @@ def section_platforms(S, ctx):
     ratio = stats(ratios(two_r, one_r))
     rows = []
     for what, how in [("one platform (linux/amd64), cold", "`platform = \"linux/amd64\"`: one image manifest"),
-                      ("two platforms (linux/amd64 + linux/arm64), cold", "`platforms = [...]`: an index of two manifests; the app layer built once"),
+                      ("two platforms (linux/amd64 + linux/arm64), cold", "`platforms = [...]`: an index of two manifests; the app layer one blob for both"),
                       ("two platforms, no-op", "nothing changed: every layer of both platforms from the cache")]:
         st = secs(res[what])
         rows.append([what] + time_cells(st) + [how])

@@ -389,6 +389,18 @@ fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
         stdout(&out).trim()
     );
 
+    // The app's files are one layer for every platform: written for amd64 (a new store), a
+    // cache hit for arm64.
+    let store2 = t.path().join("store2");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ok(&mut cmd(&p, &store2, args));
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    };
+    let amd = json(&["build", "t", "--platform", "linux/amd64", "--json"]);
+    assert_eq!(amd["layers"][0]["cached"], false, "{amd}");
+    let arm = json(&["build", "t", "--platform", "linux/arm64", "--json"]);
+    assert_eq!(arm["layers"][0]["cached"], true, "{arm}");
+
     // The index base from a registry: each platform's manifest pulled and pinned in
     // imgbuild.lock.
     let reg = Registry::start(None);
@@ -536,4 +548,42 @@ fn a_lock_without_arm64_wheels_for_a_native_package_names_it_and_the_platform() 
         &store,
         &["build", "t", "--platform", "linux/amd64"],
     ));
+
+    // A lock of pure-Python wheels: one layer, the same blob, for both platforms.
+    let pure = "purepkg-1.0-py3-none-any.whl";
+    let sha = py_wheel(
+        &w,
+        pure,
+        &[("purepkg/__init__.py", b"X = 1\n")],
+        "Metadata-Version: 2.1\nName: purepkg\nVersion: 1.0\n",
+    );
+    write_text(
+        &p.join("pylock.toml"),
+        &format!(
+            "lock-version = \"1.0\"\ncreated-by = \"hand\"\n[[packages]]\nname = \"purepkg\"\nversion = \"1.0\"\n[[packages.wheels]]\nname = \"{pure}\"\npath = \"wheels/{pure}\"\nhashes = {{ sha256 = \"{sha}\" }}\n"
+        ),
+    );
+    // Written for amd64, it is a cache hit for arm64 (its key names no platform).
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ok(&mut cmd(&p, &store, args));
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    };
+    let amd = json(&["build", "t", "--platform", "linux/amd64", "--json"]);
+    assert_eq!(amd["layers"][0]["cached"], false, "{amd}");
+    let arm = json(&["build", "t", "--platform", "linux/arm64", "--json"]);
+    assert_eq!(arm["layers"][0]["cached"], true, "{arm}");
+    assert_eq!(arm["layers"][0]["digest"], amd["layers"][0]["digest"]);
+    let out = ok(&mut cmd(&p, &store, &["build", "t", "--json"]));
+    let s: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let deps: Vec<&str> = s["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pl| pl["layers"][0]["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(deps.len(), 2, "{s}");
+    assert_eq!(
+        deps[0], deps[1],
+        "a pure-Python layer is one blob for both platforms: {s}"
+    );
 }

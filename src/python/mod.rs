@@ -123,6 +123,16 @@ struct State {
     registries: BTreeSet<String>,
 }
 
+/// Whether every pick is a wheel for any platform (`…-none-any.whl`) taken as it is (none
+/// built from an sdist or a source tree).
+fn pure(st: &State) -> bool {
+    !st.picks.is_empty()
+        && st.picks.iter().all(|p| {
+            !matches!(p.origin, Origin::Sdist(_) | Origin::Source(_))
+                && p.filename.ends_with("-none-any.whl")
+        })
+}
+
 /// The target of `py` in `base`, remembered in the store by the base's layers and settings,
 /// and shared through the shared cache (taken from it only when the build does not need the
 /// base's bytes: else detected here).
@@ -791,6 +801,11 @@ impl PythonRecipe {
         };
         let mut t = st.target.clone();
         t.found.clear();
+        if pure(st) {
+            // Only `none-any` wheels: the layer's bytes are the same on every platform (the
+            // interpreter path, site directory and Python version still count).
+            t.arch = "any".into();
+        }
         let mut m = BTreeMap::new();
         m.insert(
             "[python]".into(),
@@ -865,6 +880,12 @@ impl PythonRecipe {
 impl Recipe for PythonRecipe {
     fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// A layer of pure-Python wheels (`*-none-any.whl`, nothing built from source) is one
+    /// layer for every platform of an index.
+    fn platform_bound(&self) -> bool {
+        !self.state.as_ref().is_some_and(pure)
     }
 
     fn build_bases(&self) -> Vec<String> {
