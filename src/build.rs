@@ -63,7 +63,10 @@ pub fn build_all(
 ) -> Result<()> {
     let order = project.build_order(names)?;
     let shared = match &opts.shared {
-        Some(s) => Some(SharedCache::new(s.clone(), &opts.registry)?),
+        Some(s) => Some(std::sync::Arc::new(SharedCache::new(
+            s.clone(),
+            &opts.registry,
+        )?)),
         None => None,
     };
     let mut built: BTreeMap<String, Built> = BTreeMap::new();
@@ -116,7 +119,7 @@ fn build(
     project: &Project,
     name: &str,
     opts: &Options,
-    shared: Option<&SharedCache>,
+    shared: Option<&std::sync::Arc<SharedCache>>,
     built: &BTreeMap<String, Built>,
     progress: &Progress,
 ) -> Result<(Built, Summary)> {
@@ -152,7 +155,7 @@ fn build(
     let locked = crate::registry::lock::LockFile::load(&project.root)?.files;
     let mut planned = Vec::new();
     for platform in &platforms {
-        let p = plan_platform(project, name, opts, platform, &locked, built);
+        let p = plan_platform(project, name, opts, platform, &locked, built, shared);
         let p = if many {
             p.with_context(|| format!("image `{name}`{}", on(platform)))?
         } else {
@@ -171,7 +174,7 @@ fn build(
         build_platform(project, name, opts, shared, p, progress, &mut t).map(|b| (b, t))
     };
     let results: Vec<Result<(PlatformBuilt, BTreeMap<String, f64>)>> = match shared {
-        Some(_) => planned.into_iter().map(|p| one(p, shared)).collect(),
+        Some(c) => planned.into_iter().map(|p| one(p, Some(&**c))).collect(),
         None => std::thread::scope(|sc| {
             let handles: Vec<_> = planned
                 .into_iter()
@@ -330,6 +333,7 @@ fn plan_platform(
     platform: &image::Platform,
     locked: &BTreeMap<String, String>,
     built: &BTreeMap<String, Built>,
+    shared: Option<&std::sync::Arc<SharedCache>>,
 ) -> Result<Planned> {
     let (mut cx, mut recipes) = plan::plan(project, name, opts.overrides(), platform)?;
     cx.pins.locked = locked.clone();
@@ -340,6 +344,11 @@ fn plan_platform(
         Ok(b.for_platform(platform, &cx.store)?.clone())
     };
     let base = resolve_base(project, &cx, &opts.registry, other)?;
+    if let Some(c) = shared {
+        // The base's facts from the shared cache; recipes reach it through `cx.remote`.
+        c.prefetch_base(&base, &cx.store, needs_bytes(opts, &cx.image, c));
+        cx.remote = Some(c.clone());
+    }
     let build_bases = resolve_build_bases(project, &cx, &recipes, &opts.registry, other)?;
     let view = BaseView::new(&base, &cx.store).with_build_bases(build_bases.clone());
     let mut inputs = Vec::new();

@@ -1,5 +1,6 @@
 //! Build caches: the stat cache (file identity → content hash) and the layer cache
-//! (input key → layer blob), both stored as records in the blob store's directory.
+//! (input key → layer blob), both stored as records in the blob store's directory; and
+//! `Remote`, the records other machines shared (the shared cache behind the local store).
 
 use crate::digest::Digest;
 use crate::image::Descriptor;
@@ -376,6 +377,71 @@ pub fn listing(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<Li
     )?;
     put_listing(store, diff_id, &listing)?;
     Ok(listing)
+}
+
+/// Records other machines made, behind the local store: the shared cache (`sharedcache`
+/// implements it; recipes see it as `Ctx::remote`). Small JSON records by kind and key, like
+/// the store's, with the blobs they name (a built wheel). A remote never fails a build: a
+/// lookup that cannot be answered is a miss.
+pub trait Remote: Send + Sync {
+    /// The record `kind`/`key`, with the blobs it names now in `store` (downloaded and
+    /// digest-checked); `None` on a miss. The caller checks what the record says before using
+    /// it and calls `reject` when it does not hold (warned once; rewritten by the next `put`).
+    fn get(&self, kind: &str, key: &str, store: &Store) -> Option<Vec<u8>>;
+    /// Shares record `kind`/`key` (with `blobs`, in the local store) after the build; nothing
+    /// in read mode.
+    fn put(&self, kind: &str, key: &str, record: Vec<u8>, blobs: Vec<Digest>);
+    /// A record `get` returned is unusable, for the reason given.
+    fn reject(&self, kind: &str, key: &str, why: &str);
+    /// Whether facts read from a base image's bytes (the python target) may be taken from the
+    /// remote unchecked: true when this build does not need the base's bytes (a push to the
+    /// cache's registry); else they are computed from the bytes here.
+    fn trusts_base_facts(&self) -> bool;
+}
+
+/// A record of `kind`/`key`: from the local store, else from `remote` (then kept locally);
+/// `check` decides whether a remote record is usable (else the remote is told why).
+pub fn get_shared<T: Serialize + serde::de::DeserializeOwned>(
+    store: &Store,
+    remote: Option<&dyn Remote>,
+    kind: &str,
+    key: &str,
+    check: impl FnOnce(&T) -> std::result::Result<(), String>,
+) -> Option<T> {
+    if let Some(v) = store.get_record(kind, key) {
+        return Some(v);
+    }
+    let r = remote?;
+    let bytes = r.get(kind, key, store)?;
+    let v: T = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            r.reject(kind, key, &format!("it is malformed: {e}"));
+            return None;
+        }
+    };
+    if let Err(why) = check(&v) {
+        r.reject(kind, key, &why);
+        return None;
+    }
+    let _ = store.put_record(kind, key, &v);
+    Some(v)
+}
+
+/// Keeps record `kind`/`key` in the store and shares it through `remote` (with `blobs`).
+pub fn put_shared<T: Serialize>(
+    store: &Store,
+    remote: Option<&dyn Remote>,
+    kind: &str,
+    key: &str,
+    value: &T,
+    blobs: Vec<Digest>,
+) -> Result<()> {
+    store.put_record(kind, key, value)?;
+    if let Some(r) = remote {
+        r.put(kind, key, serde_json::to_vec(value)?, blobs);
+    }
+    Ok(())
 }
 
 /// The last inputs seen for a layer (`key::last_inputs`), to explain cache misses.

@@ -117,5 +117,6 @@ fn context(project: &Project, name: &str, o: Overrides, platform: &Platform) -> 
         notes: Default::default(),
         debian_mirror: project.spec.defaults.debian_mirror.clone(),
         multi_platform: project.platforms(project.image(name)?)?.len() > 1,
+        remote: None,
     })
 }

@@ -59,6 +59,8 @@ pub struct Ctx {
     /// Whether imgbuild.toml builds this image for several platforms: then what a layer pins
     /// in imgbuild.lock is kept per platform (`lock_key`).
     pub multi_platform: bool,
+    /// The shared cache behind the store (`cache = "REPO"`), set by the build.
+    pub remote: Option<std::sync::Arc<dyn crate::cache::Remote>>,
 }
 
 impl Ctx {

@@ -202,7 +202,14 @@ pub struct SharedCacheReport {
     pub mode: String,
     /// Layers taken from the shared cache.
     pub hits: usize,
-    /// Layer blob bytes downloaded from the cache repository (only for outputs that need them).
+    /// Base layers whose facts (listing, SBOM facts) came from the shared cache.
+    #[serde(default)]
+    pub base_hits: usize,
+    /// Other records taken from it: python targets, wheels built from sdists.
+    #[serde(default)]
+    pub record_hits: usize,
+    /// Blob bytes downloaded from the cache repository: layers (only for outputs that need
+    /// them) and wheels built from sdists.
     pub downloaded_bytes: u64,
     /// Bytes of the small records and listings read from the cache repository.
     pub record_bytes: u64,

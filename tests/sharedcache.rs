@@ -82,6 +82,14 @@ fn curl(reg: &Registry, args: &[&str], path: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// The cache repository's tags that start with `prefix` (`layer-`, `base-`, …).
+fn tags_with(reg: &Registry, repo: &str, prefix: &str) -> Vec<String> {
+    tags(reg, repo)
+        .into_iter()
+        .filter(|t| t.starts_with(prefix))
+        .collect()
+}
+
 /// The cache repository's tags (sorted; empty when it does not exist).
 fn tags(reg: &Registry, repo: &str) -> Vec<String> {
     let (status, body) = curl(reg, &[], &format!("/v2/{repo}/tags/list"));
@@ -200,6 +208,31 @@ fn small_project(dir: &Path, repository: &str, cache: &str, extra: &str) {
     );
 }
 
+/// The layers (digest, size) of the OCI layout `dir`'s one image.
+fn base_layer_digests(dir: &Path) -> Vec<(String, u64)> {
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let d = index["manifests"][0]["digest"].as_str().unwrap();
+    let m: Value = serde_json::from_slice(
+        &fs::read(
+            dir.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The layer blobs (compressed digests) of a summary that are in `store`.
 fn local_layer_blobs(s: &Value, store: &Path) -> Vec<String> {
     s["layers"]
@@ -258,13 +291,37 @@ fn a_fresh_runner_takes_every_layer_from_the_shared_cache_and_moves_no_layer_byt
         ok(runner(&a, &store_a, Some(&package_index())).args(["build", "api", "--push", "--json"]));
     let sa = json(&out);
     assert_eq!(sources(&sa), ["built", "built"], "{sa}");
-    assert_eq!(sa["shared_cache"]["records_written"], 2, "{sa}");
+    // Two layer records, one record per base layer (its listing and SBOM facts) and the
+    // python target detected in the base.
     let written = tags(&reg, cache_repo);
-    assert_eq!(written.len(), 2, "{written:?}");
-    assert!(
-        written.iter().all(|t| t.starts_with("layer-")),
+    let base_layers = base_layer_digests(&a.join("../.bases/debian-python3"));
+    assert_eq!(
+        tags_with(&reg, cache_repo, "layer-").len(),
+        2,
         "{written:?}"
     );
+    assert_eq!(
+        tags_with(&reg, cache_repo, "base-").len(),
+        base_layers.len(),
+        "{written:?}"
+    );
+    assert_eq!(
+        tags_with(&reg, cache_repo, "python-target-").len(),
+        1,
+        "{written:?}"
+    );
+    assert_eq!(written.len(), 3 + base_layers.len(), "{written:?}");
+    assert_eq!(sa["shared_cache"]["records_written"], written.len(), "{sa}");
+
+    // Runner B must not read its base's bytes: its store gets the base layer blobs as files
+    // of the right size whose bytes are zeros, which any read would reject (digest, gzip).
+    for (d, size) in &base_layers {
+        let p = store_b
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, vec![0u8; *size as usize]).unwrap();
+    }
 
     // Runner B: an empty store and no package index; the same commit built, verified and
     // pushed without building a layer or moving a layer byte.
@@ -279,6 +336,8 @@ fn a_fresh_runner_takes_every_layer_from_the_shared_cache_and_moves_no_layer_byt
     assert_eq!(sb["shared_cache"]["downloaded_bytes"], 0, "{sb}");
     assert_eq!(sb["shared_cache"]["uploaded_bytes"], 0, "{sb}");
     assert_eq!(sb["shared_cache"]["warnings"], 0, "{sb}");
+    assert_eq!(sb["shared_cache"]["base_hits"], base_layers.len(), "{sb}");
+    assert_eq!(sb["shared_cache"]["record_hits"], 1, "{sb}");
     assert!(
         local_layer_blobs(&sb, &store_b).is_empty(),
         "runner B downloaded layer blobs: {:?}",
@@ -297,7 +356,7 @@ fn a_fresh_runner_takes_every_layer_from_the_shared_cache_and_moves_no_layer_byt
     let sb2 = json(&out);
     assert_eq!(sources(&sb2), ["shared cache", "built"], "{}", err(&out));
     assert_eq!(sb2["shared_cache"]["records_written"], 1, "{sb2}");
-    assert_eq!(tags(&reg, cache_repo).len(), 3);
+    assert_eq!(tags(&reg, cache_repo).len(), written.len() + 1);
 
     // `cache_mode = "read"`: looks up, never writes (the tag list is unchanged).
     fs::write(b.join("src/version.py"), "VERSION = '3'\n").unwrap();
@@ -324,6 +383,9 @@ fn a_fresh_runner_takes_every_layer_from_the_shared_cache_and_moves_no_layer_byt
     let sc = json(&out);
     assert_eq!(sc["digest"], sb2["digest"], "{}", err(&out));
     assert_eq!(sources(&sc), ["shared cache", "shared cache"]);
+    // The base's bytes are at hand (and read): its shared listings were checked against them.
+    assert_eq!(sc["shared_cache"]["base_hits"], base_layers.len(), "{sc}");
+    assert_eq!(sc["shared_cache"]["warnings"], 0, "{sc}");
     let downloaded = sc["shared_cache"]["downloaded_bytes"].as_u64().unwrap();
     let sizes: u64 = sc["layers"]
         .as_array()
@@ -350,7 +412,7 @@ fn poisoned_records_and_deleted_blobs_are_ignored_with_one_warning() {
     ));
     let data = sa["layers"][0].clone();
     let app = sa["layers"][1].clone();
-    let all = tags(&reg, cache_repo);
+    let all = tags_with(&reg, cache_repo, "layer-");
     assert_eq!(all.len(), 2);
 
     // Poison the record of `app`: it now points at the blob of `data` (size and media type
@@ -434,8 +496,10 @@ fn read_mode_from_imgbuild_toml_writes_nothing() {
         .env("IMGBUILD_CACHE_MODE", "read-write")
         .args(["build", "api", "--push", "--json"])));
     assert_eq!(sources(&s), ["local cache", "local cache"]);
-    assert_eq!(s["shared_cache"]["records_written"], 2);
-    assert_eq!(tags(&reg, "acme/cache").len(), 2);
+    // The two layers' records and the busybox base layer's.
+    assert_eq!(s["shared_cache"]["records_written"], 3);
+    assert_eq!(tags_with(&reg, "acme/cache", "layer-").len(), 2);
+    assert_eq!(tags_with(&reg, "acme/cache", "base-").len(), 1);
 }
 
 #[test]
@@ -515,4 +579,361 @@ fn a_fault_proxy_between_runner_and_cache_never_fails_a_build() {
     );
     // Faults may cost a hit now and then, not all of them.
     assert!(hits > 0, "no run took a layer from the cache");
+}
+
+/// The config (record) of the manifest tagged `tag`, as JSON.
+fn record_of(reg: &Registry, repo: &str, tag: &str) -> (Value, Value) {
+    let m = manifest(reg, repo, tag);
+    let (status, body) = curl(
+        reg,
+        &[],
+        &format!(
+            "/v2/{repo}/blobs/{}",
+            m["config"]["digest"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(status, 200);
+    (m, serde_json::from_slice(&body).unwrap())
+}
+
+/// Replaces blob `at` (a JSON pointer into the manifest: `/config` or `/layers/0`) of the
+/// record tagged `tag` by `bytes`, updating what names it (the record's `field`, if given).
+fn replace_blob(
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    at: &str,
+    bytes: &[u8],
+    field: Option<&str>,
+) {
+    let (mut m, mut rec) = record_of(reg, repo, tag);
+    let d = put_blob(reg, repo, bytes);
+    *m.pointer_mut(&format!("{at}/digest")).unwrap() = d.clone().into();
+    *m.pointer_mut(&format!("{at}/size")).unwrap() = bytes.len().into();
+    if let Some(f) = field {
+        rec[f] = d.into();
+        let rb = serde_json::to_vec(&rec).unwrap();
+        m["config"]["digest"] = put_blob(reg, repo, &rb).into();
+        m["config"]["size"] = rb.len().into();
+    }
+    put_manifest(reg, repo, tag, &m);
+}
+
+#[test]
+fn a_poisoned_or_missing_base_record_falls_back_to_reading_the_base() {
+    let reg = Registry::start(Some((USER, PASS)));
+    let t = tempfile::tempdir().unwrap();
+    let repository = format!("{}/acme/api", reg.host());
+    let cache_repo = "acme/cache";
+    let cache = format!("{}/{cache_repo}", reg.host());
+    let a = t.path().join("a");
+    small_project(&a, &repository, &cache, "");
+    let sa = json(&ok(
+        runner(&a, &t.path().join("sa"), None).args(["build", "api", "--push", "--json"])
+    ));
+    let base = tags_with(&reg, cache_repo, "base-");
+    assert_eq!(base.len(), 1, "{sa}");
+    let tag = &base[0];
+    let (m, _) = record_of(&reg, cache_repo, tag);
+    let good_listing = m["layers"][0]["digest"].clone();
+    let (_, body) = curl(
+        &reg,
+        &[],
+        &format!("/v2/{cache_repo}/blobs/{}", good_listing.as_str().unwrap()),
+    );
+    let mut listing: Value = serde_json::from_slice(&body).unwrap();
+
+    // A push to the cache's registry takes the base's listing as it is (its bytes are not
+    // read): a fresh runner, one base hit, no warning.
+    let s = json(&ok(
+        runner(&a, &t.path().join("sb"), None).args(["build", "api", "--push", "--json"])
+    ));
+    assert_eq!(s["digest"], sa["digest"]);
+    assert_eq!(s["shared_cache"]["base_hits"], 1, "{s}");
+    assert_eq!(s["shared_cache"]["warnings"], 0, "{s}");
+
+    // The listing poisoned (a path left out): a build that writes the layout reads the base's
+    // bytes anyway, finds that they differ, warns once and rewrites the record.
+    listing["nodes"].as_array_mut().unwrap().pop();
+    replace_blob(
+        &reg,
+        cache_repo,
+        tag,
+        "/layers/0",
+        &serde_json::to_vec(&listing).unwrap(),
+        Some("listing"),
+    );
+    let out = ok(runner(&a, &t.path().join("sc"), None).args(["build", "api", "--json"]));
+    let s = json(&out);
+    let e = err(&out);
+    assert_eq!(s["digest"], sa["digest"], "{e}");
+    assert_eq!(e.matches("warning: shared cache").count(), 1, "{e}");
+    assert!(
+        e.contains("the record of base layer")
+            && e.contains("its listing does not match the layer blob"),
+        "{e}"
+    );
+    assert_eq!(s["shared_cache"]["base_hits"], 0, "{s}");
+    assert_eq!(
+        record_of(&reg, cache_repo, tag).0["layers"][0]["digest"],
+        good_listing,
+        "the record was written again"
+    );
+
+    // A record that names another layer is ignored by a pushing runner, which reads the base.
+    let (_, mut rec) = record_of(&reg, cache_repo, tag);
+    rec["diff_id"] = format!("sha256:{}", "0".repeat(64)).into();
+    replace_blob(
+        &reg,
+        cache_repo,
+        tag,
+        "/config",
+        &serde_json::to_vec(&rec).unwrap(),
+        None,
+    );
+    let out = ok(runner(&a, &t.path().join("sd"), None).args(["build", "api", "--push", "--json"]));
+    let s = json(&out);
+    let e = err(&out);
+    assert_eq!(s["digest"], sa["digest"], "{e}");
+    assert_eq!(e.matches("warning: shared cache").count(), 1, "{e}");
+    assert!(e.contains("it is the record of another layer"), "{e}");
+
+    // The record deleted: the next runner reads the base, without a warning, and writes it.
+    let (_, digest) = {
+        let (status, body) = curl(
+            &reg,
+            &[
+                "-I",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ],
+            &format!("/v2/{cache_repo}/manifests/{tag}"),
+        );
+        assert_eq!(status, 200);
+        let head = String::from_utf8_lossy(&body).into_owned();
+        let d = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("docker-content-digest: ")
+                    .map(|d| d.trim().to_string())
+            })
+            .unwrap();
+        (status, d)
+    };
+    let (status, _) = curl(
+        &reg,
+        &["-X", "DELETE"],
+        &format!("/v2/{cache_repo}/manifests/{digest}"),
+    );
+    assert_eq!(status, 202);
+    assert!(tags_with(&reg, cache_repo, "base-").is_empty());
+    let out = ok(runner(&a, &t.path().join("se"), None).args(["build", "api", "--push", "--json"]));
+    let s = json(&out);
+    assert_eq!(s["digest"], sa["digest"]);
+    assert_eq!(s["shared_cache"]["warnings"], 0, "{}", err(&out));
+    assert_eq!(s["shared_cache"]["base_hits"], 0, "{s}");
+    assert_eq!(tags_with(&reg, cache_repo, "base-"), base);
+}
+
+/// A PEP 517 backend in the sdist itself that writes a valid pure-Python wheel of `tiny` 1.0.
+const TINY_BACKEND: &str = r#"import base64, hashlib, os, zipfile
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = 'tiny-1.0-py3-none-any.whl'
+    files = {
+        'tiny.py': b'VALUE = 42\n',
+        'tiny-1.0.dist-info/METADATA': b'Metadata-Version: 2.1\nName: tiny\nVersion: 1.0\n',
+        'tiny-1.0.dist-info/WHEEL': b'Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n',
+    }
+    record = []
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), 'w') as z:
+        for path, data in files.items():
+            z.writestr(zipfile.ZipInfo(path, (1980, 1, 1, 0, 0, 0)), data)
+            h = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()
+            record.append(f'{path},sha256={h},{len(data)}')
+        record.append('tiny-1.0.dist-info/RECORD,,')
+        z.writestr(zipfile.ZipInfo('tiny-1.0.dist-info/RECORD', (1980, 1, 1, 0, 0, 0)), '\n'.join(record) + '\n')
+    return name
+"#;
+
+#[test]
+fn built_wheels_and_the_python_target_are_shared_and_a_bad_target_record_is_ignored() {
+    require_tool("runc");
+    let reg = Registry::start(Some((USER, PASS)));
+    let t = tempfile::tempdir().unwrap();
+    let repository = format!("{}/acme/app", reg.host());
+    let cache_repo = "acme/cache";
+    let cache = format!("{}/{cache_repo}", reg.host());
+    // A local sdist `tiny` 1.0 locked in pylock.toml, built by its own backend (no build
+    // requirements: no index), on the real Debian python3 base.
+    let a = t.path().join("a");
+    let src = t.path().join("src/tiny-1.0");
+    write_text(
+        &src.join("pyproject.toml"),
+        "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+    );
+    write_text(&src.join("backend.py"), TINY_BACKEND);
+    fs::create_dir_all(&a).unwrap();
+    ok(Command::new("tar")
+        .args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "-czf",
+        ])
+        .arg(a.join("tiny-1.0.tar.gz"))
+        .arg("-C")
+        .arg(t.path().join("src"))
+        .arg("tiny-1.0"));
+    let sha = sha256_hex(fs::read(a.join("tiny-1.0.tar.gz")).unwrap());
+    write_text(
+        &a.join("pylock.toml"),
+        &format!("lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"tiny\"\nversion = \"1.0\"\nsdist = {{ name = \"tiny-1.0.tar.gz\", path = \"tiny-1.0.tar.gz\", hashes = {{ sha256 = \"{sha}\" }} }}\n"),
+    );
+    // No build requirement is fetched: the index is a closed port.
+    python_app_spec(
+        &a,
+        &format!(
+            "lock = \"pylock.toml\", require = [\"tiny\"], index_url = \"{}\"",
+            closed_index()
+        ),
+        &[],
+    );
+    let toml = fs::read_to_string(a.join("imgbuild.toml"))
+        .unwrap()
+        .replace(
+            "[images.app]\n",
+            &format!("[images.app]\nrepository = \"{repository}\"\n"),
+        );
+    fs::write(
+        a.join("imgbuild.toml"),
+        format!("[defaults]\ncache = \"{cache}\"\n\n{toml}"),
+    )
+    .unwrap();
+
+    // Runner A builds the wheel (runc) and shares it, with the python target it detected.
+    let out = ok(runner(&a, &t.path().join("sa"), None).args(["build", "app", "--push", "--json"]));
+    let e = err(&out);
+    assert!(
+        e.contains("built tiny-1.0-py3-none-any.whl from the sdist of tiny 1.0"),
+        "{e}"
+    );
+    let wheels = tags_with(&reg, cache_repo, "python-sdist-wheel-");
+    assert_eq!(wheels.len(), 1, "{:?}", tags(&reg, cache_repo));
+    let targets = tags_with(&reg, cache_repo, "python-target-");
+    assert_eq!(targets.len(), 1);
+
+    // Runner B, another store, the same commit (imgbuild.lock holds the build pins) compressed
+    // with zstd: the layer is new, its wheel is not — downloaded, checked, installed, not built.
+    let b = t.path().join("b");
+    ok(Command::new("cp").arg("-a").arg(&a).arg(&b));
+    let out = ok(runner(&b, &t.path().join("sb"), None).args([
+        "build",
+        "app",
+        "--push",
+        "--json",
+        "--compression",
+        "zstd",
+    ]));
+    let s = json(&out);
+    let e = err(&out);
+    assert_eq!(sources(&s), ["built"], "{e}");
+    assert!(
+        !e.contains("from the sdist of"),
+        "B built the wheel again: {e}"
+    );
+    // The python target and the wheel.
+    assert_eq!(s["shared_cache"]["record_hits"], 2, "{s}\n{e}");
+    assert_eq!(s["shared_cache"]["warnings"], 0, "{e}");
+    assert!(
+        s["shared_cache"]["downloaded_bytes"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    ok(runner(&b, &t.path().join("sb"), None).args(["verify", "app"]));
+
+    // A python target record whose interpreter is not in the base is ignored with one warning:
+    // the target is detected from the base and the record written again.
+    let (_, mut rec) = record_of(&reg, cache_repo, &targets[0]);
+    let good = rec["record"]["interpreter"].clone();
+    rec["record"]["interpreter"] = "/usr/bin/python9".into();
+    replace_blob(
+        &reg,
+        cache_repo,
+        &targets[0],
+        "/config",
+        &serde_json::to_vec(&rec).unwrap(),
+        None,
+    );
+    let out = ok(runner(&b, &t.path().join("sc"), None).args(["build", "app", "--push", "--json"]));
+    let s = json(&out);
+    let e = err(&out);
+    assert_eq!(e.matches("warning: shared cache").count(), 1, "{e}");
+    assert!(
+        e.contains("is ignored: its interpreter /usr/bin/python9 is not in the base image"),
+        "{e}"
+    );
+    assert_eq!(sources(&s), ["shared cache"], "{e}");
+    assert_eq!(
+        record_of(&reg, cache_repo, &targets[0]).1["record"]["interpreter"],
+        good
+    );
+}
+
+#[test]
+fn a_two_platform_image_takes_each_platforms_base_facts_and_layers_from_the_shared_cache() {
+    let reg = Registry::start(Some((USER, PASS)));
+    let t = tempfile::tempdir().unwrap();
+    let cache_repo = "acme/cache";
+    let cache = format!("{}/{cache_repo}", reg.host());
+    // A base of two platforms: two imports of a one-file root filesystem into one index.
+    let bases = t.path().join("bases");
+    for arch in ["amd64", "arm64"] {
+        let r = t.path().join(format!("rootfs-{arch}"));
+        write_text(&r.join("etc/arch"), arch);
+        ok(runner(t.path(), &t.path().join("import"), None).args([
+            "base",
+            "import",
+            r.to_str().unwrap(),
+            "--platform",
+            &format!("linux/{arch}"),
+            "--output",
+            &format!("oci:{}:tiny", bases.display()),
+        ]));
+    }
+    let p = t.path().join("proj");
+    write_text(&p.join("app/hello.txt"), "hi\n");
+    write_text(
+        &p.join("imgbuild.toml"),
+        &format!(
+            "[defaults]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\ncache = \"{cache}\"\n[images.t]\nrepository = \"{}/acme/t\"\nbase = \"oci:{}:tiny\"\ncmd = [\"/app/hello.txt\"]\nstart_check = false\n[[images.t.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n",
+            reg.host(),
+            bases.display()
+        ),
+    );
+    let sources_of = |s: &Value| -> Vec<String> {
+        s["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["layers"].as_array().unwrap().clone())
+            .map(|l| l["source"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let sa = json(&ok(
+        runner(&p, &t.path().join("sa"), None).args(["build", "t", "--push", "--json"])
+    ));
+    assert_eq!(sources_of(&sa), ["built", "local cache"], "{sa}");
+    // One record for the files layer (keyed without the platform), one per platform's base layer.
+    assert_eq!(tags_with(&reg, cache_repo, "layer-").len(), 1);
+    assert_eq!(tags_with(&reg, cache_repo, "base-").len(), 2);
+
+    let out = ok(runner(&p, &t.path().join("sb"), None).args(["build", "t", "--push", "--json"]));
+    let sb = json(&out);
+    assert_eq!(sb["digest"], sa["digest"], "{}", err(&out));
+    assert_eq!(sources_of(&sb), ["shared cache", "shared cache"], "{sb}");
+    assert_eq!(sb["shared_cache"]["base_hits"], 2, "{sb}");
+    assert_eq!(sb["shared_cache"]["warnings"], 0, "{}", err(&out));
+    assert_eq!(sb["uploaded_bytes"], 0, "{sb}");
 }

@@ -114,8 +114,8 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<i32> {
             ));
             if let Some(c) = &summary.shared_cache {
                 g.progress.note(&format!(
-                    "shared cache {} ({}): {} hits, {} layer bytes downloaded, {} bytes uploaded, {} records written",
-                    c.repository, c.mode, c.hits, c.downloaded_bytes, c.uploaded_bytes, c.records_written
+                    "shared cache {} ({}): {} layer hits, {} base layer hits, {} other hits, {} bytes downloaded, {} bytes uploaded, {} records written",
+                    c.repository, c.mode, c.hits, c.base_hits, c.record_hits, c.downloaded_bytes, c.uploaded_bytes, c.records_written
                 ));
             }
             if a.push {

@@ -133,11 +133,14 @@ fn pure(st: &State) -> bool {
         })
 }
 
-/// The target of `py` in `base`, remembered in the store by the base's layers and settings.
+/// The target of `py` in `base`, remembered in the store by the base's layers and settings,
+/// and shared through the shared cache (taken from it only when the build does not need the
+/// base's bytes: else detected here).
 pub fn target_of(cx: &Ctx, base: &BaseView, py: &PythonSpec) -> Result<Target> {
     let cfg = base.config();
     let key = crate::key::python_target(target::FORMAT, cfg, &cx.platform, py);
-    if let Some(t) = cx.store.get_record::<Target>("python-target", &key) {
+    let remote = cx.remote.as_deref().filter(|r| r.trusts_base_facts());
+    if let Some(t) = target::shared(&cx.store, remote, &key, base) {
         return Ok(t);
     }
     let fs = base.rootfs().context("reading the base image's layers")?;
@@ -145,7 +148,14 @@ pub fn target_of(cx: &Ctx, base: &BaseView, py: &PythonSpec) -> Result<Target> {
     config.architecture = cx.platform.architecture.clone();
     config.variant = cx.platform.variant.clone();
     let t = target::detect(fs, &config, &|paths| base.read_files(paths), py)?;
-    cx.store.put_record("python-target", &key, &t)?;
+    crate::cache::put_shared(
+        &cx.store,
+        cx.remote.as_deref(),
+        "python-target",
+        &key,
+        &t,
+        vec![],
+    )?;
     Ok(t)
 }
 
@@ -455,6 +465,7 @@ impl PythonRecipe {
         let build = build_target.as_ref().unwrap_or(&st.target);
         let setup = || sdist::Setup {
             store: &cx.store,
+            remote: cx.remote.as_deref(),
             base_layers: &root_layers,
             target: &st.target,
             build,

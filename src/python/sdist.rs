@@ -55,6 +55,8 @@ const TAIL: usize = 20;
 /// What an sdist build needs from the layer: the base, the target, where to find wheels.
 pub struct Setup<'a> {
     pub store: &'a Store,
+    /// The shared cache behind the store: built wheels are looked up there and shared.
+    pub remote: Option<&'a dyn crate::cache::Remote>,
     /// The layers of the build root: the layer's base, or `build.base`.
     pub base_layers: &'a [Descriptor],
     /// What the wheel is for: the image's interpreter, its tags.
@@ -411,7 +413,7 @@ impl<'a> Builder<'a> {
         let pinned = pinned.filter(|p| p.sdist == job.pins_id);
         if let Some(p) = pinned {
             let key = cache_key(&self.setup, job.sha256, &p.requires);
-            if let Some(b) = self.cached(&key) {
+            if let Some(b) = self.cached(&key, job) {
                 return Ok(Built {
                     pins: p.clone(),
                     ..b
@@ -449,10 +451,29 @@ impl<'a> Builder<'a> {
         Ok(b)
     }
 
-    fn cached(&self, key: &str) -> Option<Built> {
-        let b: Built = self.setup.store.get_record("python-sdist-wheel", key)?;
+    /// The wheel built before under `key`: in the store, else in the shared cache (downloaded,
+    /// then checked like a wheel built here: name, version, tags, its RECORD).
+    fn cached(&self, key: &str, job: &Job) -> Option<Built> {
+        let store = self.setup.store;
+        let b: Built = crate::cache::get_shared(
+            store,
+            self.setup.remote,
+            "python-sdist-wheel",
+            key,
+            |b: &Built| {
+                let d = Digest::parse(&format!("sha256:{}", b.sha256))?;
+                if !store.has(&d) {
+                    return Err(format!("its wheel {} was not downloaded", b.filename));
+                }
+                self.check_wheel(job, &b.filename, &store.blob_path(&d))
+                    .map_err(|e| format!("{e:#}"))?;
+                store
+                    .put_record("python-wheels", &b.sha256, &b.filename)
+                    .map_err(|e| format!("{e:#}"))
+            },
+        )?;
         let d = Digest::parse(&format!("sha256:{}", b.sha256)).ok()?;
-        self.setup.store.check(&d).ok()?;
+        store.check(&d).ok()?;
         Some(b)
     }
 
@@ -595,7 +616,7 @@ impl<'a> Builder<'a> {
             requires: pins,
         };
         let key = cache_key(&self.setup, job.sha256, &bp.requires);
-        if let Some(b) = self.cached(&key) {
+        if let Some(b) = self.cached(&key, job) {
             // `imgbuild lock --update` resolved the same pins: nothing to build.
             return Ok(Built { pins: bp, ..b });
         }
@@ -641,7 +662,15 @@ impl<'a> Builder<'a> {
             seconds: 0.0,
             phases: String::new(),
         };
-        store.put_record("python-sdist-wheel", &key, &b)?;
+        let d = Digest::parse(&format!("sha256:{}", b.sha256)).map_err(|e| anyhow!(e))?;
+        crate::cache::put_shared(
+            store,
+            self.setup.remote,
+            "python-sdist-wheel",
+            &key,
+            &b,
+            vec![d],
+        )?;
         Ok(b)
     }
 

@@ -17,6 +17,44 @@ use std::collections::BTreeMap;
 /// Bump when detection changes what it finds for the same base.
 pub const FORMAT: u32 = 1;
 
+/// The target recorded under `key` (`key::python_target`): from the store, else from the
+/// shared cache `remote` when its interpreter is a path of `base`'s layers (their listings)
+/// and its directories are absolute (else the record is ignored and the target detected).
+pub fn shared(
+    store: &crate::store::Store,
+    remote: Option<&dyn crate::cache::Remote>,
+    key: &str,
+    base: &crate::recipe::BaseView,
+) -> Option<Target> {
+    crate::cache::get_shared(store, remote, "python-target", key, |t: &Target| {
+        let path = t.interpreter.trim_start_matches('/');
+        let found = base
+            .base
+            .layers
+            .iter()
+            .zip(&base.base.config.rootfs.diff_ids)
+            .any(|(d, diff)| {
+                crate::cache::listing(store, d, diff)
+                    .is_ok_and(|l| l.nodes.iter().any(|n| n.path == path))
+            });
+        if !t.interpreter.starts_with('/') || !found {
+            return Err(format!(
+                "its interpreter {} is not in the base image",
+                t.interpreter
+            ));
+        }
+        for d in [&t.site_dir, &t.scripts_dir, &t.data_dir, &t.include_dir] {
+            if !d.starts_with('/') {
+                return Err(format!("its directory `{d}` is not absolute"));
+            }
+        }
+        if Version::parse(&t.version).is_none() {
+            return Err(format!("its version `{}` is not a version", t.version));
+        }
+        Ok(())
+    })
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Target {
     /// Absolute path of the interpreter in the image, as written into script shebangs.
