@@ -168,24 +168,22 @@ fn build(
     // The platforms' layers are written side by side: much of a layer (unpacking wheels,
     // hashing, checks) is one thread's work, and an index of two fills the second core.
     let mut times: BTreeMap<String, f64> = BTreeMap::new();
-    // (With a shared cache, one after another: its client is one per build.)
-    let one = |p: Planned, shared: Option<&SharedCache>| {
-        let mut t = BTreeMap::new();
-        build_platform(project, name, opts, shared, p, progress, &mut t).map(|b| (b, t))
-    };
-    let results: Vec<Result<(PlatformBuilt, BTreeMap<String, f64>)>> = match shared {
-        Some(c) => planned.into_iter().map(|p| one(p, Some(&**c))).collect(),
-        None => std::thread::scope(|sc| {
-            let handles: Vec<_> = planned
-                .into_iter()
-                .map(|p| sc.spawn(move || one(p, None)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        }),
-    };
+    let shared: Option<&SharedCache> = shared.map(|c| &**c);
+    let results: Vec<Result<(PlatformBuilt, BTreeMap<String, f64>)>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = planned
+            .into_iter()
+            .map(|p| {
+                sc.spawn(move || {
+                    let mut t = BTreeMap::new();
+                    build_platform(project, name, opts, shared, p, progress, &mut t).map(|b| (b, t))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
     let mut done: Vec<(image::Platform, PlatformBuilt)> = Vec::new();
     for (platform, r) in platforms.iter().zip(results) {
         let (pb, t) = if many {
@@ -663,6 +661,12 @@ fn build_layer(
     let key = material(&inputs);
     let scope = key::last_inputs(&cx.root, &cx.image_name, &name);
     let complete = !inputs.contains_key(UNHASHED);
+    // The platforms of an index build side by side; a layer they share (one key) is written by
+    // the first to reach it, and the others wait and take it from the cache.
+    let slot = complete.then(|| building(&key));
+    let _writing = slot
+        .as_ref()
+        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
     if let Some(hit) = complete
         .then(|| cache::get_layer(&cx.store, &key))
         .flatten()
@@ -792,6 +796,21 @@ fn build_layer(
         key
     };
     Ok((blob, Some(listing), Source::Built, key))
+}
+
+/// The lock held while the layer with cache key `key` is looked up and written (one per key,
+/// for the life of the process).
+fn building(key: &str) -> std::sync::Arc<std::sync::Mutex<()>> {
+    static SLOTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.to_string())
+        .or_default()
+        .clone()
 }
 
 /// The image config: the base's, overridden by the image section, with one history entry per layer.
