@@ -615,6 +615,22 @@ class Fixture:
                     rmtree(p) if p.is_dir() else p.unlink()
         rmtree(self.project / ".imgbuild")
 
+    def steps_with(self, toml):
+        """Round steps that build with imgbuild.toml set to a text: (cold(text), noop(text))."""
+        def cold(text):
+            def step(i):
+                toml.write_text(text)
+                self.cold()
+                return self.build()
+            return step
+
+        def noop(text):
+            def step(i):
+                toml.write_text(text)
+                return self.build()
+            return step
+        return cold, noop
+
     def change(self, i):
         self.main.write_text(self.main_text + f"\n# bench: one-file change {i} {time.time_ns()}\n")
 
@@ -1547,18 +1563,7 @@ def section_sbom(S, ctx):
         raise BenchError("the fixture's imgbuild.toml has no [defaults] table")
     off_text = on_text.replace("[defaults]\n", "[defaults]\nsbom = false\nprovenance = false\n", 1)
 
-    def cold(text):
-        def step(i):
-            toml.write_text(text)
-            fx.cold()
-            return fx.build()
-        return step
-
-    def noop(text):
-        def step(i):
-            toml.write_text(text)
-            return fx.build()
-        return step
+    cold, noop = fx.steps_with(toml)
 
     try:
         log(f"sbom: {runs} rounds + a warm-up (cold with and without SBOM + provenance, no-op with)")
@@ -1650,18 +1655,7 @@ def section_platforms(S, ctx):
     if based == orig or two == based:
         raise BenchError("the fixture's imgbuild.toml no longer has the base or platform line this section replaces")
 
-    def cold(text):
-        def step(i):
-            toml.write_text(text)
-            fx.cold()
-            return fx.build()
-        return step
-
-    def noop(text):
-        def step(i):
-            toml.write_text(text)
-            return fx.build()
-        return step
+    cold, noop = fx.steps_with(toml)
 
     try:
         log(f"platforms: {runs} rounds + a warm-up (one platform cold, two platforms cold, two platforms no-op)")

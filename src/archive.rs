@@ -29,7 +29,8 @@ impl Destination for ArchiveDest {
 
     fn write(&self, img: &Built, store: &Store) -> Result<Written> {
         if img.is_index() {
-            return Err(one_platform(img));
+            let platforms: Vec<_> = img.platforms.iter().map(|(p, _)| p.clone()).collect();
+            return Err(one_platform(&img.name, &platforms));
         }
         let dir = self
             .file
@@ -52,12 +53,17 @@ impl Destination for ArchiveDest {
     }
 }
 
-/// docker's archive format (`docker save`) holds one platform's image.
-pub fn one_platform(img: &Built) -> anyhow::Error {
+/// docker's archive format (`docker save`) holds one platform's image: the error for image
+/// `name` of several `platforms`.
+pub fn one_platform(name: &str, platforms: &[crate::image::Platform]) -> anyhow::Error {
     crate::usage!(
-        "image `{}` is built for {} platforms, but a docker-archive holds one",
-        img.name,
-        img.platforms.len()
+        "image `{name}` is built for {} platforms ({}), but a docker-archive holds one",
+        platforms.len(),
+        platforms
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
     .context("pass --platform OS/ARCH for one of them, or write an OCI layout (--output oci:DIR:TAG), which holds the index")
 }

@@ -3,6 +3,7 @@
 
 use crate::cache::StatCache;
 use crate::compress::{self, Compression};
+use crate::digest::Digest;
 use crate::error::Hint;
 use crate::files::{Collector, Mapping};
 use crate::image::{self, BaseImage, Built, Descriptor, ImageConfig, Platform, RootFs, RunConfig};
@@ -77,7 +78,8 @@ pub struct Import {
     pub compression: Compression,
 }
 
-pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Built, String)> {
+/// Returns the digest written under the tag (the image's, or the index it joined) and a note.
+pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Digest, String)> {
     let md = fs::metadata(&imp.source)
         .map_err(|e| usage!("cannot read {}: {e}", imp.source.display()))?;
     let mut skipped = Vec::new();
@@ -158,26 +160,26 @@ pub fn import(imp: &Import, out: Output, store: &Store) -> Result<(Built, String
         format!("skipped {} device nodes, FIFOs or sockets", skipped.len())
     };
     if let Output::Layout { dir, tag } = &out {
-        if let Some(b) = add_platform(dir, tag, &built, &imp.platform, store)? {
-            return Ok((b, note));
+        if let Some(d) = add_platform(dir, tag, &built, &imp.platform, store)? {
+            return Ok((d, note));
         }
     }
     crate::publish::destination(out).write(&built, store)?;
-    Ok((built, note))
+    Ok((built.digest, note))
 }
 
 /// `base import --platform P --output oci:DIR:TAG` where TAG already names an image for
 /// other platforms (an index, or one manifest): `built` joins them in an index under TAG,
 /// replacing the entry for `platform`, entries ordered by platform so the import order does
-/// not change the digest. `None` when TAG is new or names an image for `platform` alone.
+/// not change the digest. Returns the index's digest; `None` when TAG is new or names an image for `platform` alone.
 fn add_platform(
     dir: &Path,
     tag: &str,
     built: &Built,
     platform: &Platform,
     store: &Store,
-) -> Result<Option<Built>> {
-    let Ok(l) = crate::layout::Layout::open(dir) else {
+) -> Result<Option<Digest>> {
+    let Ok(l) = Layout::open(dir) else {
         return Ok(None);
     };
     let Some(old) = l
@@ -190,17 +192,15 @@ fn add_platform(
     };
     let mut others: Vec<Descriptor> = Vec::new();
     if old.media_type == image::MT_INDEX {
-        let idx: image::Index = serde_json::from_slice(&l.read_blob(&old.digest, Some(old.size))?)?;
+        let idx: image::Index = l.read_json(&old)?;
         others.extend(
             idx.manifests
                 .into_iter()
                 .filter(|m| m.platform.as_ref().is_some_and(|p| !p.matches(platform))),
         );
     } else {
-        let m: image::Manifest =
-            serde_json::from_slice(&l.read_blob(&old.digest, Some(old.size))?)?;
-        let c: ImageConfig =
-            serde_json::from_slice(&l.read_blob(&m.config.digest, Some(m.config.size))?)?;
+        let m: image::Manifest = l.read_json(&old)?;
+        let c: ImageConfig = l.read_json(&m.config)?;
         let p = Platform {
             architecture: c.architecture,
             os: c.os,
@@ -217,7 +217,7 @@ fn add_platform(
     if others.is_empty() {
         return Ok(None);
     }
-    let l = crate::layout::Layout::create(dir)?;
+    let l = Layout::create(dir)?;
     for d in built.blobs() {
         l.put_from_store(store, &d.digest, d.size)?;
     }
@@ -237,15 +237,18 @@ fn add_platform(
     let bytes = image::to_bytes(&index);
     let digest = store.put(&bytes)?;
     l.put_from_store(store, &digest, bytes.len() as u64)?;
-    let b = Built::index("base", None, bytes, digest, vec![]);
     l.tag(
         tag,
         &Descriptor {
             media_type: image::MT_INDEX.into(),
-            ..b.descriptor()
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            platform: None,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
         },
     )?;
-    Ok(Some(b))
+    Ok(Some(digest))
 }
 
 /// Lists a rootfs tar's entries for re-writing. Compressed tars are unpacked to a temp file first.

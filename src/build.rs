@@ -18,7 +18,6 @@ use crate::rootfs::{Listing, Rootfs};
 use crate::sharedcache::{self, SharedCache};
 use crate::start;
 use crate::target::{Destination, Output};
-use crate::usage;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -132,36 +131,23 @@ fn build(
         opts.platforms.clone()
     };
     let many = platforms.len() > 1;
-    let on = |p: &image::Platform| {
-        if many {
-            format!(" for {p}")
-        } else {
-            String::new()
-        }
+    let output = match &opts.output {
+        Some(o) => Output::parse(o, name, &std::env::current_dir()?)?,
+        None => Output::Layout {
+            dir: project.state_dir().join("oci"),
+            tag: name.to_string(),
+        },
     };
-    if many {
-        if let Some(o) = &opts.output {
-            if let Output::DockerArchive { .. } = Output::parse(o, name, &std::env::current_dir()?)?
-            {
-                return Err(usage!(
-                    "image `{name}` is built for {} platforms ({}), but a docker-archive holds one",
-                    platforms.len(),
-                    platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-                )
-                .context("pass --platform OS/ARCH for one of them, or write an OCI layout (--output oci:DIR:TAG), which holds the index"));
-            }
-        }
+    if many && matches!(output, Output::DockerArchive { .. }) {
+        return Err(crate::archive::one_platform(name, &platforms));
     }
     let locked = crate::registry::lock::LockFile::load(&project.root)?.files;
     let mut planned = Vec::new();
     for platform in &platforms {
-        let p = plan_platform(project, name, opts, platform, &locked, built, shared);
-        let p = if many {
-            p.with_context(|| format!("image `{name}`{}", on(platform)))?
-        } else {
-            p?
-        };
-        planned.push(p);
+        planned.push(on_platform(
+            plan_platform(project, name, opts, platform, &locked, built, shared),
+            many.then_some((name, platform)),
+        )?);
     }
     timings.insert("base".into(), t0.elapsed().as_secs_f64());
 
@@ -186,11 +172,7 @@ fn build(
     });
     let mut done: Vec<(image::Platform, PlatformBuilt)> = Vec::new();
     for (platform, r) in platforms.iter().zip(results) {
-        let (pb, t) = if many {
-            r.with_context(|| format!("image `{name}`{}", on(platform)))?
-        } else {
-            r?
-        };
+        let (pb, t) = on_platform(r, many.then_some((name, platform)))?;
         for (k, v) in t {
             // Side by side: the phases' longest platform, not their sum.
             let e = times.entry(k).or_default();
@@ -202,7 +184,8 @@ fn build(
 
     let t3 = Instant::now();
     let img = spec;
-    let mut built = if many {
+    let store = project.store()?;
+    let built = if many {
         let mut ann = BTreeMap::new();
         ann.insert(
             image::ANN_CREATED.to_string(),
@@ -224,19 +207,12 @@ fn build(
                 .map(|(p, b)| (p.clone(), b.built.clone()))
                 .collect(),
             ann,
-            &project.store()?,
+            &store,
         )?
     } else {
         done[0].1.built.clone()
     };
-    let store = project.store()?;
-    let dest: Box<dyn Destination> = publish::destination(match &opts.output {
-        Some(o) => Output::parse(o, name, &std::env::current_dir()?)?,
-        None => Output::Layout {
-            dir: project.state_dir().join("oci"),
-            tag: name.to_string(),
-        },
-    });
+    let dest: Box<dyn Destination> = publish::destination(output);
     // A pushed build whose layers stayed in the shared cache (no `--output`): the default
     // layout would need their bytes, so it is not written; the registry gets the image.
     let remote = done.iter().filter(|(_, b)| !b.store_has_all).count();
@@ -316,10 +292,16 @@ fn build(
         timings,
         shared_cache: shared_report,
     };
-    if !many {
-        built = done.pop().unwrap().1.built;
-    }
     Ok((built, summary))
+}
+
+/// An error of one platform of an index (`of`: the image and the platform) says which; a
+/// one-platform build's (`None`) read as they always did.
+fn on_platform<T>(r: Result<T>, of: Option<(&str, &image::Platform)>) -> Result<T> {
+    match of {
+        Some((name, p)) => r.with_context(|| format!("image `{name}` for {p}")),
+        None => r,
+    }
 }
 
 /// Plans image `name` on `platform`: context, base (an `image:OTHER` base is OTHER's image

@@ -314,7 +314,7 @@ impl<W: Write> Drop for ParGz<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
     use std::sync::Mutex as M;
@@ -331,7 +331,8 @@ mod tests {
         }
     }
 
-    fn sample(n: usize) -> Vec<u8> {
+    /// `n` bytes, part text, part noise (compressible, not trivially).
+    pub(crate) fn sample(n: usize) -> Vec<u8> {
         let mut x: u32 = 1;
         (0..n)
             .map(|i| {

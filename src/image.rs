@@ -108,6 +108,23 @@ impl Platform {
         Ok(p)
     }
 
+    /// Each of `list` parsed with `parse_named` (`what(p)` names where `p` was written), none
+    /// twice.
+    pub fn parse_list(
+        list: &[String],
+        what: impl Fn(&str) -> String,
+    ) -> anyhow::Result<Vec<Platform>> {
+        let mut out: Vec<Platform> = Vec::new();
+        for p in list {
+            let parsed = Platform::parse_named(p, &what(p))?;
+            if out.contains(&parsed) {
+                bail!(usage!("{} is listed twice", what(p)));
+            }
+            out.push(parsed);
+        }
+        Ok(out)
+    }
+
     /// This machine's platform in OCI terms.
     pub fn host() -> Platform {
         let arch = match std::env::consts::ARCH {

@@ -92,6 +92,14 @@ impl Layout {
         Ok(bytes)
     }
 
+    /// The document a descriptor names (a manifest, an index, a config), digest and size
+    /// checked.
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, d: &Descriptor) -> Result<T> {
+        Ok(serde_json::from_slice(
+            &self.read_blob(&d.digest, Some(d.size))?,
+        )?)
+    }
+
     /// Finds the manifest tagged `tag` (or the only one), descending into an index for `platform`.
     pub fn resolve(
         &self,
@@ -256,10 +264,7 @@ impl Layout {
         for m in index.manifests.iter().filter(|m| !is_referrers_tag(m)) {
             tagged.push(referrers_tag(&m.digest));
             if m.media_type == MT_INDEX {
-                if let Ok(inner) = self
-                    .read_blob(&m.digest, Some(m.size))
-                    .and_then(|b| Ok(serde_json::from_slice::<Index>(&b)?))
-                {
+                if let Ok(inner) = self.read_json::<Index>(m) {
                     tagged.extend(inner.manifests.iter().map(|d| referrers_tag(&d.digest)));
                 }
             }
@@ -322,6 +327,15 @@ impl Layout {
 /// The tag that lists the referrers of `subject`: `sha256-<hex>`.
 pub fn referrers_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())
+}
+
+/// The entry of `index` that tag `tag` names (else the first image that is not a referrers
+/// index).
+pub fn image_entry<'a>(index: &'a Index, tag: Option<&str>) -> Option<&'a Descriptor> {
+    index.manifests.iter().find(|m| {
+        !is_referrers_tag(m)
+            && (tag.is_none() || m.annotations.get(ANN_REF_NAME).map(String::as_str) == tag)
+    })
 }
 
 /// Whether an index.json entry is a referrers list (tagged `sha256-` and 64 hex digits).

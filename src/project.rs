@@ -123,21 +123,9 @@ impl Project {
                 self.spec_path.display()
             ));
         }
-        let mut out: Vec<Platform> = Vec::new();
-        for p in list {
-            let parsed = Platform::parse_named(
-                p,
-                &format!("platform `{p}` {how} {}", self.spec_path.display()),
-            )?;
-            if out.contains(&parsed) {
-                bail!(usage!(
-                    "platform `{p}` {how} {} is listed twice",
-                    self.spec_path.display()
-                ));
-            }
-            out.push(parsed);
-        }
-        Ok(out)
+        Platform::parse_list(list, |p| {
+            format!("platform `{p}` {how} {}", self.spec_path.display())
+        })
     }
 
     /// `given` (every image when empty), each checked to be an image of the project.

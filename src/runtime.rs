@@ -89,18 +89,12 @@ pub fn run(runc: &Path, bundle: &Path, id: &str) -> Result<Output> {
     res.with_context(|| format!("running {}", runc.display()))
 }
 
-/// Whether this machine runs programs of the OCI architecture `arch` (`amd64`, `arm64`, …):
+/// Whether this machine (OCI architecture `host`, `Platform::host`) runs programs of the OCI
+/// architecture `arch` (`amd64`, `arm64`, …):
 /// natively, or through a registered, enabled binfmt_misc handler (qemu-user-static) with the
 /// `F` flag, which opens the emulator when it is registered so that it works inside a
 /// container's root filesystem. `Err` says why not and how to fix it.
-pub fn can_run(arch: &str) -> Result<(), String> {
-    let host = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
+pub fn can_run(arch: &str, host: &str) -> Result<(), String> {
     if arch == host || (host == "amd64" && arch == "386") {
         return Ok(());
     }

@@ -42,27 +42,28 @@ pub fn run_platforms(
     require_smoke(project, name)?;
     let (_, built) = crate::record::last_build(project, name)?;
     let store = project.store()?;
-    let mut images: Vec<(Option<crate::image::Platform>, crate::image::Built)> = Vec::new();
-    if built.is_index() {
-        for a in asked {
-            built.for_platform(a, &store)?;
-        }
-        for (p, b) in &built.platforms {
-            if asked.is_empty() || asked.iter().any(|a| p.matches(a)) {
-                images.push((Some(p.clone()), b.clone()));
-            }
-        }
-    } else {
-        for a in asked {
-            built.for_platform(a, &store)?;
-        }
-        images.push((None, built));
+    // Each platform asked for must be the image's (one of its index's).
+    for a in asked {
+        built.for_platform(a, &store)?;
     }
+    let images: Vec<(Option<crate::image::Platform>, crate::image::Built)> = if built.is_index() {
+        built
+            .platforms
+            .iter()
+            .filter(|(p, _)| asked.is_empty() || asked.iter().any(|a| p.matches(a)))
+            .map(|(p, b)| (Some(p.clone()), b.clone()))
+            .collect()
+    } else {
+        vec![(None, built)]
+    };
     let mut outs = Vec::new();
     let mut skipped = Vec::new();
     for (p, b) in images {
         let config: ImageConfig = serde_json::from_slice(&store.read(&b.manifest.config.digest)?)?;
-        if let Err(why) = crate::runtime::can_run(&config.architecture) {
+        if let Err(why) = crate::runtime::can_run(
+            &config.architecture,
+            &crate::image::Platform::host().architecture,
+        ) {
             let p = p.unwrap_or_else(|| crate::image::Platform {
                 architecture: config.architecture.clone(),
                 os: config.os.clone(),

@@ -276,15 +276,9 @@ pub fn targets(
         Target::Layout { dir, tag } => {
             let l = Layout::open(&dir)?;
             let index = l.index()?;
-            let top = index.manifests.iter().find(|m| {
-                !crate::layout::is_referrers_tag(m)
-                    && (tag.is_none()
-                        || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref())
-            });
-            let platforms = match top {
+            let platforms = match crate::layout::image_entry(&index, tag.as_deref()) {
                 Some(d) if d.media_type == crate::image::MT_INDEX => {
-                    let inner: crate::image::Index =
-                        serde_json::from_slice(&l.read_blob(&d.digest, Some(d.size))?)?;
+                    let inner: crate::image::Index = l.read_json(d)?;
                     inner
                         .manifests
                         .iter()
@@ -393,15 +387,10 @@ fn target_on(
                 .resolve(tag.as_deref(), platform.unwrap_or(&Platform::host()))
                 .or_else(|e| {
                     // A single-platform image for another architecture is still verifiable.
-                    match index.manifests.iter().find(|m| {
-                        !crate::layout::is_referrers_tag(m)
-                            && (tag.is_none()
-                                || m.annotations.get(crate::image::ANN_REF_NAME) == tag.as_ref())
-                    }) {
-                        Some(d) if d.media_type == crate::image::MT_MANIFEST => Ok((
-                            d.clone(),
-                            serde_json::from_slice(&l.read_blob(&d.digest, Some(d.size))?)?,
-                        )),
+                    match crate::layout::image_entry(&index, tag.as_deref()) {
+                        Some(d) if d.media_type == crate::image::MT_MANIFEST => {
+                            Ok((d.clone(), l.read_json(d)?))
+                        }
                         _ => Err(e),
                     }
                 })?;

@@ -267,34 +267,13 @@ fn the_job_agent_api_is_one_index_for_amd64_and_arm64_each_with_its_own_wheels()
     );
 }
 
-/// A tiny root filesystem: one file naming its architecture.
-fn rootfs(dir: &Path, arch: &str) -> PathBuf {
-    let r = dir.join(format!("rootfs-{arch}"));
-    write_text(&r.join("etc/arch"), arch);
-    r
-}
-
 #[test]
 fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("store");
     let bases = t.path().join("bases");
-    let import = |arch: &str| {
-        let r = rootfs(t.path(), arch);
-        ok(&mut cmd(
-            t.path(),
-            &store,
-            &[
-                "base",
-                "import",
-                r.to_str().unwrap(),
-                "--platform",
-                &format!("linux/{arch}"),
-                "--output",
-                &format!("oci:{}:tiny", bases.display()),
-            ],
-        ))
-    };
+    let import =
+        |arch: &str| import_tiny_base(&mut cmd(t.path(), &store, &[]), t.path(), arch, &bases);
     import("arm64");
     import("amd64");
     let raw: serde_json::Value =
@@ -501,27 +480,35 @@ fn two_imports_make_a_two_platform_base_and_a_per_platform_table_picks_each() {
     assert!(!out_dir.exists());
 }
 
+/// A wheel `filename` of `name` 1.0 (one module) in `p`/wheels and a PEP 751 pylock.toml
+/// in `p` naming only it.
+fn pylock_of_one_wheel(p: &Path, name: &str, filename: &str) {
+    let sha = py_wheel(
+        &p.join("wheels"),
+        filename,
+        &[(&format!("{name}/__init__.py"), b"X = 1\n")],
+        &format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"),
+    );
+    write_text(
+        &p.join("pylock.toml"),
+        &format!(
+            "lock-version = \"1.0\"\ncreated-by = \"hand\"\n[[packages]]\nname = \"{name}\"\nversion = \"1.0\"\n[[packages.wheels]]\nname = \"{filename}\"\npath = \"wheels/{filename}\"\nhashes = {{ sha256 = \"{sha}\" }}\n"
+        ),
+    );
+}
+
 #[test]
 fn a_lock_without_arm64_wheels_for_a_native_package_names_it_and_the_platform() {
     // A local wheel built for x86_64 only (a find-links directory): arm64 has nothing.
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("store");
     let p = t.path().join("proj");
-    let w = p.join("wheels");
-    std::fs::create_dir_all(&w).unwrap();
-    let filename = "nativeonly-1.0-cp311-cp311-manylinux_2_17_x86_64.whl";
-    let sha = py_wheel(
-        &w,
-        filename,
-        &[("nativeonly/__init__.py", b"")],
-        "Metadata-Version: 2.1\nName: nativeonly\nVersion: 1.0\n",
-    );
+    std::fs::create_dir_all(p.join("wheels")).unwrap();
     // A PEP 751 lock naming only that wheel.
-    write_text(
-        &p.join("pylock.toml"),
-        &format!(
-            "lock-version = \"1.0\"\ncreated-by = \"hand\"\n[[packages]]\nname = \"nativeonly\"\nversion = \"1.0\"\n[[packages.wheels]]\nname = \"{filename}\"\npath = \"wheels/{filename}\"\nhashes = {{ sha256 = \"{sha}\" }}\n"
-        ),
+    pylock_of_one_wheel(
+        &p,
+        "nativeonly",
+        "nativeonly-1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
     );
     write_text(
         &p.join("imgbuild.toml"),
@@ -550,19 +537,7 @@ fn a_lock_without_arm64_wheels_for_a_native_package_names_it_and_the_platform() 
     ));
 
     // A lock of pure-Python wheels: one layer, the same blob, for both platforms.
-    let pure = "purepkg-1.0-py3-none-any.whl";
-    let sha = py_wheel(
-        &w,
-        pure,
-        &[("purepkg/__init__.py", b"X = 1\n")],
-        "Metadata-Version: 2.1\nName: purepkg\nVersion: 1.0\n",
-    );
-    write_text(
-        &p.join("pylock.toml"),
-        &format!(
-            "lock-version = \"1.0\"\ncreated-by = \"hand\"\n[[packages]]\nname = \"purepkg\"\nversion = \"1.0\"\n[[packages.wheels]]\nname = \"{pure}\"\npath = \"wheels/{pure}\"\nhashes = {{ sha256 = \"{sha}\" }}\n"
-        ),
-    );
+    pylock_of_one_wheel(&p, "purepkg", "purepkg-1.0-py3-none-any.whl");
     // Written for amd64, it is a cache hit for arm64 (its key names no platform).
     let json = |args: &[&str]| -> serde_json::Value {
         let out = ok(&mut cmd(&p, &store, args));

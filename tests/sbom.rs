@@ -474,6 +474,48 @@ fn sbom_and_provenance_can_be_turned_off() {
     ok(&mut run(t.path(), &store, &["verify", "t"]));
 }
 
+/// `small_project` in `dir` built and pushed to `repo` with no credentials in reach: the
+/// empty home it ran with and the build's `--json` summary.
+fn build_and_push(dir: &Path, store: &Path, repo: &str) -> (PathBuf, serde_json::Value) {
+    small_project(dir, store, Some(repo));
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let first = json(
+        &ok(without_credentials(
+            &mut run(dir, store, &["build", "t", "--push", "--json"]),
+            &home,
+        ))
+        .stdout,
+    );
+    (home, first)
+}
+
+/// After a push of image `t` to `repo` (as `digest`): `imgbuild sbom` of the pushed image is
+/// the local one, `verify repo@digest` checks its SBOM, and pushing again uploads nothing
+/// (image or referrers).
+fn read_back_and_push_again(dir: &Path, store: &Path, home: &Path, repo: &str, digest: &str) {
+    let remote_sbom = ok(without_credentials(
+        &mut run(dir, store, &["sbom", &format!("{repo}:latest")]),
+        home,
+    ))
+    .stdout;
+    assert_eq!(remote_sbom, ok(&mut run(dir, store, &["sbom", "t"])).stdout);
+    let v = ok(without_credentials(
+        &mut run(dir, store, &["verify", &format!("{repo}@{digest}")]),
+        home,
+    ));
+    assert!(String::from_utf8_lossy(&v.stderr).contains("SBOM's"));
+    let again = json(
+        &ok(without_credentials(
+            &mut run(dir, store, &["push", "t", "--json"]),
+            home,
+        ))
+        .stdout,
+    );
+    assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    assert_eq!(again["referrer_bytes"], 0, "{again}");
+}
+
 #[test]
 fn pushed_referrers_are_listed_by_the_tag_schema_and_pull_back_byte_identical() {
     require_tool("skopeo");
@@ -482,16 +524,7 @@ fn pushed_referrers_are_listed_by_the_tag_schema_and_pull_back_byte_identical() 
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("store");
     let repo = format!("{}/acme/t", reg.host());
-    small_project(t.path(), &store, Some(&repo));
-    let home = t.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let first = json(
-        &ok(without_credentials(
-            &mut run(t.path(), &store, &["build", "t", "--push", "--json"]),
-            &home,
-        ))
-        .stdout,
-    );
+    let (home, first) = build_and_push(t.path(), &store, &repo);
     let digest = first["digest"].as_str().unwrap().to_string();
     let layout = t.path().join(".imgbuild/oci");
     let local_manifest = std::fs::read(
@@ -545,32 +578,9 @@ fn pushed_referrers_are_listed_by_the_tag_schema_and_pull_back_byte_identical() 
         .unwrap();
         assert_eq!(out.stdout, local_payload, "payload {payload}");
     }
-    // `imgbuild sbom` and `verify` read them from the registry.
-    let remote_sbom = ok(without_credentials(
-        &mut run(t.path(), &store, &["sbom", &format!("{repo}:latest")]),
-        &home,
-    ))
-    .stdout;
-    assert_eq!(
-        remote_sbom,
-        ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout
-    );
-    let v = ok(without_credentials(
-        &mut run(t.path(), &store, &["verify", &format!("{repo}@{digest}")]),
-        &home,
-    ));
-    assert!(String::from_utf8_lossy(&v.stderr).contains("SBOM's"));
-
-    // Pushing again uploads nothing and leaves the index as it was.
-    let again = json(
-        &ok(without_credentials(
-            &mut run(t.path(), &store, &["push", "t", "--json"]),
-            &home,
-        ))
-        .stdout,
-    );
-    assert_eq!(again["uploaded_bytes"], 0, "{again}");
-    assert_eq!(again["referrer_bytes"], 0, "{again}");
+    // `imgbuild sbom` and `verify` read them from the registry; pushing again uploads nothing
+    // and leaves the index as it was.
+    read_back_and_push_again(t.path(), &store, &home, &repo, &digest);
     assert!(first["referrer_bytes"].as_u64().unwrap() > 1000, "{first}");
     assert_eq!(json(&skopeo_raw(&format!("{repo}:{tag}"), None)), fallback);
 }
@@ -1184,16 +1194,7 @@ fn pushed_referrers_go_through_the_referrers_api_where_the_registry_has_it() {
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("store");
     let repo = format!("{}/acme/t", reg.host());
-    small_project(t.path(), &store, Some(&repo));
-    let home = t.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let first = json(
-        &ok(without_credentials(
-            &mut run(t.path(), &store, &["build", "t", "--push", "--json"]),
-            &home,
-        ))
-        .stdout,
-    );
+    let (home, first) = build_and_push(t.path(), &store, &repo);
     let digest = first["digest"].as_str().unwrap().to_string();
     let layout = t.path().join(".imgbuild/oci");
     let blob = |d: &str| {
@@ -1245,31 +1246,8 @@ fn pushed_referrers_go_through_the_referrers_api_where_the_registry_has_it() {
         assert_eq!(code, "200");
         assert_eq!(bytes, blob(payload), "payload {payload}");
     }
-    // `imgbuild sbom` and `verify` read them through the API.
-    let remote_sbom = ok(without_credentials(
-        &mut run(t.path(), &store, &["sbom", &format!("{repo}:latest")]),
-        &home,
-    ))
-    .stdout;
-    assert_eq!(
-        remote_sbom,
-        ok(&mut run(t.path(), &store, &["sbom", "t"])).stdout
-    );
-    let v = ok(without_credentials(
-        &mut run(t.path(), &store, &["verify", &format!("{repo}@{digest}")]),
-        &home,
-    ));
-    assert!(String::from_utf8_lossy(&v.stderr).contains("SBOM's"));
-    // Pushing again uploads nothing.
-    let again = json(
-        &ok(without_credentials(
-            &mut run(t.path(), &store, &["push", "t", "--json"]),
-            &home,
-        ))
-        .stdout,
-    );
-    assert_eq!(again["uploaded_bytes"], 0, "{again}");
-    assert_eq!(again["referrer_bytes"], 0, "{again}");
+    // `imgbuild sbom` and `verify` read them through the API; pushing again uploads nothing.
+    read_back_and_push_again(t.path(), &store, &home, &repo, &digest);
     let (_, body) = reg.get(&format!("/v2/acme/t/referrers/{digest}"), index);
     assert_eq!(json(&body)["manifests"], listed["manifests"]);
 }

@@ -890,17 +890,12 @@ fn a_two_platform_image_takes_each_platforms_base_facts_and_layers_from_the_shar
     // A base of two platforms: two imports of a one-file root filesystem into one index.
     let bases = t.path().join("bases");
     for arch in ["amd64", "arm64"] {
-        let r = t.path().join(format!("rootfs-{arch}"));
-        write_text(&r.join("etc/arch"), arch);
-        ok(runner(t.path(), &t.path().join("import"), None).args([
-            "base",
-            "import",
-            r.to_str().unwrap(),
-            "--platform",
-            &format!("linux/{arch}"),
-            "--output",
-            &format!("oci:{}:tiny", bases.display()),
-        ]));
+        import_tiny_base(
+            &mut runner(t.path(), &t.path().join("import"), None),
+            t.path(),
+            arch,
+            &bases,
+        );
     }
     let p = t.path().join("proj");
     write_text(&p.join("app/hello.txt"), "hi\n");

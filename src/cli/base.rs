@@ -83,12 +83,12 @@ fn import(
         mtime,
         compression: Compression::parse(compression).unwrap(),
     };
-    let (built, note) = base::import(&imp, out, &store)?;
+    let (digest, note) = base::import(&imp, out, &store)?;
     if !note.is_empty() {
         g.progress.note(&format!("note: {note}"));
     }
     g.progress
         .note(&format!("imported {} → {output}", rootfs.display()));
-    println!("{}", built.digest);
+    println!("{digest}");
     Ok(0)
 }

@@ -25,13 +25,5 @@ impl Global {
 
 /// `--platform` values (repeatable), each checked, none twice.
 pub fn platforms(given: &[String]) -> Result<Vec<crate::image::Platform>> {
-    let mut out: Vec<crate::image::Platform> = Vec::new();
-    for p in given {
-        let parsed = crate::image::Platform::parse_named(p, &format!("--platform `{p}`"))?;
-        if out.contains(&parsed) {
-            return Err(crate::usage!("--platform `{p}` is given twice"));
-        }
-        out.push(parsed);
-    }
-    Ok(out)
+    crate::image::Platform::parse_list(given, |p| format!("--platform `{p}`"))
 }

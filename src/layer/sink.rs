@@ -187,19 +187,7 @@ mod tests {
         (out, diff, digest)
     }
 
-    fn sample(n: usize) -> Vec<u8> {
-        let mut x: u32 = 7;
-        (0..n)
-            .map(|i| {
-                x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-                if i % 5 < 3 {
-                    b"tar stream "[i % 11]
-                } else {
-                    (x >> 24) as u8
-                }
-            })
-            .collect()
-    }
+    use crate::compress::tests::sample;
 
     #[test]
     fn the_sink_gives_the_bytes_and_digests_of_the_serial_chain() {

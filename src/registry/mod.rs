@@ -324,6 +324,25 @@ fn fetch_image(
     Ok((manifest, config_bytes, config))
 }
 
+/// The manifest (or index) a reference names: by its digest (from the store when there), else
+/// by its tag, stored.
+fn top_manifest(lazy: &mut Lazy, store: &Store, what: &str) -> Result<Fetched> {
+    let r = lazy.r;
+    match &r.digest {
+        Some(d) => by_digest(lazy, store, d)?
+            .ok_or_else(|| usage!("{} does not have manifest {d}", r.name())),
+        None => {
+            let tag = r.target();
+            let c = lazy.get()?;
+            let f = Repo::pull(c, &r.repository)
+                .get_manifest(&tag)?
+                .ok_or_else(|| not_found(c, r, &tag, what))?;
+            store.put(&f.bytes)?;
+            Ok(f)
+        }
+    }
+}
+
 /// Pulls an image for `imgbuild verify`: the manifest (for `platform` when the reference names
 /// an index), its config and layers into the store. Returns the manifest digest and manifest.
 pub fn pull_image(
@@ -339,19 +358,7 @@ pub fn pull_image(
         opts,
         client: None,
     };
-    let top = match &r.digest {
-        Some(d) => by_digest(&mut lazy, store, d)?
-            .ok_or_else(|| usage!("{} does not have manifest {d}", r.name()))?,
-        None => {
-            let tag = r.target();
-            let c = lazy.get()?;
-            let f = Repo::pull(c, &r.repository)
-                .get_manifest(&tag)?
-                .ok_or_else(|| not_found(c, &r, &tag, &what))?;
-            store.put(&f.bytes)?;
-            f
-        }
-    };
+    let top = top_manifest(&mut lazy, store, &what)?;
     let f = if is_index(&top) {
         let d = pick_platform(&top, platform, &what)?;
         by_digest(&mut lazy, store, &d)?
@@ -378,19 +385,7 @@ pub fn platforms_of(
         opts,
         client: None,
     };
-    let top = match &r.digest {
-        Some(d) => by_digest(&mut lazy, store, d)?
-            .ok_or_else(|| usage!("{} does not have manifest {d}", r.name()))?,
-        None => {
-            let tag = r.target();
-            let c = lazy.get()?;
-            let f = Repo::pull(c, &r.repository)
-                .get_manifest(&tag)?
-                .ok_or_else(|| not_found(c, &r, &tag, &what))?;
-            store.put(&f.bytes)?;
-            f
-        }
-    };
+    let top = top_manifest(&mut lazy, store, &what)?;
     if !is_index(&top) {
         return Ok((top.digest, vec![]));
     }

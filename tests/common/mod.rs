@@ -600,3 +600,20 @@ pub fn python_app_spec(dir: &Path, python: &str, smoke: &[&str]) {
         ),
     );
 }
+
+/// `c` (an imgbuild command) run as `base import` of a one-file root filesystem in `dir`
+/// (`/etc/arch` naming `arch`) for linux/`arch` into `layout:tiny`, adding that platform to
+/// the tag's index.
+pub fn import_tiny_base(c: &mut Command, dir: &Path, arch: &str, layout: &Path) -> Output {
+    let r = dir.join(format!("rootfs-{arch}"));
+    write_text(&r.join("etc/arch"), arch);
+    ok(c.args([
+        "base",
+        "import",
+        r.to_str().unwrap(),
+        "--platform",
+        &format!("linux/{arch}"),
+        "--output",
+        &format!("oci:{}:tiny", layout.display()),
+    ]))
+}
