@@ -909,6 +909,37 @@ fn hint_for(output: &str, job: &Job) -> Option<String> {
             job.name
         ));
     }
+    if let Some(cc) = missing_compiler(output) {
+        // e.g. libsass on arm64: the lock has wheels for x86_64 only, so the sdist is built,
+        // and the target's base has no compiler.
+        return Some(format!(
+            "{} is a native extension and the build root has no C/C++ compiler (`{cc}` not found): add the compilers and the Python headers to the build root only, with `build = {{ debian = [\"gcc\", \"g++\", \"python3-dev\"] }}` in the layer's `python` table (they never reach the image)",
+            job.name
+        ));
+    }
+    None
+}
+
+/// The compiler a build's output says it could not run (`gcc`, `aarch64-linux-gnu-gcc`,
+/// `g++`, `cc`), if any.
+fn missing_compiler(output: &str) -> Option<String> {
+    for line in output.lines() {
+        for (pre, post) in [
+            ("No such file or directory: '", "'"),
+            ("command '", "' failed"),
+            ("", ": not found"),
+            ("", ": command not found"),
+        ] {
+            let Some(i) = line.find(pre) else { continue };
+            let rest = &line[i + pre.len()..];
+            let Some(j) = rest.find(post) else { continue };
+            let word = rest[..j].rsplit(['/', ' ']).next().unwrap_or("");
+            let base = word.rsplit('-').next().unwrap_or("");
+            if matches!(base, "gcc" | "g++" | "cc" | "c++" | "clang") {
+                return Some(word.to_string());
+            }
+        }
+    }
     None
 }
 
@@ -919,6 +950,25 @@ struct RunOut {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_missing_compiler_is_named_from_the_build_output() {
+        use super::missing_compiler as m;
+        assert_eq!(
+            m("error: [Errno 2] No such file or directory: 'aarch64-linux-gnu-gcc'").as_deref(),
+            Some("aarch64-linux-gnu-gcc")
+        );
+        assert_eq!(
+            m("error: command 'x86_64-linux-gnu-gcc' failed: No such file or directory").as_deref(),
+            Some("x86_64-linux-gnu-gcc")
+        );
+        assert_eq!(m("sh: 1: cc: not found").as_deref(), Some("cc"));
+        assert_eq!(
+            m("error: [Errno 2] No such file or directory: 'README.md'"),
+            None
+        );
+        assert_eq!(m("ModuleNotFoundError: No module named 'setuptools'"), None);
+    }
+
     use super::*;
 
     #[test]
