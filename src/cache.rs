@@ -16,7 +16,7 @@ use std::io::BufReader;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 /// What identifies a file's content without reading it: size, mtime and inode.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -213,7 +213,9 @@ impl Table {
 /// record): a no-op rebuild of 100k files looks each one up after a single `stat`.
 pub struct StatCache {
     file: PathBuf,
-    known: Mutex<Table>,
+    /// Read by the walk's threads at once (a no-op rebuild looks up every file); written only
+    /// when a file is hashed.
+    known: RwLock<Table>,
 }
 
 impl StatCache {
@@ -230,7 +232,7 @@ impl StatCache {
             .unwrap_or_default();
         StatCache {
             file,
-            known: Mutex::new(known),
+            known: RwLock::new(known),
         }
     }
 
@@ -238,7 +240,7 @@ impl StatCache {
     pub fn lookup(&self, path: &Path, id: &FileId) -> Option<String> {
         let k = self
             .known
-            .lock()
+            .read()
             .unwrap()
             .get(path.as_os_str().as_encoded_bytes())?;
         (k.id == *id).then(|| hex_of(&k.sha256))
@@ -268,7 +270,7 @@ impl StatCache {
         }
         let k = Known { id: *id, sha256 };
         let path = path.as_os_str().as_encoded_bytes();
-        let mut known = self.known.lock().unwrap();
+        let mut known = self.known.write().unwrap();
         if known.get(path) != Some(k) {
             known.learnt.insert(path.to_vec(), k);
             known.dirty = true;
@@ -276,7 +278,7 @@ impl StatCache {
     }
 
     pub fn save(&self) -> Result<()> {
-        let known = self.known.lock().unwrap();
+        let known = self.known.read().unwrap();
         if known.dirty {
             write_atomic(&self.file, &known.encode())?;
         }

@@ -68,8 +68,10 @@ pub struct Made<'a> {
     pub built: &'a Built,
     /// The diff_ids of the image's layers (its config's).
     pub diff_ids: &'a [Digest],
-    /// The merged filesystem of the image (verification made it).
-    pub fs: &'a Rootfs,
+    /// The merged filesystem of the image, when verification made it; else `merge` makes it
+    /// if the SBOM is not in the store.
+    pub fs: Option<&'a Rootfs>,
+    pub merge: &'a dyn Fn() -> Result<Rootfs>,
 }
 
 /// The SBOM and provenance referrers of `m.built`, as `wanted` says; every blob stored.
@@ -123,10 +125,18 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
                         .map(|r| r.name().to_string());
                     layers.push((name, d.clone()));
                 }
-                let dists = sbom::python_dists(m.fs);
+                let owned;
+                let fs = match m.fs {
+                    Some(fs) => fs,
+                    None => {
+                        owned = (m.merge)()?;
+                        &owned
+                    }
+                };
+                let dists = sbom::python_dists(fs);
                 let paths = sbom::paths_to_read(&dists);
                 let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-                let files = files_of(store, m.fs, &m.built.manifest.layers, m.diff_ids, &refs)
+                let files = files_of(store, fs, &m.built.manifest.layers, m.diff_ids, &refs)
                     .context("reading the image's package metadata for its SBOM")?;
                 let subject = sbom::Subject {
                     name: &m.built.name,
@@ -138,7 +148,7 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
                     layers,
                     supply: supply.clone(),
                 };
-                let b = spdx::to_bytes(&spdx::document(&subject, m.fs, &files));
+                let b = spdx::to_bytes(&spdx::document(&subject, fs, &files));
                 let d = store.put(&b)?;
                 store.put_record("sbom", key.hex(), &d)?;
                 b

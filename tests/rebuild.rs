@@ -1,5 +1,6 @@
 //! A no-op rebuild stats each unchanged file and never opens it (issue 18): the stat cache knows
-//! its content hash by size, mtime and inode. Checked with strace on the real binary.
+//! its content hash by size, mtime and inode; and an image whose inputs passed its checks before
+//! is not checked again. Checked with strace on the real binary.
 
 mod common;
 
@@ -105,5 +106,80 @@ fn a_no_op_rebuild_stats_unchanged_files_and_opens_none() {
         opened.iter().any(|p| Path::new(p) == changed),
         "the rebuild after a change did not read {}: {opened:?}",
         changed.display()
+    );
+}
+
+/// The store's layer listings `imgbuild build` opened (verification reads one per layer).
+fn listings_opened(log: &str, store: &Path) -> Vec<String> {
+    opened_under(log, &store.join("listings-v4"))
+}
+
+#[test]
+fn an_image_that_passed_its_checks_is_not_checked_again_until_an_input_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().canonicalize().unwrap();
+    let store = root.join(".store");
+    std::os::unix::fs::symlink(busybox_base(), root.join("base")).unwrap();
+    fs::create_dir_all(root.join("app")).unwrap();
+    fs::write(root.join("app/run"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(
+        root.join("app/run"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let toml = |cmd: &str| {
+        format!(
+            "[images.app]\nbase = \"oci:base:bb\"\ncmd = [\"{cmd}\"]\n\n[[images.app.layers]]\nname = \"app\"\nfiles = [{{ from = \"app\", to = \"/app\" }}]\n"
+        )
+    };
+    fs::write(root.join("imgbuild.toml"), toml("/app/run")).unwrap();
+    let traced = |log: &Path| {
+        let mut c = Command::new(strace());
+        c.args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+            .arg(log)
+            .arg(bin())
+            .args(["build", "app", "--json"])
+            .current_dir(&root)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("IMGBUILD_CACHE", &store);
+        c
+    };
+    let log = root.join("build.strace");
+    let first: serde_json::Value = serde_json::from_slice(&ok(&mut traced(&log)).stdout).unwrap();
+    let read = listings_opened(&fs::read_to_string(&log).unwrap(), &store);
+    assert!(
+        !read.is_empty(),
+        "the first build's checks read no layer listing"
+    );
+
+    // The same inputs: the verdict is taken from the store, the listings are not read.
+    let again: serde_json::Value = serde_json::from_slice(&ok(&mut traced(&log)).stdout).unwrap();
+    assert_eq!(again["digest"], first["digest"]);
+    let read = listings_opened(&fs::read_to_string(&log).unwrap(), &store);
+    assert!(
+        read.is_empty(),
+        "a rebuild with the same inputs checked again: {read:?}"
+    );
+
+    // A changed config (same layers) is checked again, and its failure is not remembered as a pass.
+    fs::write(root.join("imgbuild.toml"), toml("/app/gone")).unwrap();
+    for _ in 0..2 {
+        let (code, err) = fails(imgbuild(&root).args(["build", "app"]));
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("cmd `/app/gone` does not exist in the image"),
+            "{err}"
+        );
+    }
+
+    // A changed layer is checked again: the file the command names is no longer in it.
+    fs::write(root.join("imgbuild.toml"), toml("/app/run")).unwrap();
+    ok(imgbuild(&root).args(["build", "app"]));
+    fs::rename(root.join("app/run"), root.join("app/serve")).unwrap();
+    let (code, err) = fails(imgbuild(&root).args(["build", "app"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cmd `/app/run` does not exist in the image"),
+        "{err}"
     );
 }
