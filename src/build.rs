@@ -3,7 +3,6 @@
 
 use crate::base;
 use crate::cache::{self, CachedLayer};
-use crate::digest::Digest;
 use crate::image::{self, BaseImage, Built, Descriptor, History, ImageConfig};
 use crate::key;
 use crate::layer::{self, LayerBlob};
@@ -20,6 +19,7 @@ use crate::sharedcache::{self, SharedCache};
 use crate::start;
 use crate::target::{Destination, Output};
 use anyhow::{Context, Result};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -405,13 +405,13 @@ fn build_platform(
     let verdict = verdict_key(&cx, &base, &config, &sources);
     let passed = verdict
         .as_ref()
-        .is_some_and(|k| cx.store.get_record::<bool>(VERIFIED, k.hex()) == Some(true));
+        .is_some_and(|k| cx.store.get_record::<bool>(VERIFIED, k) == Some(true));
     let fs = if passed {
         None
     } else {
         let fs = verify(&cx, &view, &recipes, &layers, &config)?;
         if let Some(k) = &verdict {
-            cx.store.put_record(VERIFIED, k.hex(), &true)?;
+            cx.store.put_record(VERIFIED, k, &true)?;
         }
         Some(fs)
     };
@@ -453,8 +453,10 @@ fn build_platform(
         recipes: &recipes,
         built: &built,
         diff_ids: &config.rootfs.diff_ids,
-        fs: fs.as_ref(),
-        merge: &|| merged(&cx, &view, &layers),
+        fs: &|| match &fs {
+            Some(fs) => Ok(Cow::Borrowed(fs)),
+            None => merged(&cx, &view, &layers).map(Cow::Owned),
+        },
     })?;
     drop(fs);
     *timings.entry("sbom".into()).or_default() += t_sbom.elapsed().as_secs_f64();
@@ -893,28 +895,26 @@ fn image_config(
 /// The store's records of images that passed `verify`, by `verdict_key`.
 const VERIFIED: &str = "verified-v1";
 
-/// What the checks of `verify` depend on: this imgbuild, the platform, the image's settings
-/// (its layers', `expect`, `start_check`...), the base's layers, every layer's cache key (its
-/// inputs: files, locks, settings) and the config. None when a layer has no key (its inputs
+/// The key of `verify`'s verdict (`key::verdict`); None when a layer has no key (its inputs
 /// were not all known before it was written).
 fn verdict_key(
     cx: &Ctx,
-    base: &crate::image::BaseImage,
+    base: &BaseImage,
     config: &ImageConfig,
     sources: &[(Source, String)],
-) -> Option<Digest> {
+) -> Option<String> {
     if sources.iter().any(|(_, k)| k.is_empty()) {
         return None;
     }
-    let material = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "platform": cx.platform.to_string(),
-        "image": serde_json::to_value(&cx.image).ok()?,
-        "base": base.layers.iter().map(|d| d.digest.to_string()).collect::<Vec<_>>(),
-        "layers": sources.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
-        "config": Digest::of(&image::to_bytes(config)).to_string(),
-    });
-    Some(Digest::of(material.to_string().as_bytes()))
+    let base_layers: Vec<String> = base.layers.iter().map(|d| d.digest.to_string()).collect();
+    let layers: Vec<&str> = sources.iter().map(|(_, k)| k.as_str()).collect();
+    Some(key::verdict(
+        &cx.platform,
+        &cx.image,
+        &base_layers,
+        &layers,
+        config,
+    ))
 }
 
 /// The image's filesystem: the base's with every layer's listing applied.

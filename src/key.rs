@@ -108,6 +108,25 @@ pub fn sdist_wheel<T: Serialize, P: Serialize>(
     }))
 }
 
+/// An image that passed `build`'s checks (`verified-v1/`): what the checks read — this imgbuild,
+/// the platform, the image's settings, the base's layers, every layer's key and the config.
+pub fn verdict<I: Serialize>(
+    platform: &Platform,
+    image: &I,
+    base_layers: &[String],
+    layers: &[&str],
+    config: &ImageConfig,
+) -> String {
+    of(&serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "platform": platform.to_string(),
+        "image": image,
+        "base": base_layers,
+        "layers": layers,
+        "config": of(config),
+    }))
+}
+
 /// The base layers of a build root unpacked once and kept in the store (`build-roots/`).
 pub fn build_root(format: u32, layers: &[String]) -> String {
     of(&serde_json::json!({ "format": format, "layers": layers }))

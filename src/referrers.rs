@@ -18,6 +18,7 @@ use crate::target::Target;
 use crate::usage;
 use anyhow::{Context, Result};
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -68,10 +69,9 @@ pub struct Made<'a> {
     pub built: &'a Built,
     /// The diff_ids of the image's layers (its config's).
     pub diff_ids: &'a [Digest],
-    /// The merged filesystem of the image, when verification made it; else `merge` makes it
-    /// if the SBOM is not in the store.
-    pub fs: Option<&'a Rootfs>,
-    pub merge: &'a dyn Fn() -> Result<Rootfs>,
+    /// The merged filesystem of the image: verification's, or merged when the SBOM is not in
+    /// the store (a rebuild whose checks were skipped has none).
+    pub fs: &'a dyn Fn() -> Result<Cow<'a, Rootfs>>,
 }
 
 /// The SBOM and provenance referrers of `m.built`, as `wanted` says; every blob stored.
@@ -125,14 +125,8 @@ pub fn make(m: &Made) -> Result<Vec<Referrer>> {
                         .map(|r| r.name().to_string());
                     layers.push((name, d.clone()));
                 }
-                let owned;
-                let fs = match m.fs {
-                    Some(fs) => fs,
-                    None => {
-                        owned = (m.merge)()?;
-                        &owned
-                    }
-                };
+                let fs = (m.fs)()?;
+                let fs = fs.as_ref();
                 let dists = sbom::python_dists(fs);
                 let paths = sbom::paths_to_read(&dists);
                 let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
