@@ -236,20 +236,20 @@ impl StatCache {
         }
     }
 
-    /// The remembered sha256 (hex) of the file at `path` with identity `id`, without reading it.
-    pub fn lookup(&self, path: &Path, id: &FileId) -> Option<String> {
+    /// The remembered sha256 of the file at `path` with identity `id`, without reading it.
+    pub fn lookup(&self, path: &Path, id: &FileId) -> Option<[u8; 32]> {
         let k = self
             .known
             .read()
             .unwrap()
             .get(path.as_os_str().as_encoded_bytes())?;
-        (k.id == *id).then(|| hex_of(&k.sha256))
+        (k.id == *id).then_some(k.sha256)
     }
 
     /// The sha256 (hex) of the file at `path` with identity `id`, reading it only when needed.
     pub fn hash(&self, path: &Path, id: &FileId) -> io::Result<String> {
         if let Some(h) = self.lookup(path, id) {
-            return Ok(h);
+            return Ok(hex_of(&h));
         }
         let sha = hash_file(path)?;
         self.remember(path, id, &sha);
@@ -503,14 +503,28 @@ mod tests {
         c.save().unwrap();
         let again = cache_in(dir.path());
         assert_eq!(
-            again.lookup(Path::new("/project/f7"), &id(7, 7)),
+            again
+                .lookup(Path::new("/project/f7"), &id(7, 7))
+                .map(|h| hex_of(&h)),
             Some(sha.clone())
         );
         // Another size, inode or mtime: not known, so the file is read again.
-        assert_eq!(again.lookup(Path::new("/project/f7"), &id(8, 7)), None);
-        assert_eq!(again.lookup(Path::new("/project/f7"), &id(7, 9)), None);
         assert_eq!(
-            again.lookup(Path::new("/project/f1000"), &id(1000, 1000)),
+            again
+                .lookup(Path::new("/project/f7"), &id(8, 7))
+                .map(|h| hex_of(&h)),
+            None
+        );
+        assert_eq!(
+            again
+                .lookup(Path::new("/project/f7"), &id(7, 9))
+                .map(|h| hex_of(&h)),
+            None
+        );
+        assert_eq!(
+            again
+                .lookup(Path::new("/project/f1000"), &id(1000, 1000))
+                .map(|h| hex_of(&h)),
             None
         );
         // Learning a new hash for a known path replaces it; the rest is kept.
@@ -519,12 +533,21 @@ mod tests {
         again.save().unwrap();
         let third = cache_in(dir.path());
         assert_eq!(
-            third.lookup(Path::new("/project/f7"), &id(70, 7)),
+            third
+                .lookup(Path::new("/project/f7"), &id(70, 7))
+                .map(|h| hex_of(&h)),
             Some(other)
         );
-        assert_eq!(third.lookup(Path::new("/project/f7"), &id(7, 7)), None);
         assert_eq!(
-            third.lookup(Path::new("/project/f999"), &id(999, 999)),
+            third
+                .lookup(Path::new("/project/f7"), &id(7, 7))
+                .map(|h| hex_of(&h)),
+            None
+        );
+        assert_eq!(
+            third
+                .lookup(Path::new("/project/f999"), &id(999, 999))
+                .map(|h| hex_of(&h)),
             Some(sha)
         );
     }
@@ -547,7 +570,9 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         fs::write(&file, &bytes).unwrap();
         assert_eq!(
-            cache_in(dir.path()).lookup(Path::new("/project/a"), &id(1, 1)),
+            cache_in(dir.path())
+                .lookup(Path::new("/project/a"), &id(1, 1))
+                .map(|h| hex_of(&h)),
             None
         );
     }
@@ -565,7 +590,10 @@ mod tests {
             ..id(1, 1)
         };
         c.remember(Path::new("/project/a"), &racy, &sha256_of(b"x"));
-        assert_eq!(c.lookup(Path::new("/project/a"), &racy), None);
+        assert_eq!(
+            c.lookup(Path::new("/project/a"), &racy).map(|h| hex_of(&h)),
+            None
+        );
     }
 
     fn sha256_of(b: &[u8]) -> String {

@@ -33,10 +33,12 @@ pub struct Collector {
     /// Skip device nodes, FIFOs and sockets with a note instead of failing.
     pub skip_special: bool,
     pub entries: Vec<Entry>,
-    /// Content hash of each regular file entry, by path, for the cache key.
-    pub hashes: PathMap<Vec<u8>, String>,
-    /// Files the stat cache did not know: (layer path, source, metadata taken before reading).
-    pub unhashed: Vec<(Vec<u8>, PathBuf, FileId)>,
+    /// The sha256 of each regular file entry, by the entry's index, for the cache key (raw
+    /// bytes: a no-op rebuild of a large tree looks up one per file).
+    hashes: Vec<Option<[u8; 32]>>,
+    /// Files the stat cache did not know: (entry index, layer path, source, metadata taken
+    /// before reading).
+    pub unhashed: Vec<(usize, Vec<u8>, PathBuf, FileId)>,
     pub skipped: Vec<String>,
     inodes: HashMap<(u64, u64), Vec<u8>>,
     /// Where each path came from: a hash of the path → its entry's index (`usize::MAX`: ensure_dirs).
@@ -121,7 +123,7 @@ impl Collector {
             keep_owner: false,
             skip_special: false,
             entries: Vec::new(),
-            hashes: PathMap::default(),
+            hashes: Vec::new(),
             unhashed: Vec::new(),
             skipped: Vec::new(),
             inodes: HashMap::new(),
@@ -197,7 +199,7 @@ impl Collector {
         src: PathBuf,
         md: &Meta,
         path: Vec<u8>,
-        known: Option<String>,
+        known: Option<[u8; 32]>,
     ) -> Result<()> {
         check_path(&path).map_err(|e| usage!("{e} (from {})", src.display()))?;
         let (uid, gid) = match m.owner {
@@ -236,11 +238,12 @@ impl Collector {
             }
             // Known to the stat cache, or hashed later: before the build when the unknown files
             // are few (`hash_unhashed`), else while the layer is written (`hashes_from`).
+            let index = self.entries.len();
             match known {
-                Some(sha) => {
-                    self.hashes.insert(path.clone(), sha);
-                }
-                None => self.unhashed.push((path.clone(), src.clone(), md.id)),
+                Some(sha) => self.set_hash(index, sha),
+                None => self
+                    .unhashed
+                    .push((index, path.clone(), src.clone(), md.id)),
             }
             return self.push(
                 Entry {
@@ -362,13 +365,22 @@ impl Collector {
         Ok(())
     }
 
+    fn set_hash(&mut self, index: usize, sha: [u8; 32]) {
+        if self.hashes.len() <= index {
+            self.hashes.resize(index + 1, None);
+        }
+        self.hashes[index] = Some(sha);
+    }
+
     /// Hashes files the stat cache did not know, reading them.
     pub fn hash_unhashed(&mut self, stat: &StatCache) -> Result<()> {
-        for (path, src, md) in std::mem::take(&mut self.unhashed) {
+        for (index, _, src, md) in std::mem::take(&mut self.unhashed) {
             let sha = stat
                 .hash(&src, &md)
                 .with_context(|| format!("reading {}", src.display()))?;
-            self.hashes.insert(path, sha);
+            let mut raw = [0u8; 32];
+            hex::decode_to_slice(&sha, &mut raw).expect("a sha256 in hex");
+            self.set_hash(index, raw);
         }
         Ok(())
     }
@@ -386,25 +398,25 @@ impl Collector {
             .filter_map(|n| Some((n.path.as_str(), n.sha256.as_deref()?)))
             .collect();
         let mut learned = Vec::new();
-        for (path, src, id) in std::mem::take(&mut self.unhashed) {
+        for (index, path, src, id) in std::mem::take(&mut self.unhashed) {
             let shown = String::from_utf8_lossy(&path).into_owned();
             match by_path.get(shown.as_str()) {
                 Some(sha) => {
                     stat.remember(&src, &id, sha);
                     learned.push((format!("/{shown}"), id.size, sha.to_string()));
                 }
-                None => self.unhashed.push((path, src, id)),
+                None => self.unhashed.push((index, path, src, id)),
             }
         }
         learned
     }
 
     pub fn unhashed_bytes(&self) -> u64 {
-        self.unhashed.iter().map(|(_, _, id)| id.size).sum()
+        self.unhashed.iter().map(|(_, _, _, id)| id.size).sum()
     }
 
     /// One summary row: the entry's displayed path, and what it is.
-    fn row(&self, e: &Entry) -> (String, String) {
+    fn row(&self, index: usize, e: &Entry) -> (String, String) {
         use std::fmt::Write as _;
         let mut what = String::with_capacity(96);
         match &e.body {
@@ -413,7 +425,11 @@ impl Collector {
                 what.push_str("file ");
                 what.push_str(itoa(*size, &mut [0u8; 20]));
                 what.push(' ');
-                what.push_str(self.hashes.get(&e.path).map(|s| s.as_str()).unwrap_or(""));
+                if let Some(Some(sha)) = self.hashes.get(index) {
+                    let mut hex = [0u8; 64];
+                    hex::encode_to_slice(sha, &mut hex).expect("64 bytes for 32");
+                    what.push_str(std::str::from_utf8(&hex).expect("hex is ASCII"));
+                }
             }
             Body::Symlink(t) => {
                 what.push_str("symlink ");
@@ -440,15 +456,25 @@ impl Collector {
     pub fn summary(&self) -> BTreeMap<String, String> {
         // A large layer's rows are made on two threads (a no-op rebuild makes one per file).
         let mut rows: Vec<(String, String)> = if self.entries.len() >= 4096 {
-            let (a, b) = self.entries.split_at(self.entries.len() / 2);
+            let half = self.entries.len() / 2;
+            let (a, b) = self.entries.split_at(half);
             std::thread::scope(|s| {
-                let second = s.spawn(|| b.iter().map(|e| self.row(e)).collect::<Vec<_>>());
-                let mut rows: Vec<_> = a.iter().map(|e| self.row(e)).collect();
+                let second = s.spawn(|| {
+                    b.iter()
+                        .enumerate()
+                        .map(|(i, e)| self.row(half + i, e))
+                        .collect::<Vec<_>>()
+                });
+                let mut rows: Vec<_> = a.iter().enumerate().map(|(i, e)| self.row(i, e)).collect();
                 rows.extend(second.join().expect("summary rows"));
                 rows
             })
         } else {
-            self.entries.iter().map(|e| self.row(e)).collect()
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| self.row(i, e))
+                .collect()
         };
         // Walk order is nearly sorted: a cheap sort, then a bulk build of the map.
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -469,7 +495,7 @@ struct Item {
 struct Member {
     item: Item,
     meta: std::io::Result<Meta>,
-    known: Option<String>,
+    known: Option<[u8; 32]>,
     sub: Option<usize>,
 }
 

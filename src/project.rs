@@ -238,6 +238,17 @@ pub fn revision(root: &Path) -> Option<String> {
 }
 
 fn git(root: &Path, args: &[&str]) -> Option<String> {
+    // Not a checkout: no `.git` in `root` or above it (and no GIT_DIR pointing elsewhere).
+    // Asking git would only fail, after a process start of several milliseconds (a no-op
+    // rebuild takes tens).
+    let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let checkout = std::env::var_os("GIT_DIR").is_some()
+        || abs
+            .ancestors()
+            .any(|d| std::fs::symlink_metadata(d.join(".git")).is_ok());
+    if !checkout {
+        return None;
+    }
     let out = Command::new("git")
         .arg("-C")
         .arg(root)

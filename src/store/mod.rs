@@ -35,8 +35,21 @@ pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
     dir.join(format!(".{stem}.{}.{n}.{nanos}.tmp", std::process::id()))
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename). A file
+/// that already holds exactly these bytes is not written again, only its modification time set
+/// to now (what `store gc --max-age` reads): a no-op rebuild rewrites index.json, its store root
+/// and its build record with the same bytes, and each fsync costs milliseconds.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        && fs::read(path).is_ok_and(|old| old == bytes)
+        && File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .is_ok()
+    {
+        return Ok(());
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = temp_path(dir, "write");
@@ -276,6 +289,39 @@ mod tests {
         assert_eq!(
             fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn write_atomic_leaves_identical_bytes_in_place_but_marks_them_used() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.json");
+        write_atomic(&p, b"{}").unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        let before = fs::metadata(&p).unwrap();
+        write_atomic(&p, b"{}").unwrap();
+        let after = fs::metadata(&p).unwrap();
+        assert_eq!(
+            after.ino(),
+            before.ino(),
+            "the same bytes are not written again"
+        );
+        assert!(after.modified().unwrap() > day_ago + std::time::Duration::from_secs(3600));
+        // Other bytes, even of the same length, replace the file.
+        write_atomic(&p, b"[]").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"[]");
+        assert_ne!(fs::metadata(&p).unwrap().ino(), before.ino());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
             "no temp file left"
         );
     }
