@@ -306,7 +306,7 @@ DEBS = {"pigz": "pigz", "zstd": "zstd", "buildah": "buildah", "skopeo": "skopeo"
         "tar": "tar", "gzip": "gzip", "time": "time", "umoci": "umoci"}
 NEEDS = {"layers": ["pigz", "zstd", "tar", "gzip"], "api": ["pigz", "buildah", "skopeo", "runc", "debootstrap"],
          "rebuilds": ["debootstrap"], "push": ["skopeo", "docker-registry", "busybox"], "memory": ["debootstrap"],
-         "scaling": [], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"], "debian": ["debootstrap", "skopeo", "buildah"],
+         "scaling": [], "downloads": ["pigz", "runc", "debootstrap"], "corpus": ["pigz", "runc", "debootstrap"], "sbom": ["debootstrap"], "debian": ["debootstrap", "skopeo", "buildah"],
          "bytecode": ["runc", "umoci", "debootstrap"], "sharedcache": ["docker-registry", "debootstrap"],
          "platforms": ["debootstrap", "skopeo", "buildah"]}
 
@@ -1554,6 +1554,111 @@ def section_corpus(S, ctx):
              all(r.sdists == 0 for r in res["imgbuild rebuild"]))
 
 
+def empty_wheel_cache(store, project, bases):
+    """An empty wheel cache: the store forgets every download (wheels, sdists, index pages), every
+    wheel it built and every layer; it keeps only what it learnt from the base image and the base's
+    own blobs (not downloads: they come from the local base layout), and the unpacked build root."""
+    keep = set()
+    for b in bases:
+        keep |= {f.name for f in (Path(b) / "blobs/sha256").iterdir()}
+    if store.exists():
+        for p in store.iterdir():
+            if p.name == "blobs":
+                for f in (p / "sha256").iterdir():
+                    if f.name not in keep:
+                        f.unlink()
+            elif p.name not in BASE_FACTS | {"build-roots", "tmp", ".lock"}:
+                rmtree(p) if p.is_dir() else p.unlink()
+    rmtree(project / ".imgbuild")
+
+
+def section_downloads(S, ctx):
+    """Issue 18: cold builds from an empty wheel cache, downloads included, against uv with an
+    empty cache, on the same index."""
+    import tomllib
+    runs = ctx.runs
+    index = host_index() or sh([sys.executable, "-c", "from pip._internal.models.index import PyPI; print(PyPI.simple_url)"]).stdout.strip()
+    uv = ctx.uv()
+    uv_cache = ctx.work / "uv-cache-empty"
+    uv_env = dict(ctx.uv_env(), UV_CACHE_DIR=str(uv_cache), UV_INDEX_URL=index, UV_DEFAULT_INDEX=index)
+    py = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    projects = []
+    fx = ctx.fixture()
+    projects.append(("job-agent api", fx.packages, fx.project, fx.store, [fx.base], fx.requirements,
+                     lambda: fx.build(), "uv.lock from fixtures/job-agent/make-lock.sh"))
+    name = "open-deep-research"
+    try:
+        files = corpus_files_host(index)
+        w = ctx.work / "downloads"
+        w.mkdir(parents=True, exist_ok=True)
+        base = w / ".bases" / "debian-bookworm"
+        if not (base / "index.json").exists():
+            sh([ROOT / "fixtures/base/make-debian-python.sh", "--suite", "bookworm", "--import", f"{base}:bookworm"],
+               env=dict(os.environ, IMGBUILD=IMGBUILD))
+        cp = CorpusProject(ctx, name, base, index, files)
+        cstore = w / "store"
+        cenv = dict(os.environ, IMGBUILD_CACHE=str(cstore), SOURCE_DATE_EPOCH=EPOCH)
+        req = w / f"{name}-requirements.txt"
+        src = tomllib.loads((ROOT / "tests/corpus" / name / "SOURCE").read_text())
+        extras = sum([["--extra", e] for e in src.get("extras", [])], [])
+        no_project = [] if cp.sources else ["--no-emit-project", "--no-emit-workspace"]
+        sh([uv, "export", "--quiet", "--frozen", "--no-dev", "--no-editable", *no_project, *extras, "-o", req], cwd=cp.dir, env=uv_env)
+        projects.append((name, cp.packages, cp.dir, cstore, [base], req, lambda: cp.build(cenv),
+                         "the largest lock of the real-world corpus (tests/corpus), with two sdists"))
+    except BenchError as e:
+        S.note(f"**{name}:** not measured: {e}")
+
+    rows, data = [], {}
+    for what, packages, project, store, bases, req, build, how in projects:
+        target, tgz = ctx.work / "uv-target-empty", ctx.work / "uv-target-empty.tar.gz"
+
+        def ib(i, project=project, store=store, bases=bases, build=build):
+            empty_wheel_cache(store, project, bases)
+            return build()
+
+        def uvp(i, req=req, project=project):
+            rmtree(target)
+            rmtree(uv_cache)
+            tgz.unlink(missing_ok=True)
+            r = run(f"{shlex.quote(uv)} pip install --quiet --no-deps --python {py} --target {target} -r {req} && "
+                    f"tar -C {target} -cf - . | pigz -p2 -{GZ_DEFAULT} > {tgz}", cwd=project, env=uv_env)
+            r.bytes = tgz.stat().st_size if tgz.exists() else 0
+            return r
+
+        log(f"downloads: {what} ({packages} packages): {runs} rounds + a warm-up, empty caches each round")
+        res = rounds([("imgbuild", ib), ("uv+pigz", uvp)], runs)
+        ratio = stats(ratios(res["uv+pigz"], res["imgbuild"]))
+        d = {"packages": packages}
+        for tool in ("imgbuild", "uv+pigz"):
+            rs = res[tool]
+            bb, wb = bound(rs)
+            d[tool] = {"seconds": secs(rs), "cpu_seconds": cpu(rs), "bound_seconds": bb, "wall_over_bound": wb,
+                       "rss_mib": rss(rs), "bytes": rs[-1].bytes}
+            rows.append([f"{what}: {tool}", str(packages)] + time_cells(secs(rs)) + [fmt_s(cpu(rs)["median"])] + bound_cells(rs)
+                        + [fmt_b(rs[-1].bytes), fmt_x(ratio) if tool == "uv+pigz" else "—",
+                           how if tool == "imgbuild" else f"`uv pip install --no-deps --target` of `uv export`, empty UV_CACHE_DIR, + `tar | pigz -p2 -{GZ_DEFAULT}`"])
+        d["uv_over_imgbuild"] = ratio
+        d["imgbuild_timings"] = timing_breakdown(res["imgbuild"])
+        data[what] = d
+        S.result(what, d)
+    S.table("Cold builds from an empty wheel cache, downloads included",
+            ["what", "packages"] + TIME_HEADER + ["CPU time"] + BOUND_HEADER + ["compressed output", "imgbuild speed-up (pairs)", ""], rows,
+            f"Every round empties both caches first: imgbuild's store keeps only what it knows of the base image (its "
+            f"facts and its own blobs, from the local base layout) and the unpacked build root; uv's cache directory is "
+            f"removed. Both fetch from the same index ({'the host index' if host_index() else 'the default index'}); imgbuild "
+            f"takes the lock's file URLs (with 8 parallel downloads), uv resolves the exported pins through the index's "
+            f"pages. Both build the lock's sdists (imgbuild in runc inside the target's root filesystem, uv with the "
+            f"host's CPython 3.11, the base's version). Rounds alternate the tools; the first is a warm-up (page cache, "
+            f"connections), not counted. {BOUND_NOTE} Downloads make the wall time mostly network time: the bound is a "
+            f"CPU bound only.")
+    for what, d in data.items():
+        bd = d["imgbuild_timings"]
+        S.table(f"Where an empty-cache imgbuild build of {what} spends its time (`--json` timings)",
+                ["phase"] + TIME_HEADER + ["share"], breakdown_rows("cold", bd, d["imgbuild"]["seconds"]["median"]),
+                "`layers` includes the downloads: the wheels are fetched (in parallel) before the python layer is written; "
+                "installing does not yet start while the downloads run.")
+
+
 def section_sbom(S, ctx):
     runs = ctx.runs
     fx = ctx.fixture()
@@ -2162,8 +2267,8 @@ def section_sharedcache(S, ctx):
              b["over_a_cold"]["median"] <= 0.2 and max(b["uploaded_bytes"]) == 0)
 
 
-SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "corpus", "sbom", "debian", "bytecode", "sharedcache",
-                 "platforms"]
+SECTION_ORDER = ["layers", "api", "rebuilds", "push", "memory", "scaling", "downloads", "corpus", "sbom", "debian", "bytecode",
+                 "sharedcache", "platforms"]
 SECTIONS = {
     "layers": (section_layers, "Layer throughput: imgbuild vs tar | pigz, gzip, zstd",
                "imgbuild's gzip (parallel, deterministic) and zstd layers against the usual command lines, on identical inputs, with output sizes."),
@@ -2173,6 +2278,9 @@ SECTIONS = {
     "rebuilds": (section_rebuilds, "Rebuilds", "imgbuild rebuilds of the api image: nothing changed, one app file changed, one dependency bumped."),
     "push": (section_push, "Push: imgbuild vs skopeo copy", "Pushing the same OCI layout to the same kind of loopback registry: fresh, unchanged, one layer changed; time and bytes."),
     "memory": (section_memory, "Peak memory", "Peak resident memory of the whole imgbuild process."),
+    "downloads": (section_downloads, "Cold builds from an empty wheel cache: imgbuild vs uv",
+                  "Issue 18: the job-agent api and the corpus's largest lock (open-deep-research) built with nothing "
+                  "downloaded yet, against `uv pip install --target` with an empty uv cache, same index."),
     "corpus": (section_corpus, "The real-world corpus: sdists built in the target",
                "Every tests/corpus project's uv.lock built onto a Debian python3 base (issue 11), and the largest lock with sdists against uv building the same sdists."),
     "bytecode": (section_bytecode, "Bytecode: start-up with pycs, and what compiling costs",
