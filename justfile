@@ -13,7 +13,8 @@ e2e:
     cargo test --locked --test core --test registry --test walkthrough
 
 # Benchmarks against named peers (installs missing ones: apt-get, uv in a temp venv); writes
-# BENCHMARKS.md and bench/results.json. Sections: layers api rebuilds push memory scaling corpus sbom debian bytecode
+# BENCHMARKS.md and bench/results.json. Sections: layers api rebuilds push memory scaling downloads corpus sbom debian
+# bytecode sharedcache platforms (downloads needs the corpus data: tests/corpus/fetch-data.py [--mirror DIR])
 bench runs="5":
     cargo build --release --locked
     python3 bench/bench.py --runs {{runs}} --md BENCHMARKS.md --json bench/results.json
