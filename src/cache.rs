@@ -16,6 +16,7 @@ use std::io::BufReader;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
 /// What identifies a file's content without reading it: size, mtime and inode.
@@ -133,15 +134,16 @@ impl std::hash::Hasher for PathHasher {
 pub type PathMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PathHasher>>;
 
 #[derive(Default)]
+/// The file as loaded: never changed after loading, so the walk's threads read it without a lock.
 struct Table {
-    /// The file as loaded: records in the binary format above.
+    /// Records in the binary format above.
     loaded: Vec<u8>,
     /// Path key → offset of its record in `loaded` (the path's length prefix).
     index: PathMap<u64, u32>,
-    /// Learnt in this run, by path.
-    learnt: PathMap<Vec<u8>, Known>,
-    dirty: bool,
 }
+
+/// Learnt in this run, by path.
+type Learnt = PathMap<Vec<u8>, Known>;
 
 impl Table {
     fn parse(bytes: Vec<u8>) -> Option<Table> {
@@ -162,7 +164,6 @@ impl Table {
         Some(Table {
             loaded: bytes,
             index,
-            ..Table::default()
         })
     }
 
@@ -176,16 +177,14 @@ impl Table {
     }
 
     fn get(&self, path: &[u8]) -> Option<Known> {
-        if let Some(k) = self.learnt.get(path) {
-            return Some(*k);
-        }
         let &at = self.index.get(&path_key(path))?;
         let (p, k) = self.loaded_at(at as usize);
         (p == path).then_some(k)
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.loaded.len() + self.learnt.len() * 160);
+    /// The file again, with `learnt` in it.
+    fn encode(&self, learnt: &Learnt) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.loaded.len() + learnt.len() * 160);
         out.extend_from_slice(STAT_MAGIC);
         // Loaded records not learnt again, in file order, then the learnt ones sorted by path:
         // the same knowledge gives the same file.
@@ -194,12 +193,12 @@ impl Table {
             let (p, k) = self.loaded_at(at);
             let next = at + 4 + p.len() + RECORD;
             // A record the index does not point at was shadowed by a later one (or collided).
-            if !self.learnt.contains_key(p) && self.index.get(&path_key(p)) == Some(&(at as u32)) {
+            if !learnt.contains_key(p) && self.index.get(&path_key(p)) == Some(&(at as u32)) {
                 k.put(p, &mut out);
             }
             at = next;
         }
-        let mut learnt: Vec<_> = self.learnt.iter().collect();
+        let mut learnt: Vec<_> = learnt.iter().collect();
         learnt.sort_by(|a, b| a.0.cmp(b.0));
         for (p, k) in learnt {
             k.put(p, &mut out);
@@ -213,9 +212,12 @@ impl Table {
 /// record): a no-op rebuild of 100k files looks each one up after a single `stat`.
 pub struct StatCache {
     file: PathBuf,
-    /// Read by the walk's threads at once (a no-op rebuild looks up every file); written only
-    /// when a file is hashed.
-    known: RwLock<Table>,
+    /// Read by the walk's threads at once, without a lock (a no-op rebuild looks up every file:
+    /// a shared lock's counter alone, bouncing between the cores, cost ~3 % of it).
+    loaded: Table,
+    /// Written when a file is hashed; looked at only once something was learnt.
+    learnt: RwLock<Learnt>,
+    learning: AtomicBool,
 }
 
 impl StatCache {
@@ -232,18 +234,25 @@ impl StatCache {
             .unwrap_or_default();
         StatCache {
             file,
-            known: RwLock::new(known),
+            loaded: known,
+            learnt: RwLock::default(),
+            learning: AtomicBool::new(false),
         }
     }
 
     /// The remembered sha256 of the file at `path` with identity `id`, without reading it.
     pub fn lookup(&self, path: &Path, id: &FileId) -> Option<[u8; 32]> {
-        let k = self
-            .known
-            .read()
-            .unwrap()
-            .get(path.as_os_str().as_encoded_bytes())?;
+        let k = self.get(path.as_os_str().as_encoded_bytes())?;
         (k.id == *id).then_some(k.sha256)
+    }
+
+    fn get(&self, path: &[u8]) -> Option<Known> {
+        if self.learning.load(Ordering::Acquire) {
+            if let Some(k) = self.learnt.read().unwrap().get(path) {
+                return Some(*k);
+            }
+        }
+        self.loaded.get(path)
     }
 
     /// The sha256 (hex) of the file at `path` with identity `id`, reading it only when needed.
@@ -270,17 +279,16 @@ impl StatCache {
         }
         let k = Known { id: *id, sha256 };
         let path = path.as_os_str().as_encoded_bytes();
-        let mut known = self.known.write().unwrap();
-        if known.get(path) != Some(k) {
-            known.learnt.insert(path.to_vec(), k);
-            known.dirty = true;
+        if self.get(path) != Some(k) {
+            self.learnt.write().unwrap().insert(path.to_vec(), k);
+            self.learning.store(true, Ordering::Release);
         }
     }
 
     pub fn save(&self) -> Result<()> {
-        let known = self.known.read().unwrap();
-        if known.dirty {
-            write_atomic(&self.file, &known.encode())?;
+        let learnt = self.learnt.read().unwrap();
+        if !learnt.is_empty() {
+            write_atomic(&self.file, &self.loaded.encode(&learnt))?;
         }
         Ok(())
     }
