@@ -212,6 +212,22 @@ pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
 /// Writes `entries` (already `normalise`d) as a layer into the store.
 /// Returns the blob facts and the layer's listing (every path with its content hash).
+/// From the first layer written on, this process gets no transparent huge pages: the
+/// allocator (main.rs) asks for them, and every 2 MiB page the write's buffers touch is then
+/// resident whole. Measured: a 200 MB zstd layer peaked at 46 MiB with them and 41 without, an
+/// 800 MB gzip layer at 60 and 51 MiB. Not before: a no-op rebuild, which writes no layer, was
+/// 17 % faster with them (100k files, 0.29 s against 0.34 s). Inherited by the processes started
+/// afterwards (sdist builds in runc), where it changes only the same memory accounting.
+fn no_huge_pages() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl with integer arguments only sets a flag of this process.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    });
+}
+
 pub fn write(
     entries: &[Entry],
     mtime: u64,
@@ -220,6 +236,7 @@ pub fn write(
     store: &Store,
     progress: Progress,
 ) -> Result<(LayerBlob, Listing)> {
+    no_huge_pages();
     let tmp = store.writer()?;
     // The diff_id, the compressor and the blob's digest run on their own threads (`sink`).
     let mut tar = tar::Builder::new(sink::Sink::new(compression, gzip_level, tmp)?);
@@ -408,5 +425,38 @@ impl ZipCache {
                 )
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process's THP flag as the kernel reports it (`THP_enabled` in /proc/self/status).
+    fn thp_enabled() -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("THP_enabled:"))
+            .expect("the kernel reports THP_enabled");
+        line.split_whitespace().nth(1) == Some("1")
+    }
+
+    #[test]
+    fn writing_a_layer_turns_off_transparent_huge_pages_for_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let entries = vec![Entry {
+            path: b"a".to_vec(),
+            body: Body::File {
+                src: Source::Bytes(Arc::from(&b"hello"[..])),
+                size: 5,
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }];
+        write(&entries, 0, Compression::Gzip, 5, &store, &|_| {}).unwrap();
+        assert!(!thp_enabled());
     }
 }
