@@ -133,8 +133,8 @@ impl std::hash::Hasher for PathHasher {
 /// A `HashMap` hashed with `PathHasher`.
 pub type PathMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PathHasher>>;
 
-#[derive(Default)]
 /// The file as loaded: never changed after loading, so the walk's threads read it without a lock.
+#[derive(Default)]
 struct Table {
     /// Records in the binary format above.
     loaded: Vec<u8>,
@@ -511,28 +511,14 @@ mod tests {
         c.save().unwrap();
         let again = cache_in(dir.path());
         assert_eq!(
-            again
-                .lookup(Path::new("/project/f7"), &id(7, 7))
-                .map(|h| hex_of(&h)),
+            known(&again, Path::new("/project/f7"), &id(7, 7)),
             Some(sha.clone())
         );
         // Another size, inode or mtime: not known, so the file is read again.
+        assert_eq!(known(&again, Path::new("/project/f7"), &id(8, 7)), None);
+        assert_eq!(known(&again, Path::new("/project/f7"), &id(7, 9)), None);
         assert_eq!(
-            again
-                .lookup(Path::new("/project/f7"), &id(8, 7))
-                .map(|h| hex_of(&h)),
-            None
-        );
-        assert_eq!(
-            again
-                .lookup(Path::new("/project/f7"), &id(7, 9))
-                .map(|h| hex_of(&h)),
-            None
-        );
-        assert_eq!(
-            again
-                .lookup(Path::new("/project/f1000"), &id(1000, 1000))
-                .map(|h| hex_of(&h)),
+            known(&again, Path::new("/project/f1000"), &id(1000, 1000)),
             None
         );
         // Learning a new hash for a known path replaces it; the rest is kept.
@@ -541,21 +527,12 @@ mod tests {
         again.save().unwrap();
         let third = cache_in(dir.path());
         assert_eq!(
-            third
-                .lookup(Path::new("/project/f7"), &id(70, 7))
-                .map(|h| hex_of(&h)),
+            known(&third, Path::new("/project/f7"), &id(70, 7)),
             Some(other)
         );
+        assert_eq!(known(&third, Path::new("/project/f7"), &id(7, 7)), None);
         assert_eq!(
-            third
-                .lookup(Path::new("/project/f7"), &id(7, 7))
-                .map(|h| hex_of(&h)),
-            None
-        );
-        assert_eq!(
-            third
-                .lookup(Path::new("/project/f999"), &id(999, 999))
-                .map(|h| hex_of(&h)),
+            known(&third, Path::new("/project/f999"), &id(999, 999)),
             Some(sha)
         );
     }
@@ -578,9 +555,7 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         fs::write(&file, &bytes).unwrap();
         assert_eq!(
-            cache_in(dir.path())
-                .lookup(Path::new("/project/a"), &id(1, 1))
-                .map(|h| hex_of(&h)),
+            known(&cache_in(dir.path()), Path::new("/project/a"), &id(1, 1)),
             None
         );
     }
@@ -598,10 +573,12 @@ mod tests {
             ..id(1, 1)
         };
         c.remember(Path::new("/project/a"), &racy, &sha256_of(b"x"));
-        assert_eq!(
-            c.lookup(Path::new("/project/a"), &racy).map(|h| hex_of(&h)),
-            None
-        );
+        assert_eq!(known(&c, Path::new("/project/a"), &racy), None);
+    }
+
+    /// What `c` knows of `path` with identity `id`, in hex.
+    fn known(c: &StatCache, path: &Path, id: &FileId) -> Option<String> {
+        c.lookup(path, id).map(|h| hex_of(&h))
     }
 
     fn sha256_of(b: &[u8]) -> String {
