@@ -570,6 +570,20 @@ WHEEL_CACHE = {"blobs", "python-wheels", "python-index", "tmp", ".lock"}
 BASE_FACTS = {"listings-v4", "python-target", "sbom-layer-v1"}
 
 
+def prune_store(store, keep, blobs=None):
+    """Removes from the store every entry whose name is not in `keep`; with `blobs` (a set of
+    names), also every blob not named in it."""
+    if not store.exists():
+        return
+    for p in store.iterdir():
+        if p.name == "blobs" and blobs is not None:
+            for f in (p / "sha256").iterdir():
+                if f.name not in blobs:
+                    f.unlink()
+        elif p.name not in keep:
+            rmtree(p) if p.is_dir() else p.unlink()
+
+
 class Fixture:
     """fixtures/job-agent in the work directory: its uv.lock (make-lock.sh), the Debian python
     base (make-debian-python.sh --import), the exported requirements for the uv peer."""
@@ -608,11 +622,7 @@ class Fixture:
     def cold(self, first_on_base=False):
         """Empty layer cache and output layout, warm wheel cache; with `first_on_base`, the
         store also forgets what it learnt from the base."""
-        keep = WHEEL_CACHE if first_on_base else WHEEL_CACHE | BASE_FACTS
-        if self.store.exists():
-            for p in self.store.iterdir():
-                if p.name not in keep:
-                    rmtree(p) if p.is_dir() else p.unlink()
+        prune_store(self.store, WHEEL_CACHE if first_on_base else WHEEL_CACHE | BASE_FACTS)
         rmtree(self.project / ".imgbuild")
 
     def steps_with(self, toml):
@@ -1400,11 +1410,7 @@ def corpus_cold(store, project, keep_built=False):
     """Forgets the layers and (unless `keep_built`) the wheels built from sdists; keeps the
     downloaded wheels and sdists (blobs), the index pages, the build pins in imgbuild.lock and
     what the store knows of the bases."""
-    keep = WHEEL_CACHE | BASE_FACTS | ({"python-sdist-wheel"} if keep_built else set())
-    if store.exists():
-        for p in store.iterdir():
-            if p.name not in keep:
-                rmtree(p) if p.is_dir() else p.unlink()
+    prune_store(store, WHEEL_CACHE | BASE_FACTS | ({"python-sdist-wheel"} if keep_built else set()))
     rmtree(project / ".imgbuild")
 
 
@@ -1558,17 +1564,10 @@ def empty_wheel_cache(store, project, bases):
     """An empty wheel cache: the store forgets every download (wheels, sdists, index pages), every
     wheel it built and every layer; it keeps only what it learnt from the base image and the base's
     own blobs (not downloads: they come from the local base layout), and the unpacked build root."""
-    keep = set()
+    blobs = set()
     for b in bases:
-        keep |= {f.name for f in (Path(b) / "blobs/sha256").iterdir()}
-    if store.exists():
-        for p in store.iterdir():
-            if p.name == "blobs":
-                for f in (p / "sha256").iterdir():
-                    if f.name not in keep:
-                        f.unlink()
-            elif p.name not in BASE_FACTS | {"build-roots", "tmp", ".lock"}:
-                rmtree(p) if p.is_dir() else p.unlink()
+        blobs |= {f.name for f in (Path(b) / "blobs/sha256").iterdir()}
+    prune_store(store, BASE_FACTS | {"blobs", "build-roots", "tmp", ".lock"}, blobs)
     rmtree(project / ".imgbuild")
 
 
