@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Index URLs from the environment, in the order uv and pip read them.
@@ -373,6 +373,19 @@ pub fn ensure_file(store: &Store, want: &Want) -> Result<PathBuf> {
 /// (and fetched again when it does not match), missing ones are downloaded in parallel, and
 /// each wheel is checked once against its own RECORD. All failures are reported together.
 pub fn ensure(store: &Store, wants: &[Want]) -> Result<()> {
+    ensure_each(store, wants, &AtomicBool::new(false), &|_| Ok(()))
+}
+
+/// [`ensure`], with `ready(i)` run on the download worker as soon as `wants[i]` is in the store
+/// and checked, while the other wheels are still downloading (the python layer installs each
+/// wheel there). Once `stop` is set no further wheel is started (a build failed beside it).
+/// The failures of `ready` are reported with the downloads'.
+pub fn ensure_each(
+    store: &Store,
+    wants: &[Want],
+    stop: &AtomicBool,
+    ready: &(dyn Fn(usize) -> Result<()> + Sync),
+) -> Result<()> {
     let next = AtomicUsize::new(0);
     let errors = Mutex::new(Vec::new());
     let client = std::sync::OnceLock::new();
@@ -380,6 +393,9 @@ pub fn ensure(store: &Store, wants: &[Want]) -> Result<()> {
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(w) = wants.get(i) else { break };
                 let res = (|| -> Result<()> {
@@ -401,17 +417,20 @@ pub fn ensure(store: &Store, wants: &[Want]) -> Result<()> {
                         wheel::verify_archive(&store.blob_path(&d), &w.filename)?;
                         store.put_record("python-wheels", &w.sha256, &w.filename)?;
                     }
-                    Ok(())
+                    ready(i)
                 })();
                 if let Err(e) = res {
-                    errors.lock().unwrap().push(format!("{e:#}"));
+                    errors.lock().unwrap().push((i, format!("{e:#}")));
                 }
             });
         }
     });
-    let errors = errors.into_inner().unwrap();
+    let mut errors = errors.into_inner().unwrap();
     if !errors.is_empty() {
-        bail!("{}", errors.join("\n"));
+        // In the order of `wants`, whichever worker met them first.
+        errors.sort();
+        let lines: Vec<String> = errors.into_iter().map(|(_, e)| e).collect();
+        bail!("{}", lines.join("\n"));
     }
     Ok(())
 }

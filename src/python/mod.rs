@@ -41,6 +41,8 @@ use hint::hinted;
 use select::{Origin, Pick};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use target::Target;
 
 pub fn recipe(cx: &Ctx, l: &LayerSpec) -> Result<Box<dyn Recipe>> {
@@ -692,8 +694,9 @@ impl PythonRecipe {
         Ok(out)
     }
 
-    /// Where each chosen wheel comes from, for `index::ensure`.
-    fn wants(&self, cx: &Ctx) -> Result<Vec<index::Want>> {
+    /// Where each chosen wheel comes from (with its pick's index), for `index::ensure_each`;
+    /// wheels built from sdists are not among them.
+    fn wants(&self, cx: &Ctx) -> Result<Vec<(usize, index::Want)>> {
         let st = self.state.as_ref().unwrap();
         let mirror = index::mirror(self.py.index_url.as_deref())
             .map(|m| m.trim_end_matches('/').to_string());
@@ -701,7 +704,7 @@ impl PythonRecipe {
             .as_ref()
             .is_some_and(|m| !st.registries.iter().any(|r| r.trim_end_matches('/') == m));
         let mut out = Vec::new();
-        for p in &st.picks {
+        for (i, p) in st.picks.iter().enumerate() {
             let mut w = index::Want {
                 filename: p.filename.clone(),
                 sha256: p.sha256.clone(),
@@ -751,7 +754,7 @@ impl PythonRecipe {
                 // Built into the store by `build_sdists`, checked there.
                 Origin::Sdist(_) | Origin::Source(_) => continue,
             }
-            out.push(w);
+            out.push((i, w));
         }
         Ok(out)
     }
@@ -923,12 +926,56 @@ impl Recipe for PythonRecipe {
     fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>> {
         self.prepare(cx, base)?;
         self.resolve_index(cx)?;
-        self.build_sdists(cx, base)?;
-        let wants = self.wants(cx)?;
-        index::ensure(&cx.store, &wants)?;
+        // The lock's wheels download, are checked and are installed (each as soon as it is
+        // there) while the sdists build beside them; the wheels built from sdists are installed
+        // after. Installing reads only a wheel's metadata: the files are read when the layer is
+        // written, in the picks' order, so the layer does not depend on which download ends first.
+        let (at, wants): (Vec<usize>, Vec<index::Want>) = self.wants(cx)?.into_iter().unzip();
+        let (store, owner) = (&cx.store, self.owner);
+        let st = self.state.as_ref().unwrap();
+        let target = st.target.clone();
+        let labels: Vec<String> = at
+            .iter()
+            .map(|&i| format!("{} {}", st.picks[i].name, st.picks[i].version))
+            .collect();
+        let slots: Vec<Mutex<Option<wheel::Installed>>> =
+            wants.iter().map(|_| Mutex::new(None)).collect();
+        let stop = AtomicBool::new(false);
+        let install = |k: usize| -> Result<()> {
+            let w = &wants[k];
+            let blob = wheel::blob(store, &w.sha256)?;
+            let done = wheel::install(&blob, &w.filename, &target, owner)
+                .with_context(|| format!("installing {}", labels[k]))?;
+            *slots[k].lock().unwrap() = Some(done);
+            Ok(())
+        };
+        let (built, fetched) = std::thread::scope(|s| {
+            let fetch = s.spawn(|| index::ensure_each(store, &wants, &stop, &install));
+            let built = self.build_sdists(cx, base);
+            if built.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            (built, fetch.join().expect("the download worker"))
+        });
+        built?;
+        fetched?;
+        let mut fetched: BTreeMap<usize, wheel::Installed> = at
+            .into_iter()
+            .zip(slots)
+            .map(|(i, s)| {
+                (
+                    i,
+                    s.into_inner().unwrap().expect("installed once downloaded"),
+                )
+            })
+            .collect();
         let st = self.state.as_ref().unwrap();
         let mut installed = Vec::new();
-        for p in &st.picks {
+        for (i, p) in st.picks.iter().enumerate() {
+            if let Some(done) = fetched.remove(&i) {
+                installed.push(done);
+                continue;
+            }
             let blob = wheel::blob(&cx.store, &p.sha256)?;
             installed.push(
                 wheel::install(&blob, &p.filename, &st.target, self.owner)

@@ -73,3 +73,90 @@ fn ensure_refuses_a_local_wheel_with_the_wrong_hash() {
         0
     );
 }
+
+/// Wants for `n` small local wheels `pN-1.0-py3-none-any.whl`, pinned by their real sha256.
+fn local_wants(dir: &std::path::Path, n: usize) -> Vec<Want> {
+    (0..n)
+        .map(|i| {
+            let filename = format!("p{i}-1.0-py3-none-any.whl");
+            let body = format!("X = {i}\n");
+            let module = format!("p{i}/__init__.py");
+            let path = crate::python::testutil::wheel(
+                dir,
+                &filename,
+                &[(module.as_str(), body.as_bytes(), 0o644)],
+                |_| {},
+            );
+            Want {
+                sha256: hex::encode(Sha256::digest(std::fs::read(&path).unwrap())),
+                filename,
+                urls: vec![],
+                path: Some(path),
+                pinned_by: "pylock.toml".into(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn each_wheel_is_handed_over_once_it_is_stored_and_checked_while_others_download() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path().join("store")).unwrap();
+    let wants = local_wants(d.path(), 12);
+    let seen = Mutex::new(Vec::new());
+    let caller = std::thread::current().id();
+    ensure_each(&store, &wants, &AtomicBool::new(false), &|i| {
+        // Handed over on a download worker, with the wheel already stored and checked.
+        assert_ne!(std::thread::current().id(), caller);
+        let d = Digest::parse(&format!("sha256:{}", wants[i].sha256)).unwrap();
+        assert!(store.has(&d));
+        assert!(store
+            .get_record::<String>("python-wheels", &wants[i].sha256)
+            .is_some());
+        seen.lock().unwrap().push(i);
+        Ok(())
+    })
+    .unwrap();
+    let mut seen = seen.into_inner().unwrap();
+    seen.sort();
+    assert_eq!(seen, (0..12).collect::<Vec<_>>());
+}
+
+#[test]
+fn failures_of_the_handover_are_reported_in_the_wants_order_with_the_downloads() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path().join("store")).unwrap();
+    let mut wants = local_wants(d.path(), 10);
+    wants[7].sha256 = "0".repeat(64);
+    let e = ensure_each(&store, &wants, &AtomicBool::new(false), &|i| {
+        if i == 2 || i == 5 {
+            bail!("cannot install p{i}")
+        }
+        Ok(())
+    })
+    .unwrap_err()
+    .to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 3, "{e}");
+    assert_eq!(lines[0], "cannot install p2");
+    assert_eq!(lines[1], "cannot install p5");
+    assert!(lines[2].contains("p7-1.0-py3-none-any.whl"), "{e}");
+}
+
+#[test]
+fn a_stop_starts_no_further_download() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path().join("store")).unwrap();
+    let wants = local_wants(d.path(), 4);
+    let called = AtomicUsize::new(0);
+    ensure_each(&store, &wants, &AtomicBool::new(true), &|_| {
+        called.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(called.load(Ordering::SeqCst), 0);
+    for w in &wants {
+        let d = Digest::parse(&format!("sha256:{}", w.sha256)).unwrap();
+        assert!(!store.has(&d), "{} was stored after the stop", w.filename);
+    }
+}
