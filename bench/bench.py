@@ -1654,8 +1654,9 @@ def section_downloads(S, ctx):
         bd = d["imgbuild_timings"]
         S.table(f"Where an empty-cache imgbuild build of {what} spends its time (`--json` timings)",
                 ["phase"] + TIME_HEADER + ["share"], breakdown_rows("cold", bd, d["imgbuild"]["seconds"]["median"]),
-                "`layers` includes the downloads: the wheels are fetched (in parallel) before the python layer is written; "
-                "installing does not yet start while the downloads run.")
+                "`layers` includes the downloads and the sdist builds: the lock's wheels are fetched (8 at a time) while "
+                "the sdists build, each wheel is installed (its metadata read) on its download worker as soon as it is "
+                "stored and checked, and the python layer is written once all are there.")
 
 
 def section_sbom(S, ctx):
