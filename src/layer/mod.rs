@@ -210,8 +210,6 @@ pub struct LayerBlob {
 /// Observer of bytes written, for progress bars.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
-/// Writes `entries` (already `normalise`d) as a layer into the store.
-/// Returns the blob facts and the layer's listing (every path with its content hash).
 /// From the first layer written on, this process gets no transparent huge pages: the
 /// allocator (main.rs) asks for them, and every 2 MiB page the write's buffers touch is then
 /// resident whole. Measured: a 200 MB zstd layer peaked at 46 MiB with them and 41 without, an
@@ -228,6 +226,8 @@ fn no_huge_pages() {
     });
 }
 
+/// Writes `entries` (already `normalise`d) as a layer into the store.
+/// Returns the blob facts and the layer's listing (every path with its content hash).
 pub fn write(
     entries: &[Entry],
     mtime: u64,

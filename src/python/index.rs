@@ -358,15 +358,29 @@ fn fetch(store: &Store, client: &reqwest::blocking::Client, want: &Want) -> Resu
 /// Makes one file (an sdist, a build requirement) present in the store, sha256 checked; a stored
 /// blob that no longer matches is fetched again. Unlike `ensure`, the file is not read as a wheel.
 pub fn ensure_file(store: &Store, want: &Want) -> Result<PathBuf> {
+    let d = stored(store, want, &std::sync::OnceLock::new())?;
+    Ok(store.blob_path(&d))
+}
+
+/// The digest of `want`, its blob made present: a stored blob is re-hashed (and removed when it
+/// no longer matches), a missing one fetched with `client` (made on first use).
+fn stored(
+    store: &Store,
+    want: &Want,
+    client: &std::sync::OnceLock<reqwest::blocking::Client>,
+) -> Result<Digest> {
     let d = Digest::parse(&format!("sha256:{}", want.sha256))
         .map_err(|e| anyhow!("{}: {e}", want.filename))?;
     if store.has(&d) && store.check(&d).is_err() {
         std::fs::remove_file(store.blob_path(&d))?;
     }
     if !store.has(&d) {
-        fetch(store, &crate::http::client()?, want)?;
+        if client.get().is_none() {
+            let _ = client.set(crate::http::client()?);
+        }
+        fetch(store, client.get().unwrap(), want)?;
     }
-    Ok(store.blob_path(&d))
+    Ok(d)
 }
 
 /// Makes every wanted wheel present in the store: a stored blob is re-hashed before use
@@ -399,17 +413,7 @@ pub fn ensure_each(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(w) = wants.get(i) else { break };
                 let res = (|| -> Result<()> {
-                    let d = Digest::parse(&format!("sha256:{}", w.sha256))
-                        .map_err(|e| anyhow!("{}: {e}", w.filename))?;
-                    if store.has(&d) && store.check(&d).is_err() {
-                        std::fs::remove_file(store.blob_path(&d))?;
-                    }
-                    if !store.has(&d) {
-                        if client.get().is_none() {
-                            let _ = client.set(crate::http::client()?);
-                        }
-                        fetch(store, client.get().unwrap(), w)?;
-                    }
+                    let d = stored(store, w, &client)?;
                     if store
                         .get_record::<String>("python-wheels", &w.sha256)
                         .is_none()

@@ -938,15 +938,16 @@ impl Recipe for PythonRecipe {
             .iter()
             .map(|&i| format!("{} {}", st.picks[i].name, st.picks[i].version))
             .collect();
+        // By pick: filled on the download workers; the picks built from sdists stay empty.
         let slots: Vec<Mutex<Option<wheel::Installed>>> =
-            wants.iter().map(|_| Mutex::new(None)).collect();
+            st.picks.iter().map(|_| Mutex::new(None)).collect();
         let stop = AtomicBool::new(false);
         let install = |k: usize| -> Result<()> {
             let w = &wants[k];
             let blob = wheel::blob(store, &w.sha256)?;
             let done = wheel::install(&blob, &w.filename, &target, owner)
                 .with_context(|| format!("installing {}", labels[k]))?;
-            *slots[k].lock().unwrap() = Some(done);
+            *slots[at[k]].lock().unwrap() = Some(done);
             Ok(())
         };
         let (built, fetched) = std::thread::scope(|s| {
@@ -959,20 +960,10 @@ impl Recipe for PythonRecipe {
         });
         built?;
         fetched?;
-        let mut fetched: BTreeMap<usize, wheel::Installed> = at
-            .into_iter()
-            .zip(slots)
-            .map(|(i, s)| {
-                (
-                    i,
-                    s.into_inner().unwrap().expect("installed once downloaded"),
-                )
-            })
-            .collect();
         let st = self.state.as_ref().unwrap();
         let mut installed = Vec::new();
-        for (i, p) in st.picks.iter().enumerate() {
-            if let Some(done) = fetched.remove(&i) {
+        for (p, slot) in st.picks.iter().zip(slots) {
+            if let Some(done) = slot.into_inner().unwrap() {
                 installed.push(done);
                 continue;
             }
