@@ -242,9 +242,9 @@ fn golden_digests() {
     );
 }
 
-const GOLDEN_GZIP: &str = "sha256:0f1fe56c51e83b6c0fe60731985234f4120e0928b5f06852e091d2dca6f4230e";
+const GOLDEN_GZIP: &str = "sha256:462cc317af4eb67b3aabab5c94b877dfb0b0f6605c674ff27ccf1d8d3e4ff2c6";
 const GOLDEN_GZIP_6: &str =
-    "sha256:912d7bd823673f88393f7facb47d85403f4a5bc0510b0e120ecf1bc224e4afc0";
+    "sha256:175bb79d05da8add8bfbc58c3a0f33ebde9ecc4e77235eb14b522538af663b41";
 const GOLDEN_ZSTD: &str = "sha256:1020409fd846e516753c6e73383fac11dbf7b2baf9373d8e2649a791dadea2c0";
 const GOLDEN_NONE: &str = "sha256:6511c0b5b9d5ec6eb198f290589877edc793200057583be39aea964fcfce12a3";
 
