@@ -78,6 +78,12 @@ pub fn encoder<W: Write + Send + 'static>(
     encoder_with(c, gzip_level, out, threads)
 }
 
+/// The gzip writer's format, in every gzip layer's cache key: bump it when the same tar and
+/// level give other bytes, so that a layer cached before is rebuilt instead of mixed with new
+/// ones (a warm and a cold build of the same inputs must give the same image). 2: libdeflate
+/// blocks (1, unnamed: zlib-rs with a 32 KiB dictionary).
+pub const GZIP_FORMAT: u32 = 2;
+
 /// The default gzip level: 5 gives output within 1% of level 6's size for ~10% less CPU
 /// (libdeflate, measured on a tree of Python packages); `gzip_level` in imgbuild.toml changes it.
 pub const DEFAULT_GZIP_LEVEL: u32 = 5;

@@ -2,7 +2,7 @@
 //! result depends on in one place. A key is the sha256 of a canonical serialisation of its
 //! material; bump a format number when what goes into a key changes meaning.
 
-use crate::compress::Compression;
+use crate::compress::{Compression, GZIP_FORMAT};
 use crate::digest::{sha256_hex, HashWriter};
 use crate::image::{ImageConfig, Platform};
 use crate::layer::TAR_FORMAT;
@@ -25,6 +25,9 @@ struct LayerMaterial<'a> {
     tar_format: u32,
     compression: &'a str,
     gzip_level: u32,
+    /// Only for gzip (zstd and uncompressed keys stay as they were before it existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gzip_format: Option<u32>,
     mtime: u64,
     platform: String,
     inputs: &'a BTreeMap<String, String>,
@@ -46,6 +49,7 @@ pub fn layer(
         } else {
             0
         },
+        gzip_format: (compression == Compression::Gzip).then_some(GZIP_FORMAT),
         mtime,
         // A layer whose bytes do not depend on the platform (`None`) has one key for all.
         platform: platform.map(|p| p.to_string()).unwrap_or_default(),
@@ -168,4 +172,53 @@ pub fn python_bytecode<S: Serialize>(
         "settings": settings,
         "sources": sources,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn material(c: Compression, gzip_format: Option<u32>) -> String {
+        serde_json::to_string(&LayerMaterial {
+            tar_format: TAR_FORMAT,
+            compression: c.as_str(),
+            gzip_level: if c == Compression::Gzip { 5 } else { 0 },
+            gzip_format,
+            mtime: 1,
+            platform: String::new(),
+            inputs: &BTreeMap::new(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_gzip_layer_key_changes_with_the_gzip_format_and_other_keys_do_not_carry_it() {
+        let inputs = BTreeMap::new();
+        let gz = layer(Compression::Gzip, 5, 1, None, &inputs);
+        assert_eq!(
+            gz,
+            of(&serde_json::from_str::<serde_json::Value>(&material(
+                Compression::Gzip,
+                Some(GZIP_FORMAT)
+            ))
+            .unwrap())
+        );
+        assert_ne!(
+            gz,
+            of(&serde_json::from_str::<serde_json::Value>(&material(
+                Compression::Gzip,
+                Some(GZIP_FORMAT - 1)
+            ))
+            .unwrap()),
+            "a layer cached by the previous gzip writer is not found"
+        );
+        for c in [Compression::Zstd, Compression::None] {
+            let m = material(c, None);
+            assert!(!m.contains("gzip_format"), "{m}");
+            assert_eq!(
+                layer(c, 5, 1, None, &inputs),
+                of(&serde_json::from_str::<serde_json::Value>(&m).unwrap())
+            );
+        }
+    }
 }
