@@ -180,9 +180,13 @@ impl Layout {
         let tmp = temp_path(&self.dir.join("blobs/sha256"), "blob");
         let res = (|| -> Result<()> {
             if store.is_fresh(d) {
-                // Written and hashed by this very build: a plain (kernel-side) copy.
-                fs::copy(store.blob_path(d), &tmp)?;
-                File::open(&tmp)?.sync_all()?;
+                // Written, hashed and synced by this very build: a hard link when the layout
+                // is on the store's file system (blobs are never written in place, so the two
+                // names cannot diverge), else a plain (kernel-side) copy.
+                if fs::hard_link(store.blob_path(d), &tmp).is_err() {
+                    fs::copy(store.blob_path(d), &tmp)?;
+                    File::open(&tmp)?.sync_all()?;
+                }
             } else {
                 let mut r = HashReader::new(store.open_blob(d)?);
                 let mut f = File::create(&tmp)?;
@@ -393,5 +397,46 @@ impl Destination for LayoutDest {
             l.attach(&one.digest, &one.referrers)?;
         }
         Ok(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn fresh_blobs_are_linked_into_the_layout_older_ones_copied_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let layout = Layout::create(&dir.path().join("oci")).unwrap();
+        let fresh = store.put(b"written by this build").unwrap();
+        layout.put_from_store(&store, &fresh, 21).unwrap();
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(&layout.blob_path(&fresh)),
+            ino(&store.blob_path(&fresh)),
+            "a blob written and hashed by this process is linked, not copied"
+        );
+
+        // A store opened anew has written nothing: its blobs are copied and re-hashed.
+        let older = store.put(b"from an earlier run").unwrap();
+        let again = Store::open(dir.path().join("store")).unwrap();
+        layout.put_from_store(&again, &older, 19).unwrap();
+        assert_ne!(
+            ino(&layout.blob_path(&older)),
+            ino(&again.blob_path(&older))
+        );
+        assert_eq!(
+            fs::read(layout.blob_path(&older)).unwrap(),
+            b"from an earlier run"
+        );
+
+        let bad = store.put(b"will be corrupted").unwrap();
+        fs::write(again.blob_path(&bad), b"was be corrupted!").unwrap();
+        let other = Layout::create(&dir.path().join("oci2")).unwrap();
+        let err = other.put_from_store(&again, &bad, 17).unwrap_err();
+        assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+        assert!(!other.blob_path(&bad).exists(), "nothing half-written");
     }
 }

@@ -16,6 +16,10 @@ pub struct Project {
     pub root: PathBuf,
     pub spec_path: PathBuf,
     pub spec: Spec,
+    /// The store, opened once: its record of the blobs this process wrote and hashed
+    /// (`Store::is_fresh`) must be the one the output is written from, or every new layer is
+    /// read and hashed again on its way into the layout.
+    store: std::sync::OnceLock<Store>,
 }
 
 impl Project {
@@ -41,6 +45,7 @@ impl Project {
             root,
             spec_path,
             spec,
+            store: std::sync::OnceLock::new(),
         })
     }
 
@@ -49,9 +54,15 @@ impl Project {
         self.root.join(".imgbuild")
     }
 
-    /// The blob store of this project (see `store_dir`).
+    /// The blob store of this project (see `store_dir`), opened on the first call; later calls
+    /// share it.
     pub fn store(&self) -> Result<Store> {
-        Store::open(store_dir(Some(self), Path::new(".")))
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        let s = Store::open(store_dir(Some(self), Path::new(".")))?;
+        // Two threads may both open it: the first one set is kept, the other dropped.
+        Ok(self.store.get_or_init(|| s).clone())
     }
 
     /// The image `name`, or a usage error naming the images there are.
@@ -260,4 +271,29 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_store_is_opened_once_so_what_one_user_wrote_is_fresh_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("imgbuild.toml"),
+            "[images.app]\nbase = \"scratch\"\n",
+        )
+        .unwrap();
+        let project = Project::load(dir.path(), None).unwrap();
+        // The builder writes with one handle and the output is written with another.
+        let mut w = project.store().unwrap().writer().unwrap();
+        w.write_all(b"a layer").unwrap();
+        let written = w.commit(&crate::digest::Digest::of(b"a layer")).unwrap();
+        assert!(
+            project.store().unwrap().is_fresh(&written),
+            "the output would read and hash the layer again"
+        );
+    }
 }
