@@ -156,8 +156,17 @@ const ZSTD_JOB: u32 = 2 << 20;
 
 struct Job {
     data: Vec<u8>,
+    /// Where the deflated piece goes: a buffer of an earlier block, so that its pages are
+    /// reused rather than faulted in and zeroed again for every block.
+    out: Vec<u8>,
     last: bool,
-    reply: Sender<io::Result<Vec<u8>>>,
+    reply: Sender<io::Result<Done>>,
+}
+
+/// A deflated block, and its input's buffer handed back for the next block.
+struct Done {
+    data: Vec<u8>,
+    out: Vec<u8>,
 }
 
 /// Parallel gzip writing one gzip member.
@@ -167,8 +176,12 @@ pub struct ParGz<W: Write> {
     crc: crc32fast::Hasher,
     total: u64,
     jobs: Option<Sender<Job>>,
-    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    pending: VecDeque<Receiver<io::Result<Done>>>,
     max_pending: usize,
+    /// Buffers of written blocks, for the next ones (at most `max_pending + 1` of each: the
+    /// allocator would otherwise return their pages and fault in fresh ones per block).
+    spare_in: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
     workers: Vec<JoinHandle<()>>,
     /// An output error seen outside `write`, reported by the next call.
     err: Option<io::Error>,
@@ -188,12 +201,19 @@ impl<W: Write> ParGz<W> {
                             Ok(j) => j,
                             Err(_) => return,
                         };
+                        let Job {
+                            data,
+                            mut out,
+                            last,
+                            reply,
+                        } = job;
                         let r = match &mut deflater {
                             Some(d) => Ok(d),
                             None => block::Deflater::new(level).map(|d| deflater.insert(d)),
                         }
-                        .and_then(|d| d.block(&job.data, job.last));
-                        let _ = job.reply.send(r);
+                        .and_then(|d| d.block_into(&data, last, &mut out))
+                        .map(|()| Done { data, out });
+                        let _ = reply.send(r);
                     }
                 })
             })
@@ -209,17 +229,29 @@ impl<W: Write> ParGz<W> {
             jobs: Some(tx),
             pending: VecDeque::new(),
             max_pending: 2 * threads.max(1),
+            spare_in: Vec::new(),
+            spare_out: Vec::new(),
             workers,
             err,
         }
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let next = self
+            .spare_in
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK));
+        let data = std::mem::replace(&mut self.buf, next);
         self.crc.update(&data);
         self.total += data.len() as u64;
         let (reply, rx) = channel();
-        let job = Job { data, last, reply };
+        let out = self.spare_out.pop().unwrap_or_default();
+        let job = Job {
+            data,
+            out,
+            last,
+            reply,
+        };
         self.jobs
             .as_ref()
             .expect("writer finished")
@@ -234,11 +266,14 @@ impl<W: Write> ParGz<W> {
 
     fn drain_one(&mut self) -> io::Result<()> {
         if let Some(rx) = self.pending.pop_front() {
-            let bytes = rx.recv().map_err(io::Error::other)??;
+            let Done { mut data, out } = rx.recv().map_err(io::Error::other)??;
             self.out
                 .as_mut()
                 .expect("writer finished")
-                .write_all(&bytes)?;
+                .write_all(&out)?;
+            data.clear();
+            self.spare_in.push(data);
+            self.spare_out.push(out);
         }
         Ok(())
     }

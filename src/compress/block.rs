@@ -56,9 +56,15 @@ impl Deflater {
         })
     }
 
-    /// `data` as raw deflate blocks. Unless `last`, the piece ends non-final on a byte
-    /// boundary, so that another block's piece can follow it.
-    pub(super) fn block(&mut self, data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    /// `data` as raw deflate blocks, in place of `out`'s bytes (its allocation is reused).
+    /// Unless `last`, the piece ends non-final on a byte boundary, so that another block's
+    /// piece can follow it.
+    pub(super) fn block_into(
+        &mut self,
+        data: &[u8],
+        last: bool,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let bound = self.compressor.deflate_compress_bound(data.len());
         if self.buf.len() < bound {
             self.buf = vec![0; bound];
@@ -67,8 +73,10 @@ impl Deflater {
             .compressor
             .deflate_compress(data, &mut self.buf[..bound])
             .map_err(|e| io::Error::other(format!("libdeflate: {e:?}")))?;
+        out.clear();
         if last {
-            return Ok(self.buf[..n].to_vec());
+            out.extend_from_slice(&self.buf[..n]);
+            return Ok(());
         }
         if self.back.len() < data.len() + 1 {
             self.back = vec![0; data.len() + 1];
@@ -76,9 +84,17 @@ impl Deflater {
         let end =
             self.inflater
                 .final_block(&self.buf[..n], data, &mut self.back[..data.len() + 1])?;
-        let mut out = Vec::with_capacity(n + 5);
+        out.reserve(n + 5);
         out.extend_from_slice(&self.buf[..n]);
-        unfinal(&mut out, end);
+        unfinal(out, end);
+        Ok(())
+    }
+
+    /// `block_into` a new vector.
+    #[cfg(test)]
+    pub(super) fn block(&mut self, data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.block_into(data, last, &mut out)?;
         Ok(out)
     }
 }
