@@ -767,13 +767,17 @@ fn build_layer(
     )
     .with_context(|| format!("layer `{name}`"))?;
     bar.finish();
-    cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
     // What the SBOM needs of this layer (METADATA, dpkg status), kept while its entries are
     // at hand: an SBOM never reads the layer back.
     let facts = crate::sbom::facts(
         layer::read_entries(&entries, crate::sbom::wanted)
             .with_context(|| format!("layer `{name}`"))?,
     );
+    // The entries are not needed past here, and a layer of 100k files holds ~40 MB in them:
+    // held while the listing is serialised and the inputs learn their hashes, they made the
+    // build's peak (heaptrack: 106 MB of heap, 93 without them at the latter).
+    drop(entries);
+    cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
     cx.store
         .put_record(crate::sbom::FACTS, blob.diff_id.hex(), &facts)?;
     let key = if !complete && r.inputs_after(cx, &listing, &mut inputs) {

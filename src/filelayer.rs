@@ -238,11 +238,11 @@ impl Recipe for FilesRecipe {
         let Some(c) = self.collected.as_mut() else {
             return false;
         };
-        for (path, size, sha) in c.hashes_from(&cx.stat, listing) {
-            if let Some(v) = inputs.get_mut(&path) {
+        c.hashes_from(&cx.stat, listing, |path, size, sha| {
+            if let Some(v) = inputs.get_mut(path) {
                 *v = v.replacen(&format!("file {size}  "), &format!("file {size} {sha} "), 1);
             }
-        }
+        });
         inputs.remove(UNHASHED);
         c.unhashed.is_empty()
     }
