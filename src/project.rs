@@ -213,16 +213,28 @@ impl Project {
 /// `.imgbuild/cache`; with no project, the user's cache directory (`$XDG_CACHE_HOME/imgbuild`,
 /// `~/.cache/imgbuild`), else `.imgbuild/cache` under `cwd`.
 pub fn store_dir(project: Option<&Project>, cwd: &Path) -> PathBuf {
-    if let Some(c) = std::env::var_os("IMGBUILD_CACHE") {
+    store_dir_with(|k| std::env::var_os(k), project, cwd)
+}
+
+/// `store_dir` with the environment read through `var`. A variable set to the empty string
+/// counts as unset (as the XDG base directory spec says of `XDG_CACHE_HOME`): an empty
+/// `IMGBUILD_CACHE` made the working directory the store.
+fn store_dir_with(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    project: Option<&Project>,
+    cwd: &Path,
+) -> PathBuf {
+    let var = |k: &str| var(k).filter(|v| !v.is_empty());
+    if let Some(c) = var("IMGBUILD_CACHE") {
         return PathBuf::from(c);
     }
     if let Some(p) = project {
         return p.state_dir().join("cache");
     }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(x) = var("XDG_CACHE_HOME") {
         return PathBuf::from(x).join("imgbuild");
     }
-    if let Some(h) = std::env::var_os("HOME") {
+    if let Some(h) = var("HOME") {
         return PathBuf::from(h).join(".cache/imgbuild");
     }
     cwd.join(".imgbuild/cache")
@@ -277,6 +289,37 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn empty_cache_variables_count_as_unset() {
+        let cwd = Path::new("/work");
+        fn env(
+            set: &'static [(&'static str, &'static str)],
+        ) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+            move |k: &str| {
+                set.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        }
+        const EMPTY: &[(&str, &str)] = &[
+            ("IMGBUILD_CACHE", ""),
+            ("XDG_CACHE_HOME", ""),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(
+            store_dir_with(env(EMPTY), None, cwd),
+            Path::new("/home/u/.cache/imgbuild")
+        );
+        assert_eq!(
+            store_dir_with(env(&[("IMGBUILD_CACHE", "/c")]), None, cwd),
+            Path::new("/c")
+        );
+        assert_eq!(
+            store_dir_with(env(&[("HOME", "")]), None, cwd),
+            Path::new("/work/.imgbuild/cache")
+        );
+    }
 
     #[test]
     fn the_store_is_opened_once_so_what_one_user_wrote_is_fresh_for_the_next() {
