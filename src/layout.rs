@@ -173,12 +173,18 @@ impl Layout {
     /// is re-hashed first (read once: linked, it needs no second write and fsync; the bench's
     /// cold api build spent 112 ms copying and syncing its base's blobs).
     pub fn put_from_store(&self, store: &Store, d: &Digest, size: u64) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let dest = self.blob_path(d);
-        if fs::metadata(&dest)
-            .map(|m| m.len() == size)
-            .unwrap_or(false)
-        {
-            return Ok(());
+        if let Ok(m) = fs::metadata(&dest) {
+            // A blob this build wrote replaces any other file of that name (one edited in
+            // place, or left when the store's corrupt copy was repaired): linking is free.
+            let stale = store.is_fresh(d)
+                && fs::metadata(store.blob_path(d))
+                    .map(|s| (s.dev(), s.ino()) != (m.dev(), m.ino()))
+                    .unwrap_or(false);
+            if m.len() == size && !stale {
+                return Ok(());
+            }
         }
         let tmp = temp_path(&self.dir.join("blobs/sha256"), "blob");
         let res = (|| -> Result<()> {
@@ -409,6 +415,7 @@ impl Destination for LayoutDest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::unix::fs::MetadataExt;
 
     #[test]
@@ -439,6 +446,24 @@ mod tests {
         let other = Layout::create(&dir.path().join("oci2")).unwrap();
         let err = other.put_from_store(&again, &bad, 17).unwrap_err();
         assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
-        assert!(!other.blob_path(&bad).exists(), "nothing half-written");
+        let left: Vec<_> = fs::read_dir(dir.path().join("oci2/blobs/sha256"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "nothing half-written: {left:?}");
+    }
+
+    #[test]
+    fn a_blob_this_build_wrote_replaces_a_stale_file_of_its_name_in_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let layout = Layout::create(&dir.path().join("oci")).unwrap();
+        let d = Digest::of(b"the layer");
+        // Left by an earlier build: the same size, other bytes (edited in place, say).
+        fs::write(layout.blob_path(&d), b"the lamer").unwrap();
+        let mut w = store.writer().unwrap();
+        w.write_all(b"the layer").unwrap();
+        w.commit(&d).unwrap();
+        layout.put_from_store(&store, &d, 9).unwrap();
+        assert_eq!(fs::read(layout.blob_path(&d)).unwrap(), b"the layer");
     }
 }

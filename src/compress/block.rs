@@ -335,4 +335,16 @@ mod tests {
             let _ = d.inflater.final_block(&n, &data, &mut back);
         }
     }
+
+    #[test]
+    fn a_used_output_buffer_gives_the_same_piece_as_a_new_one() {
+        let mut d = Deflater::new(6).unwrap();
+        let data = sample(200_000);
+        let fresh = d.block(&data, false).unwrap();
+        let mut out = vec![0xa5u8; 3 * fresh.len()];
+        d.block_into(&data, false, &mut out).unwrap();
+        assert!(out == fresh, "not final");
+        d.block_into(&data, true, &mut out).unwrap();
+        assert!(out == d.block(&data, true).unwrap(), "final");
+    }
 }

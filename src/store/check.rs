@@ -159,7 +159,12 @@ pub fn gc(store: &Store, max_age: Option<Duration>) -> Result<GcReport> {
         if live.contains(&name) {
             r.kept += 1;
         } else if super::temp_owner(&name).is_none() {
-            r.freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+            // A blob also linked into an OCI layout frees nothing while the layout keeps it.
+            use std::os::unix::fs::MetadataExt;
+            r.freed += e
+                .metadata()
+                .map(|m| if m.nlink() > 1 { 0 } else { m.len() })
+                .unwrap_or(0);
             if fs::remove_file(e.path()).is_ok() {
                 r.removed += 1;
             }
@@ -262,6 +267,20 @@ mod tests {
         .unwrap();
         let r = gc(&s, None).unwrap();
         assert_eq!((r.kept, r.removed), (3, 1));
+        assert_eq!(r.freed, 4, "junk's 4 bytes (and no build roots)");
         assert!(s.has(&layer) && s.has(&config) && s.has(&manifest) && !s.has(&junk));
+    }
+
+    #[test]
+    fn gc_counts_no_bytes_freed_for_a_blob_a_layout_still_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("store")).unwrap();
+        let old = s.put(b"an old layer").unwrap();
+        let kept = dir.path().join("layout-blob");
+        fs::hard_link(s.blob_path(&old), &kept).unwrap();
+        let r = gc(&s, None).unwrap();
+        assert_eq!((r.removed, r.freed), (1, 0));
+        assert!(!s.has(&old));
+        assert_eq!(fs::read(kept).unwrap(), b"an old layer");
     }
 }

@@ -242,8 +242,7 @@ impl BlobWriter {
 impl Write for BlobWriter {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let f = self.file.as_mut().expect("committed");
-        let n = f.write(b)?;
-        self.written += n as u64;
+        // Before the write, so that an error here takes no bytes (`Write`'s contract).
         if self.written - self.started >= WRITEBACK {
             f.flush()?;
             use std::os::unix::io::AsRawFd;
@@ -259,6 +258,8 @@ impl Write for BlobWriter {
             }
             self.started = self.written;
         }
+        let n = f.write(b)?;
+        self.written += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
