@@ -178,10 +178,9 @@ pub struct ParGz<W: Write> {
     jobs: Option<Sender<Job>>,
     pending: VecDeque<Receiver<io::Result<Done>>>,
     max_pending: usize,
-    /// Buffers of written blocks, for the next ones (at most `max_pending + 1` of each: the
+    /// The buffers of written blocks, for the next ones (at most `max_pending + 1` pairs: the
     /// allocator would otherwise return their pages and fault in fresh ones per block).
-    spare_in: Vec<Vec<u8>>,
-    spare_out: Vec<Vec<u8>>,
+    spare: Vec<Done>,
     workers: Vec<JoinHandle<()>>,
     /// An output error seen outside `write`, reported by the next call.
     err: Option<io::Error>,
@@ -229,23 +228,21 @@ impl<W: Write> ParGz<W> {
             jobs: Some(tx),
             pending: VecDeque::new(),
             max_pending: 2 * threads.max(1),
-            spare_in: Vec::new(),
-            spare_out: Vec::new(),
+            spare: Vec::new(),
             workers,
             err,
         }
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let next = self
-            .spare_in
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BLOCK));
+        let Done { data: next, out } = self.spare.pop().unwrap_or_else(|| Done {
+            data: Vec::with_capacity(BLOCK),
+            out: Vec::new(),
+        });
         let data = std::mem::replace(&mut self.buf, next);
         self.crc.update(&data);
         self.total += data.len() as u64;
         let (reply, rx) = channel();
-        let out = self.spare_out.pop().unwrap_or_default();
         let job = Job {
             data,
             out,
@@ -272,8 +269,7 @@ impl<W: Write> ParGz<W> {
                 .expect("writer finished")
                 .write_all(&out)?;
             data.clear();
-            self.spare_in.push(data);
-            self.spare_out.push(out);
+            self.spare.push(Done { data, out });
         }
         Ok(())
     }

@@ -175,10 +175,11 @@ impl Layout {
     pub fn put_from_store(&self, store: &Store, d: &Digest, size: u64) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let dest = self.blob_path(d);
+        let fresh = store.is_fresh(d);
         if let Ok(m) = fs::metadata(&dest) {
             // A blob this build wrote replaces any other file of that name (one edited in
             // place, or left when the store's corrupt copy was repaired): linking is free.
-            let stale = store.is_fresh(d)
+            let stale = fresh
                 && fs::metadata(store.blob_path(d))
                     .map(|s| (s.dev(), s.ino()) != (m.dev(), m.ino()))
                     .unwrap_or(false);
@@ -190,13 +191,13 @@ impl Layout {
         let res = (|| -> Result<()> {
             if fs::hard_link(store.blob_path(d), &tmp).is_ok() {
                 // Synced when it was stored; hashed as this process wrote it, or now.
-                if !store.is_fresh(d) {
-                    let (got, n) = HashReader::new(File::open(&tmp)?).drain()?;
-                    if &got != d || n != size {
-                        bail!("stored blob {d} is corrupt (hashes to {got}, {n} bytes); run `imgbuild store fsck`");
+                if !fresh {
+                    let n = store.check(d)?;
+                    if n != size {
+                        bail!("stored blob {d} is corrupt ({n} bytes, {size} expected); run `imgbuild store fsck`");
                     }
                 }
-            } else if store.is_fresh(d) {
+            } else if fresh {
                 fs::copy(store.blob_path(d), &tmp)?;
                 File::open(&tmp)?.sync_all()?;
             } else {
