@@ -259,12 +259,13 @@ fn build(
             .iter()
             .zip(&b.layers)
             .zip(&b.sources)
-            .map(|((n, (blob, cached)), (source, _))| LayerReport {
+            .map(|((n, (blob, _)), (source, _))| LayerReport {
                 name: n.clone(),
                 digest: blob.digest.clone(),
                 diff_id: blob.diff_id.clone(),
                 size: blob.size,
-                cached: cached.is_none(),
+                // (not from the listing: the checks took the listings of the layers written now)
+                cached: *source != Source::Built,
                 source: Some(source.as_str().to_string()),
             })
             .collect()
@@ -409,7 +410,7 @@ fn build_platform(
     let fs = if passed {
         None
     } else {
-        let fs = verify(&cx, &view, &recipes, &layers, &config)?;
+        let fs = verify(&cx, &view, &recipes, &mut layers, &config)?;
         if let Some(k) = &verdict {
             cx.store.put_record(VERIFIED, k, &true)?;
         }
@@ -651,7 +652,7 @@ fn build_layer(
     let name = r.name().to_string();
     let mut inputs = inputs;
     let platform = r.platform_bound().then_some(&cx.platform);
-    let material = |inputs: &BTreeMap<String, String>| {
+    let material = |inputs: key::Inputs| {
         key::layer(
             cx.compression,
             cx.gzip_level,
@@ -660,7 +661,12 @@ fn build_layer(
             inputs,
         )
     };
-    let key = material(&inputs);
+    let rows = r.rows(None);
+    let before = key::Inputs {
+        map: &inputs,
+        rows: rows.as_deref(),
+    };
+    let key = material(before);
     let scope = key::last_inputs(&cx.root, &cx.image_name, &name);
     let complete = !inputs.contains_key(UNHASHED);
     // The platforms of an index build side by side; a layer they share (one key) is written by
@@ -676,7 +682,7 @@ fn build_layer(
         if opts.verbose {
             progress.note(&format!(
                 "layer {name}: local cache ({} inputs unchanged)",
-                inputs.len()
+                before.count()
             ));
         }
         return Ok((hit.blob, None, Source::Local, key));
@@ -723,7 +729,7 @@ fn build_layer(
                 "many files are new to the stat cache; building and hashing in one pass".into()
             }
             Some(old) => {
-                let mut d = cache::explain_change(&old, &inputs);
+                let mut d = cache::explain_change(&old, &before.to_map());
                 if d.is_empty() {
                     d.push(
                         "build settings changed (compression, source date, platform or format)"
@@ -741,6 +747,7 @@ fn build_layer(
         };
         progress.note(&format!("layer {name}: rebuilding: {why}"));
     }
+    drop(rows);
     let entries = layer::normalise(
         r.entries(cx, base)
             .with_context(|| format!("layer `{name}`"))?,
@@ -773,15 +780,16 @@ fn build_layer(
         layer::read_entries(&entries, crate::sbom::wanted)
             .with_context(|| format!("layer `{name}`"))?,
     );
-    // The entries are not needed past here, and a layer of 100k files holds ~40 MB in them:
-    // held while the listing is serialised and the inputs learn their hashes, they made the
-    // build's peak (heaptrack: 106 MB of heap, 93 without them at the latter).
-    drop(entries);
     cache::put_listing(&cx.store, &blob.diff_id, &listing)?;
     cx.store
         .put_record(crate::sbom::FACTS, blob.diff_id.hex(), &facts)?;
-    let key = if !complete && r.inputs_after(cx, &listing, &mut inputs) {
-        material(&inputs)
+    let completed = !complete && r.inputs_after(cx, &listing, &mut inputs);
+    let rows = r.rows(Some((&entries, &listing)));
+    let key = if completed {
+        material(key::Inputs {
+            map: &inputs,
+            rows: rows.as_deref(),
+        })
     } else {
         key
     };
@@ -794,8 +802,20 @@ fn build_layer(
                 inputs: BTreeMap::new(),
             },
         )?;
-        cache::put_last_inputs(&cx.store, &scope, &inputs)?;
+        cache::put_last_inputs(
+            &cx.store,
+            &scope,
+            key::Inputs {
+                map: &inputs,
+                rows: rows.as_deref(),
+            },
+        )?;
     }
+    drop(rows);
+    // The entries go before the recipe learns from the listing: at 100k new files the entries
+    // (~20 MB), the listing and the stat cache's new records were the build's peak together.
+    drop(entries);
+    r.written(cx, &listing);
     let key = if inputs.contains_key(UNHASHED) {
         String::new()
     } else {
@@ -922,15 +942,47 @@ fn verdict_key(
 }
 
 /// The image's filesystem: the base's with every layer's listing applied.
+/// The merged filesystem of the base and `layers`.
 fn merged(cx: &Ctx, base: &BaseView, layers: &[(LayerBlob, Option<Listing>)]) -> Result<Rootfs> {
+    merged_from(
+        cx,
+        base,
+        layers
+            .iter()
+            .map(|(b, l)| (b, l.as_ref().map(Cow::Borrowed))),
+    )
+}
+
+/// `merged`, with the listings of the layers written now moved into it (the build needs them
+/// no more): `layers` has none afterwards.
+fn merged_taking(
+    cx: &Ctx,
+    base: &BaseView,
+    layers: &mut [(LayerBlob, Option<Listing>)],
+) -> Result<Rootfs> {
+    merged_from(
+        cx,
+        base,
+        layers
+            .iter_mut()
+            .map(|(b, l)| (&*b, l.take().map(Cow::Owned))),
+    )
+}
+
+fn merged_from<'a>(
+    cx: &Ctx,
+    base: &BaseView,
+    layers: impl Iterator<Item = (&'a LayerBlob, Option<Cow<'a, Listing>>)>,
+) -> Result<Rootfs> {
     let mut fs: Rootfs = base
         .rootfs()
         .context("reading the base image's layers for verification")?
         .clone();
     let offset = base.base.layers.len();
-    for (i, (blob, written)) in layers.iter().enumerate() {
+    for (i, (blob, written)) in layers.enumerate() {
         match written {
-            Some(listing) => fs.apply(offset + i, listing),
+            Some(Cow::Owned(listing)) => fs.apply_owned(offset + i, listing),
+            Some(Cow::Borrowed(listing)) => fs.apply(offset + i, listing),
             None => fs.apply(
                 offset + i,
                 &cache::listing(&cx.store, &descriptor(blob), &blob.diff_id)?,
@@ -945,10 +997,10 @@ fn verify(
     cx: &Ctx,
     base: &BaseView,
     recipes: &[Box<dyn Recipe>],
-    layers: &[(LayerBlob, Option<Listing>)],
+    layers: &mut [(LayerBlob, Option<Listing>)],
     config: &ImageConfig,
 ) -> Result<Rootfs> {
-    let fs = merged(cx, base, layers)?;
+    let fs = merged_taking(cx, base, layers)?;
     let offset = base.base.layers.len();
     let mut problems: Vec<Problem> = Vec::new();
     for (i, r) in recipes.iter().enumerate() {

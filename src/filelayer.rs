@@ -193,6 +193,8 @@ impl FilesRecipe {
                         .with_context(|| format!("layer `{}`: writable", self.spec.name))?;
                 }
             }
+            c.finish()
+                .with_context(|| format!("layer `{}`", self.spec.name))?;
             if c.unhashed_bytes() <= PREHASH_LIMIT {
                 c.hash_unhashed(&cx.stat)?;
             }
@@ -211,11 +213,12 @@ impl Recipe for FilesRecipe {
     fn platform_bound(&self) -> bool {
         false
     }
+    /// The layer's settings; its paths are `rows`.
     fn inputs(&mut self, cx: &Ctx, base: &BaseView) -> Result<BTreeMap<String, String>> {
         let c = self.collect(cx, base)?;
-        let mut m = c.summary();
-        if !c.unhashed.is_empty() {
-            m.insert(UNHASHED.into(), c.unhashed.len().to_string());
+        let mut m = BTreeMap::new();
+        if c.unhashed_files() > 0 {
+            m.insert(UNHASHED.into(), c.unhashed_files().to_string());
         }
         m.insert("[layer]".into(), serde_json::to_string(&self.spec)?);
         if let Some(w) = &self.webroot {
@@ -223,28 +226,38 @@ impl Recipe for FilesRecipe {
         }
         Ok(m)
     }
+    fn rows<'a>(
+        &'a self,
+        written: Option<(&'a [Entry], &'a Listing)>,
+    ) -> Option<Box<dyn crate::key::Rows + 'a>> {
+        match written {
+            Some((entries, listing)) => Some(Box::new(files::WrittenRows { entries, listing })),
+            None => Some(Box::new(self.collected.as_ref()?.rows())),
+        }
+    }
     fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>> {
         self.collect(cx, base)?;
-        Ok(std::mem::take(
-            &mut self.collected.as_mut().unwrap().entries,
-        ))
+        let c = self.collected.as_mut().unwrap();
+        if c.unhashed_files() > 0 {
+            // The rows come from the written layer now.
+            c.forget_hashes();
+        }
+        Ok(std::mem::take(&mut c.entries))
     }
+    /// The rows of the written layer have every file's hash.
     fn inputs_after(
         &mut self,
-        cx: &Ctx,
-        listing: &Listing,
+        _cx: &Ctx,
+        _listing: &Listing,
         inputs: &mut BTreeMap<String, String>,
     ) -> bool {
-        let Some(c) = self.collected.as_mut() else {
-            return false;
-        };
-        c.hashes_from(&cx.stat, listing, |path, size, sha| {
-            if let Some(v) = inputs.get_mut(path) {
-                *v = v.replacen(&format!("file {size}  "), &format!("file {size} {sha} "), 1);
-            }
-        });
         inputs.remove(UNHASHED);
-        c.unhashed.is_empty()
+        true
+    }
+    fn written(&mut self, cx: &Ctx, listing: &Listing) {
+        if let Some(c) = self.collected.as_mut() {
+            c.learn(&cx.stat, listing);
+        }
     }
     fn check(&self, fs: &Rootfs, _config: &ImageConfig, me: usize, problems: &mut Vec<Problem>) {
         for e in &self.expect {

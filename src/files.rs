@@ -3,10 +3,11 @@
 
 use crate::cache::{FileId, PathMap, StatCache};
 use crate::layer::{check_path, Body, Entry, Source};
+use crate::rootfs::{Kind, Listing};
 use crate::usage;
 use anyhow::{bail, Context, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -36,13 +37,33 @@ pub struct Collector {
     /// The sha256 of each regular file entry, by the entry's index, for the cache key (raw
     /// bytes: a no-op rebuild of a large tree looks up one per file).
     hashes: Vec<Option<[u8; 32]>>,
-    /// Files the stat cache did not know: (entry index, layer path, source, metadata taken
-    /// before reading).
-    pub unhashed: Vec<(usize, Vec<u8>, PathBuf, FileId)>,
+    /// Files the stat cache did not know (after `finish`, by `key`).
+    unhashed: Vec<Unhashed>,
     pub skipped: Vec<String>,
     inodes: HashMap<(u64, u64), Vec<u8>>,
     /// Where each path came from: a hash of the path → its entry's index (`usize::MAX`: ensure_dirs).
     origin: PathMap<u64, usize>,
+    /// Each mapping added: where it reads and its layer path (what `learn` needs to find a
+    /// file's source from its path in the layer).
+    mappings: Vec<(PathBuf, Vec<u8>)>,
+    /// The paths the mappings and `ensure_dir` start at: only their parents can be missing.
+    roots: Vec<Vec<u8>>,
+    /// Whether a hard link was added.
+    linked: bool,
+}
+
+/// A file the stat cache did not know, learnt from the written layer's listing: kept without
+/// its paths (at 100k new files, copies of their paths were 18 MB of a cold build's peak).
+#[derive(Clone, Copy, Debug)]
+struct Unhashed {
+    /// `path_key` of its layer path.
+    key: u64,
+    /// Its entry.
+    index: u32,
+    /// The mapping it came from (`Collector::mappings`).
+    mapping: u32,
+    /// Its identity, taken before it was read.
+    id: FileId,
 }
 
 use crate::cache::path_key as path_hash;
@@ -128,6 +149,9 @@ impl Collector {
             skipped: Vec::new(),
             inodes: HashMap::new(),
             origin: PathMap::default(),
+            mappings: Vec::new(),
+            roots: Vec::new(),
+            linked: false,
         }
     }
 
@@ -137,6 +161,8 @@ impl Collector {
             .with_context(|| format!("reading {}", m.from.display()))?;
         let meta = Meta::of(&md);
         let to = m.to.clone().into_bytes();
+        self.mappings.push((m.from.clone(), to.clone()));
+        self.roots.push(to.clone());
         if md.is_dir() {
             self.walk(m, stat, &meta, to)
         } else {
@@ -223,6 +249,7 @@ impl Collector {
             if md.nlink > 1 {
                 if let Some(first) = self.inodes.get(&id) {
                     let first = first.clone();
+                    self.linked = true;
                     return self.push(
                         Entry {
                             path,
@@ -241,9 +268,12 @@ impl Collector {
             let index = self.entries.len();
             match known {
                 Some(sha) => self.set_hash(index, sha),
-                None => self
-                    .unhashed
-                    .push((index, path.clone(), src.clone(), md.id)),
+                None => self.unhashed.push(Unhashed {
+                    key: path_hash(&path),
+                    index: u32::try_from(index).context("more than 2^32 files in one layer")?,
+                    mapping: self.mappings.len().saturating_sub(1) as u32,
+                    id: md.id,
+                }),
             }
             return self.push(
                 Entry {
@@ -339,6 +369,7 @@ impl Collector {
             return Ok(());
         }
         let (uid, gid) = owner.unwrap_or((0, 0));
+        self.roots.push(p.clone());
         self.origin.insert(path_hash(&p), self.entries.len());
         self.entries.push(Entry {
             path: p,
@@ -365,6 +396,45 @@ impl Collector {
         Ok(())
     }
 
+    /// Completes the entries as `layer::normalise` would, but for their order: the missing
+    /// parents of the paths mappings start at (0755, root), and each hard-linked file's body at
+    /// the group's first path in tar order. Then the rows of the entries are the same before
+    /// the layer is written (`rows`) and after it (`WrittenRows`, from the normalised entries).
+    /// What only adding needed is let go.
+    pub fn finish(&mut self) -> Result<()> {
+        for root in std::mem::take(&mut self.roots) {
+            let mut p = root.as_slice();
+            while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+                p = &p[..i];
+                if self.find(p).is_none() {
+                    self.origin.insert(path_hash(p), self.entries.len());
+                    self.entries.push(Entry::dir(p.to_vec(), 0o755));
+                }
+            }
+        }
+        if self.linked {
+            for (from, to) in crate::layer::relink(&mut self.entries)? {
+                if self.hashes.len() <= from.max(to) {
+                    self.hashes.resize(from.max(to) + 1, None);
+                }
+                self.hashes[to] = self.hashes[from].take();
+                for u in self
+                    .unhashed
+                    .iter_mut()
+                    .filter(|u| u.index as usize == from)
+                {
+                    u.index = to as u32;
+                }
+            }
+        }
+        self.origin = PathMap::default();
+        self.inodes = HashMap::new();
+        self.entries.shrink_to_fit();
+        self.unhashed.sort_unstable_by_key(|u| u.key);
+        self.unhashed.shrink_to_fit();
+        Ok(())
+    }
+
     fn set_hash(&mut self, index: usize, sha: [u8; 32]) {
         if self.hashes.len() <= index {
             self.hashes.resize(index + 1, None);
@@ -372,11 +442,28 @@ impl Collector {
         self.hashes[index] = Some(sha);
     }
 
+    /// How many files the stat cache did not know, and their bytes.
+    pub fn unhashed_files(&self) -> usize {
+        self.unhashed.len()
+    }
+
+    pub fn unhashed_bytes(&self) -> u64 {
+        self.unhashed.iter().map(|u| u.id.size).sum()
+    }
+
     /// Hashes files the stat cache did not know, reading them.
     pub fn hash_unhashed(&mut self, stat: &StatCache) -> Result<()> {
-        for (index, _, src, md) in std::mem::take(&mut self.unhashed) {
+        for u in std::mem::take(&mut self.unhashed) {
+            let index = u.index as usize;
+            let Some(Body::File {
+                src: Source::Disk(src),
+                ..
+            }) = self.entries.get(index).map(|e| &e.body)
+            else {
+                continue;
+            };
             let sha = stat
-                .hash(&src, &md)
+                .hash(src, &u.id)
                 .with_context(|| format!("reading {}", src.display()))?;
             let mut raw = [0u8; 32];
             hex::decode_to_slice(&sha, &mut raw).expect("a sha256 in hex");
@@ -385,53 +472,95 @@ impl Collector {
         Ok(())
     }
 
-    /// Learns the hashes of unhashed files from the listing of the layer they were written to,
-    /// and calls `learned` with each one's displayed path (`/`-rooted), size and sha256 as it
-    /// goes (collected, those of a layer of 100k new files were held at the build's peak).
-    pub fn hashes_from(
-        &mut self,
-        stat: &StatCache,
-        listing: &crate::rootfs::Listing,
-        mut learned: impl FnMut(&str, u64, &str),
-    ) {
-        let by_path: HashMap<&str, &str> = listing
-            .nodes
-            .iter()
-            .filter_map(|n| Some((n.path.as_str(), n.sha256.as_deref()?)))
-            .collect();
-        let mut shown = String::from("/");
-        for (index, path, src, id) in std::mem::take(&mut self.unhashed) {
-            shown.truncate(1);
-            shown.push_str(&String::from_utf8_lossy(&path));
-            match by_path.get(&shown[1..]) {
-                Some(sha) => {
-                    stat.remember(&src, &id, sha);
-                    learned(&shown, id.size, sha);
+    /// Lets go of the entries' known hashes (a layer written with unhashed files takes its rows
+    /// from the written layer).
+    pub fn forget_hashes(&mut self) {
+        self.hashes = Vec::new();
+    }
+
+    /// Teaches the stat cache the hashes of the files it did not know, from the listing of the
+    /// layer they were written to. Their sources come from the mappings and their paths in the
+    /// layer, not from the entries: those are gone by now (at 100k new files the entries, the
+    /// listing and what the stat cache learns were too much at once). A hard link's path learns
+    /// its file's hash.
+    pub fn learn(&mut self, stat: &StatCache, listing: &Listing) {
+        if self.unhashed.is_empty() {
+            return;
+        }
+        let nodes = &listing.nodes;
+        let sha_of = |path: &str| {
+            nodes
+                .binary_search_by(|n| n.path.as_str().cmp(path))
+                .ok()
+                .and_then(|i| nodes[i].sha256)
+        };
+        for n in nodes {
+            let sha = match n.kind {
+                Kind::File => n.sha256,
+                Kind::Link => n.target.as_deref().and_then(sha_of),
+                _ => None,
+            };
+            let Some(sha) = sha else { continue };
+            let key = path_hash(n.path.as_bytes());
+            let at = self.unhashed.partition_point(|u| u.key < key);
+            // Two paths with one `path_key` are both tried: a file learnt under another's
+            // identity is never found again (the identity has the inode), so that is harmless.
+            for u in self.unhashed[at..].iter().take_while(|u| u.key == key) {
+                let (from, to) = &self.mappings[u.mapping as usize];
+                if let Some(src) = source_of(from, to, n.path.as_bytes()) {
+                    stat.remember_sha(&src, &u.id, sha.0);
                 }
-                None => self.unhashed.push((index, path, src, id)),
             }
+        }
+        self.unhashed = Vec::new();
+    }
+
+    /// The entries' rows, in key order (see `Rows`).
+    pub fn rows(&self) -> CollectedRows<'_> {
+        CollectedRows(self)
+    }
+}
+
+/// The file at layer path `path` of the mapping from `from` to `to`.
+fn source_of(from: &Path, to: &[u8], path: &[u8]) -> Option<PathBuf> {
+    let rel = if path == to {
+        return Some(from.to_path_buf());
+    } else if to.is_empty() {
+        path
+    } else {
+        path.strip_prefix(to)?.strip_prefix(b"/")?
+    };
+    Some(from.join(std::ffi::OsStr::from_bytes(rel)))
+}
+
+/// Per-path input rows of a files layer, for its cache key and `-v`: for each entry, its
+/// displayed path → `KIND [SIZE HASH | TARGET] MODE UID:GID` (a file the stat cache does not
+/// know has an empty HASH). Written into two buffers, without `format!` (a no-op rebuild of a
+/// large tree makes one per file), and given one at a time: never held as a map.
+struct RowWriter {
+    path: String,
+    what: String,
+}
+
+impl RowWriter {
+    fn new() -> RowWriter {
+        RowWriter {
+            path: String::with_capacity(256),
+            what: String::with_capacity(128),
         }
     }
 
-    pub fn unhashed_bytes(&self) -> u64 {
-        self.unhashed.iter().map(|(_, _, _, id)| id.size).sum()
-    }
-
-    /// One summary row: the entry's displayed path, and what it is.
-    fn row(&self, index: usize, e: &Entry) -> (String, String) {
-        use std::fmt::Write as _;
-        let mut what = String::with_capacity(96);
+    /// The row of `e`, with `sha` (hex) for a file.
+    fn row(&mut self, e: &Entry, sha: Option<&str>) -> (&str, &str) {
+        let what = &mut self.what;
+        what.clear();
         match &e.body {
             Body::Dir => what.push_str("dir"),
             Body::File { size, .. } => {
                 what.push_str("file ");
                 what.push_str(itoa(*size, &mut [0u8; 20]));
                 what.push(' ');
-                if let Some(Some(sha)) = self.hashes.get(index) {
-                    let mut hex = [0u8; 64];
-                    hex::encode_to_slice(sha, &mut hex).expect("64 bytes for 32");
-                    what.push_str(std::str::from_utf8(&hex).expect("hex is ASCII"));
-                }
+                what.push_str(sha.unwrap_or(""));
             }
             Body::Symlink(t) => {
                 what.push_str("symlink ");
@@ -442,45 +571,74 @@ impl Collector {
                 what.push_str(&String::from_utf8_lossy(t));
             }
         }
-        let _ = write!(what, " {:o} ", e.mode);
+        what.push(' ');
+        octal(e.mode, what);
+        what.push(' ');
         what.push_str(itoa(e.uid as u64, &mut [0u8; 20]));
         what.push(':');
         what.push_str(itoa(e.gid as u64, &mut [0u8; 20]));
-        let mut path = String::with_capacity(e.path.len() + 1);
-        path.push('/');
-        path.push_str(&String::from_utf8_lossy(&e.path));
-        (path, what)
+        self.path.clear();
+        self.path.push('/');
+        self.path.push_str(&String::from_utf8_lossy(&e.path));
+        (&self.path, &self.what)
     }
+}
 
-    /// Per-path input summary (kind, mode, owner, size, hash or link) for cache keys and `-v`.
-    /// Each value is `KIND [SIZE HASH | TARGET] MODE UID:GID`; written without `format!`, since
-    /// a no-op rebuild of a large tree makes one per file.
-    pub fn summary(&self) -> BTreeMap<String, String> {
-        // A large layer's rows are made on two threads (a no-op rebuild makes one per file).
-        let mut rows: Vec<(String, String)> = if self.entries.len() >= 4096 {
-            let half = self.entries.len() / 2;
-            let (a, b) = self.entries.split_at(half);
-            std::thread::scope(|s| {
-                let second = s.spawn(|| {
-                    b.iter()
-                        .enumerate()
-                        .map(|(i, e)| self.row(half + i, e))
-                        .collect::<Vec<_>>()
-                });
-                let mut rows: Vec<_> = a.iter().enumerate().map(|(i, e)| self.row(i, e)).collect();
-                rows.extend(second.join().expect("summary rows"));
-                rows
-            })
-        } else {
-            self.entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| self.row(i, e))
-                .collect()
-        };
-        // Walk order is nearly sorted: a cheap sort, then a bulk build of the map.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        rows.into_iter().collect()
+/// `n` in octal, appended to `out`.
+fn octal(n: u32, out: &mut String) {
+    let mut buf = [0u8; 11];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n & 7) as u8;
+        n >>= 3;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).expect("digits"));
+}
+
+/// The rows of a collector's entries, with the hashes the stat cache knew, in path order.
+pub struct CollectedRows<'a>(&'a Collector);
+
+impl crate::key::Rows for CollectedRows<'_> {
+    fn each(&self, row: &mut dyn FnMut(&str, &str)) {
+        let c = self.0;
+        let mut order: Vec<u32> = (0..c.entries.len() as u32).collect();
+        // In walk order the paths are nearly sorted already.
+        order
+            .sort_unstable_by(|&a, &b| c.entries[a as usize].path.cmp(&c.entries[b as usize].path));
+        let mut w = RowWriter::new();
+        let mut hex = [0u8; 64];
+        for i in order {
+            let i = i as usize;
+            let sha = c.hashes.get(i).copied().flatten().map(|sha| {
+                hex::encode_to_slice(sha, &mut hex).expect("64 bytes for 32");
+                std::str::from_utf8(&hex).expect("hex is ASCII")
+            });
+            let (k, v) = w.row(&c.entries[i], sha);
+            row(k, v);
+        }
+    }
+}
+
+/// The rows of a written files layer: its normalised entries with the hashes of its listing
+/// (the same rows as `CollectedRows` once the stat cache knows every file; see `finish`).
+pub struct WrittenRows<'a> {
+    pub entries: &'a [Entry],
+    pub listing: &'a Listing,
+}
+
+impl crate::key::Rows for WrittenRows<'_> {
+    fn each(&self, row: &mut dyn FnMut(&str, &str)) {
+        let mut w = RowWriter::new();
+        let mut hex = [0u8; 64];
+        for (e, n) in self.entries.iter().zip(&self.listing.nodes) {
+            let (k, v) = w.row(e, n.sha256.as_ref().map(|s| s.hex_in(&mut hex)));
+            row(k, v);
+        }
     }
 }
 
@@ -757,4 +915,151 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &str {
         }
     }
     std::str::from_utf8(&buf[i..]).expect("digits")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+    use crate::store::Store;
+
+    fn rows(r: &dyn crate::key::Rows) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        r.each(&mut |k, v| out.push((k.to_string(), v.to_string())));
+        out
+    }
+
+    fn mapping(from: &Path, to: &str) -> Mapping {
+        Mapping {
+            from: from.to_path_buf(),
+            to: image_path(to).unwrap(),
+            mode: None,
+            owner: None,
+            optional: false,
+            written: from.display().to_string(),
+        }
+    }
+
+    /// A project whose files have an mtime long past (the stat cache remembers them).
+    fn project() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("pkg/a")).unwrap();
+        fs::write(src.join("pkg/z.py"), "z").unwrap();
+        fs::write(src.join("pkg/a/x.py"), "a").unwrap();
+        // Hard links: the walk meets `pkg/a/x.py` first (the directory `a` and what is in it
+        // before `a-link.py`), but `pkg/a-link.py` is first in tar order ('-' < '/').
+        fs::hard_link(src.join("pkg/a/x.py"), src.join("pkg/a-link.py")).unwrap();
+        std::os::unix::fs::symlink("z.py", src.join("pkg/zz")).unwrap();
+        fs::write(t.path().join("main.py"), "main").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        for p in ["src/pkg/z.py", "src/pkg/a/x.py", "main.py"] {
+            fs::File::options()
+                .write(true)
+                .open(t.path().join(p))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        t
+    }
+
+    fn collect(t: &Path, stat: &StatCache) -> Collector {
+        let mut c = Collector::new(globs(&[]).unwrap());
+        // Parents that no mapping provides: `srv`, `srv/app`, `opt`, `opt/bin`.
+        c.add(&mapping(&t.join("src"), "/srv/app/code"), stat)
+            .unwrap();
+        c.add(&mapping(&t.join("main.py"), "/opt/bin/main.py"), stat)
+            .unwrap();
+        c.ensure_dir("/var/lib/app/data", Some((1000, 1000)))
+            .unwrap();
+        c.finish().unwrap();
+        c
+    }
+
+    #[test]
+    fn rows_before_the_write_are_the_rows_of_the_written_layer() {
+        let t = project();
+        let store = Store::open(t.path().join("store")).unwrap();
+        let stat = StatCache::load(&store, t.path());
+        let mut c = collect(t.path(), &stat);
+        assert_eq!(c.unhashed_files(), 3, "nothing is known yet");
+        c.hash_unhashed(&stat).unwrap();
+        let before = rows(&c.rows());
+        let entries = crate::layer::normalise(std::mem::take(&mut c.entries)).unwrap();
+        let (_, listing) =
+            crate::layer::write(&entries, 0, Compression::Gzip, 1, &store, &|_| {}).unwrap();
+        let after = rows(&WrittenRows {
+            entries: &entries,
+            listing: &listing,
+        });
+        assert_eq!(before, after);
+        let keys: Vec<&str> = before.iter().map(|(k, _)| k.as_str()).collect();
+        for k in [
+            "/srv",
+            "/srv/app",
+            "/opt",
+            "/opt/bin",
+            "/var/lib/app",
+            "/var/lib/app/data",
+        ] {
+            assert!(keys.contains(&k), "{k} in {keys:?}");
+        }
+        let row = |k: &str| &before.iter().find(|(p, _)| p == k).unwrap().1;
+        assert_eq!(row("/srv"), "dir 755 0:0");
+        assert_eq!(row("/var/lib/app/data"), "dir 755 1000:1000");
+        assert!(row("/srv/app/code/pkg/a-link.py").starts_with("file 1 ca978112"));
+        assert_eq!(
+            row("/srv/app/code/pkg/a/x.py"),
+            "link srv/app/code/pkg/a-link.py 644 0:0"
+        );
+        assert_eq!(row("/srv/app/code/pkg/zz"), "symlink z.py 777 0:0");
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "in key order: {keys:?}"
+        );
+    }
+
+    #[test]
+    fn a_written_layer_teaches_the_stat_cache_every_file_it_did_not_know() {
+        let t = project();
+        let store = Store::open(t.path().join("store")).unwrap();
+        let stat = StatCache::load(&store, t.path());
+        let mut c = collect(t.path(), &stat);
+        let entries = crate::layer::normalise(std::mem::take(&mut c.entries)).unwrap();
+        let (_, listing) =
+            crate::layer::write(&entries, 0, Compression::Gzip, 1, &store, &|_| {}).unwrap();
+        drop(entries);
+        c.learn(&stat, &listing);
+        stat.save().unwrap();
+        // A new walk knows every file: none is unhashed, and the rows are the written ones.
+        let again = StatCache::load(&store, t.path());
+        let mut c2 = collect(t.path(), &again);
+        assert_eq!(c2.unhashed_files(), 0);
+        let known = rows(&c2.rows());
+        let entries = crate::layer::normalise(std::mem::take(&mut c2.entries)).unwrap();
+        assert_eq!(
+            known,
+            rows(&WrittenRows {
+                entries: &entries,
+                listing: &listing,
+            })
+        );
+    }
+
+    #[test]
+    fn a_mapped_file_is_found_again_from_its_layer_path() {
+        let from = Path::new("/p/src");
+        assert_eq!(
+            source_of(from, b"app", b"app/a/b.py"),
+            Some(PathBuf::from("/p/src/a/b.py"))
+        );
+        assert_eq!(source_of(from, b"app", b"app"), Some(from.to_path_buf()));
+        assert_eq!(
+            source_of(from, b"", b"a/b.py"),
+            Some(PathBuf::from("/p/src/a/b.py"))
+        );
+        assert_eq!(source_of(from, b"app", b"apple/b.py"), None);
+        assert_eq!(source_of(from, b"app", b"other/b.py"), None);
+    }
 }

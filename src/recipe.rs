@@ -173,6 +173,18 @@ pub trait Recipe: Send {
     fn supply(&self, _cx: &Ctx) -> Result<crate::sbom::Supply> {
         Ok(crate::sbom::Supply::default())
     }
+    /// Inputs too many to hold as strings, left out of `inputs`' map and streamed into the key
+    /// beside it: before the layer is written (`written` is `None`), or from the written
+    /// layer's normalised entries and listing. A files layer's one row per path.
+    fn rows<'a>(
+        &'a self,
+        _written: Option<(&'a [Entry], &'a Listing)>,
+    ) -> Option<Box<dyn crate::key::Rows + 'a>> {
+        None
+    }
+    /// Called once the layer is written and recorded and its entries are gone: what the recipe
+    /// learns from the listing (a files layer: the hashes of files the stat cache did not know).
+    fn written(&mut self, _cx: &Ctx, _listing: &Listing) {}
     /// When `inputs` could not fingerprint everything cheaply (it then has the key `UNHASHED`),
     /// completes `inputs` from the written layer's listing; true when it did.
     fn inputs_after(

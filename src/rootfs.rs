@@ -32,9 +32,65 @@ pub struct Node {
     #[serde(rename = "s", default, skip_serializing_if = "is_zero")]
     pub size: u64,
     #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub sha256: Option<FileSha>,
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+}
+
+/// A file's sha256 in a listing, kept as its 32 bytes (as hex strings, those of a layer of 100k
+/// files were 6.4 MB of its build's peak); written and read as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileSha(pub [u8; 32]);
+
+impl FileSha {
+    /// From 64 hex digits (either case); `None` for anything else.
+    pub fn from_hex(s: &str) -> Option<FileSha> {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(s, &mut b).ok()?;
+        Some(FileSha(b))
+    }
+
+    /// The lowercase hex, in `buf`.
+    pub fn hex_in<'a>(&self, buf: &'a mut [u8; 64]) -> &'a str {
+        hex::encode_to_slice(self.0, buf).expect("64 bytes for 32");
+        std::str::from_utf8(buf).expect("hex is ASCII")
+    }
+
+    pub fn hex(&self) -> String {
+        self.hex_in(&mut [0u8; 64]).to_string()
+    }
+}
+
+impl std::fmt::Display for FileSha {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.hex_in(&mut [0u8; 64]))
+    }
+}
+
+impl std::fmt::Debug for FileSha {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl PartialEq<str> for FileSha {
+    fn eq(&self, other: &str) -> bool {
+        FileSha::from_hex(other) == Some(*self)
+    }
+}
+
+impl Serialize for FileSha {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.hex_in(&mut [0u8; 64]))
+    }
+}
+
+impl<'de> Deserialize<'de> for FileSha {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileSha, D::Error> {
+        let s = <std::borrow::Cow<str>>::deserialize(d)?;
+        FileSha::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a sha256 in hex")))
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -227,7 +283,7 @@ impl Listing {
                 if let Some(text) = cap.finish() {
                     captured.insert(path.clone(), text);
                 }
-                (n, Some(hex::encode(h.finalize())))
+                (n, Some(FileSha(h.finalize().into())))
             } else {
                 (0, None)
             };
@@ -312,44 +368,63 @@ impl Rootfs {
     /// Applies one layer on top, honouring whiteouts and opaque directories.
     pub fn apply(&mut self, layer: usize, listing: &Listing) {
         for n in &listing.nodes {
-            let (dir, name) = match n.path.rfind('/') {
-                Some(i) => (&n.path[..i], &n.path[i + 1..]),
-                None => ("", n.path.as_str()),
-            };
-            if name == OPAQUE {
-                let prefix = if dir.is_empty() {
-                    String::new()
-                } else {
-                    format!("{dir}/")
-                };
-                let lower: Vec<String> = self
-                    .files
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .filter(|(_, (_, l))| *l < layer)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in lower {
-                    self.drop_path(&k, layer);
-                }
-            } else if let Some(victim) = name.strip_prefix(WH) {
-                let victim = if dir.is_empty() {
-                    victim.to_string()
-                } else {
-                    format!("{dir}/{victim}")
-                };
-                self.remove_tree(&victim, layer);
+            let text = listing.captured.get(&n.path).cloned();
+            self.put(layer, n.clone(), text);
+        }
+    }
+
+    /// `apply` with a listing no longer needed: its nodes are moved in, not copied (a layer
+    /// of 100k files: ~18 MB less while the checks run).
+    pub fn apply_owned(&mut self, layer: usize, listing: Listing) {
+        let Listing {
+            nodes,
+            mut captured,
+        } = listing;
+        for n in nodes {
+            let text = captured.remove(&n.path);
+            self.put(layer, n, text);
+        }
+    }
+
+    /// One node of layer `layer`, with its captured text.
+    fn put(&mut self, layer: usize, n: Node, text: Option<String>) {
+        let (dir, name) = match n.path.rfind('/') {
+            Some(i) => (&n.path[..i], &n.path[i + 1..]),
+            None => ("", n.path.as_str()),
+        };
+        if name == OPAQUE {
+            let prefix = if dir.is_empty() {
+                String::new()
             } else {
-                if n.kind != Kind::Dir {
-                    // A non-directory replaces a directory with everything under it.
-                    self.remove_tree(&n.path, layer);
-                }
-                self.files.insert(n.path.clone(), (n.clone(), layer));
-                match listing.captured.get(&n.path) {
-                    Some(t) => self.captured.insert(n.path.clone(), t.clone()),
-                    None => self.captured.remove(&n.path),
-                };
+                format!("{dir}/")
+            };
+            let lower: Vec<String> = self
+                .files
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter(|(_, (_, l))| *l < layer)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in lower {
+                self.drop_path(&k, layer);
             }
+        } else if let Some(victim) = name.strip_prefix(WH) {
+            let victim = if dir.is_empty() {
+                victim.to_string()
+            } else {
+                format!("{dir}/{victim}")
+            };
+            self.remove_tree(&victim, layer);
+        } else {
+            if n.kind != Kind::Dir {
+                // A non-directory replaces a directory with everything under it.
+                self.remove_tree(&n.path, layer);
+            }
+            match text {
+                Some(t) => self.captured.insert(n.path.clone(), t),
+                None => self.captured.remove(&n.path),
+            };
+            self.files.insert(n.path.clone(), (n, layer));
         }
     }
 
@@ -449,6 +524,60 @@ impl Rootfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_moved_in_merges_as_one_copied_in() {
+        let node = |path: &str, kind: Kind, sha: Option<u8>| Node {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+            size: 1,
+            sha256: sha.map(|b| FileSha([b; 32])),
+            target: None,
+        };
+        let lower = Listing {
+            nodes: vec![
+                node("a", Kind::Dir, None),
+                node("a/x", Kind::File, Some(1)),
+                node("b", Kind::File, Some(2)),
+            ],
+            captured: [("b".to_string(), "#!/bin/sh".to_string())].into(),
+        };
+        let upper = Listing {
+            nodes: vec![
+                node("a/.wh.x", Kind::File, None),
+                node("b", Kind::File, Some(3)),
+                node("c", Kind::File, Some(4)),
+            ],
+            captured: [("c".to_string(), "#!/usr/bin/env python3".to_string())].into(),
+        };
+        let mut copied = Rootfs::default();
+        copied.apply(0, &lower);
+        copied.apply(1, &upper);
+        let mut moved = Rootfs::default();
+        moved.apply_owned(0, lower);
+        moved.apply_owned(1, upper);
+        assert_eq!(moved.files, copied.files);
+        assert_eq!(moved.captured, copied.captured);
+        assert_eq!(moved.removed, copied.removed);
+        assert_eq!(moved.files["b"].0.sha256, Some(FileSha([3; 32])));
+        assert!(!moved.files.contains_key("a/x") && !moved.captured.contains_key("b"));
+    }
+
+    #[test]
+    fn a_file_sha_is_written_and_read_as_lowercase_hex() {
+        let sha = FileSha([0xab; 32]);
+        let json = serde_json::to_string(&sha).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<FileSha>(&json).unwrap(), sha);
+        assert_eq!(
+            serde_json::from_str::<FileSha>(&format!("\"{}\"", "AB".repeat(32))).unwrap(),
+            sha
+        );
+        let err = serde_json::from_str::<FileSha>("\"abc\"").unwrap_err();
+        assert!(err.to_string().contains("not a sha256 in hex"), "{err}");
+        assert!(sha.eq("ab".repeat(32).as_str()) && !sha.eq("cd".repeat(32).as_str()));
+    }
 
     fn node(path: &str, kind: Kind, target: Option<&str>) -> Node {
         Node {

@@ -483,10 +483,19 @@ fn large_new_inputs_are_hashed_in_the_writing_pass_and_cached_for_the_next_build
             .collect::<Vec<u8>>(),
     )
     .unwrap();
+    // A hard link the walk meets first in `data/a/` but that a tar has first as `data/a-link`,
+    // and paths whose parents no mapping provides: the written layer's inputs must be the ones
+    // the next build computes from the stat cache.
+    fs::create_dir_all(d.join("data/a")).unwrap();
+    fs::write(d.join("data/a/x.txt"), "x").unwrap();
+    fs::hard_link(d.join("data/a/x.txt"), d.join("data/a-link")).unwrap();
+    fs::write(d.join("app.ini"), "[app]\n").unwrap();
     ok(Command::new("touch")
         .args(["-d", "2001-01-01"])
-        .arg(d.join("data/big.bin")));
-    fs::write(d.join("imgbuild.toml"), "[images.d]\nbase = \"scratch\"\n[[images.d.layers]]\nname = \"data\"\nfiles = [{ from = \"data\", to = \"/data\" }]\n").unwrap();
+        .arg(d.join("data/big.bin"))
+        .arg(d.join("data/a/x.txt"))
+        .arg(d.join("app.ini")));
+    fs::write(d.join("imgbuild.toml"), "[images.d]\nbase = \"scratch\"\n[[images.d.layers]]\nname = \"data\"\nfiles = [{ from = \"data\", to = \"/srv/app/data\" }, { from = \"app.ini\", to = \"/etc/app/app.ini\" }]\nensure_dirs = [\"/var/lib/app/cache\"]\n").unwrap();
     let out = ok(imgbuild(d).args(["build", "d", "--json", "-v"]));
     let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -502,6 +511,14 @@ fn large_new_inputs_are_hashed_in_the_writing_pass_and_cached_for_the_next_build
         "the one-pass build recorded its content key"
     );
     assert_eq!(first["digest"], second["digest"]);
+    // `-v` counts the streamed rows with the layer's settings: 14 paths (srv, srv/app, the data
+    // directory and its 4 members; etc, etc/app, app.ini; var, var/lib, var/lib/app, its cache).
+    let third = ok(imgbuild(d).args(["build", "d", "-v"]));
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        err.contains("layer data: local cache (15 inputs unchanged)"),
+        "{err}"
+    );
 }
 
 #[test]

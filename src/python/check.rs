@@ -153,10 +153,10 @@ fn check_rows(
             }
         };
         if let (Some(want), Some(got)) = (&row.sha256, &node.sha256) {
-            if want != got {
+            if !got.eq(want.as_str()) {
                 out.push(format!(
                     "{label}: {shown}: sha256={} does not match RECORD (sha256={})",
-                    record::hex_to_b64(got),
+                    record::hex_to_b64(&got.hex()),
                     record::hex_to_b64(want)
                 ));
                 continue;

@@ -14,7 +14,8 @@ fn node(path: &str, kind: Kind, mode: u32, content: Option<&[u8]>, target: Optio
         kind,
         mode,
         size: content.map(|c| c.len() as u64).unwrap_or(0),
-        sha256: content.map(crate::digest::sha256_hex),
+        sha256: content
+            .map(|c| crate::rootfs::FileSha::from_hex(&crate::digest::sha256_hex(c)).unwrap()),
         target: target.map(String::from),
     }
 }
