@@ -232,7 +232,11 @@ impl Recipe for FilesRecipe {
     ) -> Option<Box<dyn crate::key::Rows + 'a>> {
         match written {
             Some((entries, listing)) => Some(Box::new(files::WrittenRows { entries, listing })),
-            None => Some(Box::new(self.collected.as_ref()?.rows())),
+            // With files the stat cache did not know the key is not looked up: no rows.
+            None => {
+                let c = self.collected.as_ref()?;
+                (c.unhashed_files() == 0).then(|| Box::new(c.rows()) as Box<dyn crate::key::Rows>)
+            }
         }
     }
     fn entries(&mut self, cx: &Ctx, base: &BaseView) -> Result<Vec<Entry>> {
