@@ -942,7 +942,6 @@ fn verdict_key(
 }
 
 /// The image's filesystem: the base's with every layer's listing applied.
-/// The merged filesystem of the base and `layers`.
 fn merged(cx: &Ctx, base: &BaseView, layers: &[(LayerBlob, Option<Listing>)]) -> Result<Rootfs> {
     merged_from(
         cx,
