@@ -50,20 +50,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     {
         return Ok(());
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = temp_path(dir, "write");
-    let res = (|| -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    Ok(())
+    write_atomic_with(path, |w| w.write_all(bytes))
 }
 
 /// Writes the file at `path` from `write` through a buffer and into place atomically: what
