@@ -242,9 +242,6 @@ impl StatCache {
             .ok()
             .and_then(Table::parse)
             .unwrap_or_default();
-        if known.index.is_empty() {
-            crate::layer::no_huge_pages();
-        }
         StatCache {
             file,
             loaded: known,

@@ -225,16 +225,13 @@ pub struct LayerBlob {
 /// Observer of bytes written, for progress bars.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
-/// From the first layer written on, this process gets no transparent huge pages: the
-/// allocator (main.rs) asks for them, and every 2 MiB page the write's buffers touch is then
-/// resident whole. Measured: a 200 MB zstd layer peaked at 46 MiB with them and 41 without, an
-/// 800 MB gzip layer at 60 and 51 MiB. Not before: a no-op rebuild, which writes no layer, was
-/// 17 % faster with them (100k files, 0.29 s against 0.34 s). Inherited by the processes started
-/// afterwards (sdist builds in runc), where it changes only the same memory accounting.
-/// Also from the start of a build whose stat cache is empty (`StatCache::load`): it will read
-/// every file and write layers, and what its walk allocated stayed resident in huge pages
-/// (100k new files: 10 MiB more at the peak).
-pub(crate) fn no_huge_pages() {
+/// From the first layer written on, this process gets no transparent huge pages: every 2 MiB
+/// page the write's buffers touch would be resident whole. Measured while the allocator still
+/// asked for them: a 200 MB zstd layer peaked at 46 MiB with them and 41 without, an 800 MB gzip
+/// layer at 60 and 51 MiB. The binary turns them off at its start (main.rs); this covers the
+/// library used on its own, and the processes started afterwards (sdist builds in runc), where
+/// it changes only the same memory accounting.
+fn no_huge_pages() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: prctl with integer arguments only sets a flag of this process.
