@@ -1339,8 +1339,8 @@ def section_scaling(S, ctx):
             "without the fixed start-up; CPU time (user + system of all threads, 10 ms resolution) is less sensitive to "
             "other load on the machine than wall time.")
     big = fdata[100000]
-    worst_files = max(d["cold_rss_mib"]["max"] for d in fdata.values())
-    S.target(f"peak memory ≤ {TARGET['rss_mib']:.0f} MiB for any number of files (cold builds of 1k to 100k, issue 18)",
+    worst_files = max(max(d["cold_rss_mib"]["max"], d["noop_rss_mib"]["max"]) for d in fdata.values())
+    S.target(f"peak memory ≤ {TARGET['rss_mib']:.0f} MiB for any number of files (cold builds and no-op rebuilds of 1k to 100k, issue 18)",
              f"{worst_files:.1f} MiB (worst run)", worst_files <= TARGET["rss_mib"])
     S.target(f"no-op rebuild ≤ {TARGET['noop_us_per_file']:.0f} µs per unchanged file (100k files, issue 18)",
              f"{big['noop_us_per_file']:.2f} µs per file ({fmt_s(big['noop']['median'])})",
